@@ -1,0 +1,5 @@
+"""Allow ``python -m orcastra``."""
+
+from orcastra.cli import main
+
+main()

@@ -1,0 +1,142 @@
+"""The ``orcastra`` command line: run, plan, status, validate, and the ``lab`` group."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import click
+
+from orcastra import __version__
+from orcastra.errors import OrcastraError
+
+if TYPE_CHECKING:
+    from orcastra.config import Config
+
+
+def _fail(err: OrcastraError) -> NoReturn:
+    click.echo(f"orcastra: {err}", err=True)
+    sys.exit(err.exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="orcastra")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Configuration file (default: $ORCASTRA_CONFIG or /etc/orcastra/orcastra.yml).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
+    """Orcastra: anchor-following, node labels and rebalancing for Docker Swarm."""
+    ctx.obj = {"config_path": config_path}
+
+
+def _load(ctx: click.Context) -> tuple[Config, Path]:
+    """The configuration for run/plan/status. A file named explicitly must exist; the default may not."""
+    from orcastra.config import load_config, resolve_config_path
+
+    explicit: Path | None = ctx.obj["config_path"]
+    path = resolve_config_path(explicit, os.environ)
+    required = explicit is not None or bool(os.environ.get("ORCASTRA_CONFIG"))
+    try:
+        return load_config(path, os.environ, required=required), path
+    except OrcastraError as err:
+        _fail(err)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, default=None, help="Run one cycle and exit (RUN_ONCE).")
+@click.option("--dry-run", is_flag=True, default=None, help="Log what would change; change nothing (DRY_RUN).")
+@click.pass_context
+def run(ctx: click.Context, once: bool | None, dry_run: bool | None) -> None:
+    """Run the controllers: at start, on Engine events, on config change and every resync."""
+    from orcastra.daemon import Daemon
+    from orcastra.wiring import setup_logging
+
+    config, path = _load(ctx)
+    setup_logging(config)
+    once = bool(once) or config.run.once
+    dry = bool(dry_run) or config.run.dry_run
+    daemon = Daemon(config, path if path.exists() else None, os.environ, dry_run=dry)
+    try:
+        if once:
+            ok = daemon.run_single_cycle()
+            daemon.shutdown()
+            sys.exit(0 if ok else 1)
+        daemon.run_forever()
+    except OrcastraError as err:
+        daemon.shutdown()
+        _fail(err)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.pass_context
+def plan(ctx: click.Context, as_json: bool) -> None:
+    """Print what the next cycle would do, and why. Changes nothing."""
+    from orcastra.controllers import registry
+    from orcastra.reconcile import plan_all
+    from orcastra.render import render_plan
+    from orcastra.wiring import make_engine
+
+    config, _ = _load(ctx)
+    try:
+        with make_engine(config) as engine:
+            snapshot = engine.snapshot()
+    except OrcastraError as err:
+        _fail(err)
+    result = plan_all(snapshot, config, [f() for f in registry().values()])
+    click.echo(render_plan(result, as_json=as_json))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show nodes (state, role, labels; * = set by Orcastra) and anchor groups (colocated or why not)."""
+    from orcastra.controllers.colocation import ColocationSettings, plan_colocation
+    from orcastra.render import render_status
+    from orcastra.wiring import make_engine
+
+    config, _ = _load(ctx)
+    try:
+        with make_engine(config) as engine:
+            snapshot = engine.snapshot()
+    except OrcastraError as err:
+        _fail(err)
+    groups = plan_colocation(snapshot, ColocationSettings.from_config(config), snapshot.taken_at).groups
+    click.echo(render_status(snapshot, groups, as_json=as_json))
+
+
+@cli.command()
+@click.argument("file", required=False, type=click.Path(path_type=Path))
+@click.pass_context
+def validate(ctx: click.Context, file: Path | None) -> None:
+    """Check a configuration FILE (default: --config / ORCASTRA_CONFIG); report every problem at once."""
+    from orcastra.config import load_config, resolve_config_path
+
+    path = file if file is not None else resolve_config_path(ctx.obj["config_path"], os.environ)
+    try:
+        config = load_config(path, os.environ)
+    except OrcastraError as err:
+        _fail(err)
+    click.echo(f"{path}: valid ({len(config.nodes)} nodes, {len(config.anchors)} anchors)")
+
+
+def _register_lab() -> None:
+    from orcastra.lab.cli import lab
+
+    cli.add_command(lab)
+
+
+_register_lab()
+
+
+def main() -> None:
+    """Entry point of the ``orcastra`` script."""
+    cli(prog_name="orcastra")

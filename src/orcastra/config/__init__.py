@@ -1,0 +1,59 @@
+"""Orcastra's configuration: the schema, and loading it from a YAML file, legacy files and environment.
+
+``load_config`` is the one way in: it merges every source, validates once, and raises a ``ConfigError``
+that lists every problem with its file, field path and what was expected.
+"""
+
+from orcastra.config.labels import (
+    LABEL_KEY_RE,
+    LABEL_VALUE_RE,
+    ORCASTRA_LABEL_PREFIX,
+    OWNED_LABELS_KEY,
+    check_label_key,
+    check_label_value,
+)
+from orcastra.config.load import DEFAULT_CONFIG_PATH, load_config, resolve_config_path
+from orcastra.config.model import (
+    AnchorSettings,
+    ApiSettings,
+    AuditSettings,
+    BootstrapSettings,
+    CommandSettings,
+    Config,
+    DockerSettings,
+    LabelSettings,
+    LeaderElectionSettings,
+    LoggingSettings,
+    NodeSettings,
+    RebalanceSettings,
+    ReconcileSettings,
+    RunSettings,
+    TlsSettings,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "LABEL_KEY_RE",
+    "LABEL_VALUE_RE",
+    "ORCASTRA_LABEL_PREFIX",
+    "OWNED_LABELS_KEY",
+    "AnchorSettings",
+    "ApiSettings",
+    "AuditSettings",
+    "BootstrapSettings",
+    "CommandSettings",
+    "Config",
+    "DockerSettings",
+    "LabelSettings",
+    "LeaderElectionSettings",
+    "LoggingSettings",
+    "NodeSettings",
+    "RebalanceSettings",
+    "ReconcileSettings",
+    "RunSettings",
+    "TlsSettings",
+    "check_label_key",
+    "check_label_value",
+    "load_config",
+    "resolve_config_path",
+]

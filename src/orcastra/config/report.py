@@ -1,0 +1,161 @@
+"""Turning pydantic validation errors into plain-words messages, each tied to its field location.
+
+Pydantic's own messages ("Input should be a valid list", plus a documentation URL) are written for
+programmers. Here each error type is said the way an operator editing a YAML file needs it: what was
+expected and what was found, and for unknown keys which keys exist (and the closest one).
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+from dataclasses import dataclass
+from typing import Annotated, Any, Union, get_args, get_origin
+
+from pydantic import AliasChoices, BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from orcastra.config.wording import describe, number
+
+Loc = tuple[str | int, ...]
+
+_KEY_MARKER = "[key]"  # pydantic appends this to the location of an invalid dict key
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem at ``loc`` in the merged data; ``is_key``: the key at ``loc`` is not text (no path part)."""
+
+    loc: Loc
+    message: str
+    is_key: bool = False
+
+
+def error_messages(error: ValidationError, root: type[BaseModel]) -> list[FieldError]:
+    """One ``FieldError`` per pydantic error, in the order pydantic found them."""
+    found: list[FieldError] = []
+    for detail in error.errors(include_url=False):
+        loc: Loc = tuple(detail["loc"])
+        is_key = bool(loc) and loc[-1] == _KEY_MARKER
+        if is_key:
+            loc = loc[:-1]
+        message = _message(detail, loc, root)
+        # A key that is text names itself in the path (labels["fast disk"]); one that is not is no name.
+        is_key = is_key and not isinstance(detail["input"], str)
+        if is_key and detail["type"] == "string_type":
+            # YAML 1.1 reads `yes:`, `on:`, `12:30:` or `3:` as a boolean or a number, not as text.
+            message = (
+                f"a key was read as {describe(detail['input'])}, not as text; quote it (YAML reads "
+                "unquoted yes/no/on/off/true/false as booleans and digits as numbers)"
+            )
+        found.append(FieldError(loc, message, is_key))
+    return found
+
+
+def _message(detail: ErrorDetails, loc: Loc, root: type[BaseModel]) -> str:
+    kind = detail["type"]
+    ctx: dict[str, Any] = dict(detail.get("ctx") or {})
+    value = detail.get("input")
+    found = describe(value)
+    if kind == "orcastra":
+        return str(ctx.get("message", detail["msg"]))
+    if kind == "missing":
+        return "required but missing"
+    if kind == "extra_forbidden":
+        return _unknown_key_message(loc, root)
+    if kind == "string_type":
+        return f"expected a string, found {found}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"expected true or false, found {found}"
+    if kind in ("float_type", "float_parsing"):
+        return f"expected a number, found {found}"
+    if kind == "finite_number":
+        return f"expected a finite number, found {found}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"expected a whole number, found {found}"
+    if kind in ("list_type", "tuple_type", "set_type"):
+        hint = f" (write [{value}] for a one-item list)" if isinstance(value, str) else ""
+        return f"expected a list, found {found}{hint}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        hint = " (leave the key out to use the defaults, or write {} for empty)" if value is None else ""
+        return f"expected a mapping (key: value), found {found}{hint}"
+    if kind == "greater_than":
+        return f"must be greater than {_bound(ctx.get('gt'))}, found {found}"
+    if kind == "greater_than_equal":
+        return f"must be at least {_bound(ctx.get('ge'))}, found {found}"
+    if kind == "less_than":
+        return f"must be less than {_bound(ctx.get('lt'))}, found {found}"
+    if kind == "less_than_equal":
+        return f"must be at most {_bound(ctx.get('le'))}, found {found}"
+    if kind == "too_short":
+        minimum = ctx.get("min_length", 1)
+        if minimum == 1:
+            return "must not be empty: give at least one item"
+        return f"needs at least {minimum} items, found {ctx.get('actual_length')}"
+    if kind == "literal_error":
+        return f"expected {ctx.get('expected')}, found {found}"
+    if kind == "path_type":
+        return f"expected a file path, found {found}"
+    return f"{detail['msg']}, found {found}"
+
+
+def _bound(value: object) -> str:
+    return number(value) if isinstance(value, int | float) else str(value)
+
+
+def _unknown_key_message(loc: Loc, root: type[BaseModel]) -> str:
+    key = loc[-1] if loc else ""
+    allowed = _allowed_keys(root, loc[:-1])
+    if not allowed:
+        return "unknown key"
+    message = f"unknown key {key!r}; expected one of: {', '.join(allowed)}"
+    close = difflib.get_close_matches(str(key), allowed, n=1)
+    if close:
+        message += f" (did you mean {close[0]!r}?)"
+    return message
+
+
+def _allowed_keys(root: type[BaseModel], loc: Loc) -> list[str]:
+    """The keys the model at ``loc`` accepts, following the schema's types along the path."""
+    current: Any = root
+    for part in loc:
+        current = _strip(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            current = _field_type(current, str(part))
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        elif get_origin(current) is list:
+            current = get_args(current)[0]
+        else:
+            return []
+        if current is None:
+            return []
+    current = _strip(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        # Field names only: an alias such as `services` is accepted from old files but not advertised.
+        return list(current.model_fields)
+    return []
+
+
+def _field_type(model: type[BaseModel], key: str) -> Any:
+    for name, info in model.model_fields.items():
+        alias = info.validation_alias
+        names = [name, *(alias.choices if isinstance(alias, AliasChoices) else [])]
+        if key in names:
+            return info.annotation
+    return None
+
+
+def _strip(tp: Any) -> Any:
+    """Remove ``Annotated[...]`` and ``| None`` wrappers to reach the type that shapes the data."""
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin in (Union, types.UnionType):
+            rest = [arg for arg in get_args(tp) if arg is not type(None)]
+            if len(rest) != 1:
+                return tp
+            tp = rest[0]
+        else:
+            return tp

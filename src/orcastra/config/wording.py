@@ -1,0 +1,50 @@
+"""Plain-words descriptions of configuration values and field paths, for problem messages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+
+# A path part that needs no quoting: "nodes.node-1.labels" reads better than nodes["node-1"]["labels"].
+_PLAIN_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
+
+
+def describe(value: object) -> str:
+    """Name what was found, the way a person would ("the string 'abc'", "a list", "nothing (null)")."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"the number {number(value)}"
+    if isinstance(value, str):
+        shown = value if len(value) <= 60 else value[:60] + "..."
+        return f"the string {shown!r}"
+    if isinstance(value, dt.date):
+        return f"the date {value.isoformat()}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a value of type {type(value).__name__}"
+
+
+def number(value: float) -> str:
+    """A number as a person writes it: ``0`` rather than ``0.0``, ``2.5`` as is."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
+
+
+def format_path(parts: Sequence[str | int]) -> str:
+    """Dotted path with list indexes: ``anchors.db.retry_intervals[2]``, ``nodes.n1.labels["a b"]``."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _PLAIN_KEY_RE.match(part):
+            out += f".{part}" if out else part
+        else:
+            out += f'["{part}"]'
+    return out

@@ -1,0 +1,529 @@
+"""``orcastra run``: the long-running loop. Watches the Swarm and runs one reconcile cycle per trigger.
+
+Watchers (each a thread, each with its own Engine connection):
+- manager events (``node``, ``service``): any change may matter, so it triggers a cycle (debounced);
+- a cheap task poll: one filtered ``GET /tasks`` of the anchors' tasks every ``task_poll_interval_seconds``;
+  a changed fingerprint (a task started, stopped or moved) triggers a cycle. Managers emit no task events;
+- container events from node endpoints, where configured: a container start/die makes the task poll look
+  at once, instead of at its next tick;
+- the config file (hot reload), and the periodic resync (``RELABEL_TIME``).
+Triggers are level-based: an event only says "look again"; the cycle reads the whole Swarm, so a missed or
+duplicated event costs a delay until the next resync, never a wrong action.
+
+Only the leader (see ``lease``) executes actions; followers plan (keeping their snapshot warm and their
+status current) and take over when the lease expires.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from orcastra.actions import UpdateNodeLabels
+from orcastra.config import Config, load_config
+from orcastra.controllers import Controller, registry
+from orcastra.controllers.colocation import ColocationSettings, plan_colocation
+from orcastra.engine import EngineAdapter, EngineEvent
+from orcastra.engine.adapter import EventStream
+from orcastra.errors import ConfigError, OrcastraError
+from orcastra.executor import Executor, Outcome
+from orcastra.lease import LeaderLease
+from orcastra.observe import ApiServer, HealthState, Metrics
+from orcastra.reconcile import CycleResult, run_cycle
+from orcastra.snapshot import Snapshot
+from orcastra.wiring import make_engine, make_executor, node_engine
+
+log = logging.getLogger(__name__)
+
+CONFIG_POLL_INTERVAL_SECONDS = 1.0
+EVENT_RECONNECT_DELAY_SECONDS = 2.0
+ERROR_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    mtime_ns: int
+    size: int
+
+    @classmethod
+    def of(cls, path: Path | None) -> FileStamp | None:
+        if path is None:
+            return None
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return cls(st.st_mtime_ns, st.st_size)
+
+
+class Trigger:
+    """A debounced "reconcile soon" flag shared by the watchers and the main loop."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._pending_since: float | None = None
+        self._reasons: list[str] = []
+        self.stopped = False
+
+    def fire(self, reason: str) -> None:
+        with self._cond:
+            if self._pending_since is None:
+                self._pending_since = time.monotonic()
+            self._reasons.append(reason)
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        with self._cond:
+            self.stopped = True
+            self._cond.notify_all()
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, but wake up at once when stopped."""
+        with self._cond:
+            end = time.monotonic() + seconds
+            while not self.stopped:
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._cond.wait(remaining)
+
+    def wait(self, timeout: float, debounce: float) -> list[str]:
+        """Wait up to ``timeout`` for a trigger; then let ``debounce`` seconds of further triggers gather."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending_since is None and not self.stopped:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                self._cond.wait(remaining)
+            if self.stopped or self._pending_since is None:
+                return []
+            while not self.stopped:
+                remaining = self._pending_since + debounce - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            reasons, self._reasons, self._pending_since = self._reasons, [], None
+            return reasons
+
+
+class EchoFilter:
+    """Recognises the events of Orcastra's own writes, so they do not trigger another cycle."""
+
+    def __init__(self, ignored_service_names: frozenset[str] = frozenset()) -> None:
+        self._lock = threading.Lock()
+        self._expected: dict[tuple[str, str], int] = {}
+        self.ignored_service_names = ignored_service_names
+
+    def expect(self, outcome: Outcome) -> None:
+        if outcome.result != "ok":
+            return
+        a = outcome.action
+        key = ("node", a.node_id) if isinstance(a, UpdateNodeLabels) else ("service", a.service_id)
+        with self._lock:
+            self._expected[key] = self._expected.get(key, 0) + 1
+
+    def is_echo(self, event: EngineEvent) -> bool:
+        if event.type == "service" and event.attributes.get("name") in self.ignored_service_names:
+            return True
+        if event.action != "update" or event.attributes.get("updatestate.new"):
+            # Rolling-update progress events are not our write's echo: tasks are changing.
+            return False
+        key = (event.type, event.actor_id)
+        with self._lock:
+            n = self._expected.get(key, 0)
+            if n <= 0:
+                return False
+            if n == 1:
+                del self._expected[key]
+            else:
+                self._expected[key] = n - 1
+            return True
+
+
+class Watcher(threading.Thread):
+    """Base of the watcher threads: a loop that reconnects after errors until stopped."""
+
+    def __init__(self, name: str, trigger: Trigger) -> None:
+        super().__init__(name=name, daemon=True)
+        self.trigger = trigger
+        self._closers_lock = threading.Lock()
+        self._closers: list[Callable[[], None]] = []
+
+    def closing(self, fn: Callable[[], None]) -> None:
+        with self._closers_lock:
+            self._closers.append(fn)
+
+    def stop(self) -> None:
+        with self._closers_lock:
+            closers, self._closers = self._closers, []
+        for fn in closers:
+            fn()
+
+
+class EventWatcher(Watcher):
+    """Follows one Engine's event stream and hands each event to ``on_event``."""
+
+    def __init__(
+        self,
+        name: str,
+        engine_factory: Callable[[], EngineAdapter],
+        filters: Mapping[str, list[str]],
+        trigger: Trigger,
+        on_event: Callable[[EngineEvent], None],
+    ) -> None:
+        super().__init__(name, trigger)
+        self._engine_factory = engine_factory
+        self._filters = filters
+        self._on_event = on_event
+
+    def run(self) -> None:
+        since: float | None = None
+        while not self.trigger.stopped:
+            engine = self._engine_factory()
+            self.closing(engine.close)
+            try:
+                stream: EventStream = engine.events(self._filters, since=since)
+                self.closing(stream.close)
+                for event in stream:
+                    if event.time_nano:
+                        since = event.time_nano / 1e9
+                    self._on_event(event)
+            except OrcastraError as e:
+                log.debug("%s: %s", self.name, e)
+            finally:
+                engine.close()
+            if not self.trigger.stopped:
+                # The stream ended (daemon restart, leader change): a cycle covers what was missed.
+                self._on_event(EngineEvent(type="watch", action="reconnect", actor_id=self.name))
+                self.trigger.sleep(EVENT_RECONNECT_DELAY_SECONDS)
+
+
+class TaskPoller(Watcher):
+    """Lists the anchors' tasks cheaply and often; fires the trigger when where/how they run changes."""
+
+    def __init__(self, engine_factory: Callable[[], EngineAdapter], trigger: Trigger, interval: float) -> None:
+        super().__init__("orcastra-task-poll", trigger)
+        self._engine_factory = engine_factory
+        self.interval = interval
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._service_ids: tuple[str, ...] = ()
+        self._fingerprint: frozenset[tuple[str, str, str, str]] | None = None
+
+    def watch_services(self, service_ids: tuple[str, ...]) -> None:
+        with self._lock:
+            if service_ids != self._service_ids:
+                self._service_ids = service_ids
+                self._fingerprint = None
+
+    def poke(self) -> None:
+        """Look now (a container started or died somewhere)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        super().stop()
+        self._wake.set()
+
+    def run(self) -> None:
+        engine = self._engine_factory()
+        self.closing(engine.close)
+        try:
+            while not self.trigger.stopped:
+                self._wake.wait(self.interval)
+                self._wake.clear()
+                with self._lock:
+                    ids = self._service_ids
+                if not ids or self.trigger.stopped:
+                    continue
+                try:
+                    tasks = engine.list_tasks({"service": list(ids), "desired-state": ["running"]})
+                except OrcastraError as e:
+                    log.debug("task poll: %s", e)
+                    engine.close()
+                    continue
+                fp = frozenset((t.id, t.node_id, t.state, t.desired_state) for t in tasks)
+                with self._lock:
+                    changed = self._fingerprint is not None and fp != self._fingerprint
+                    self._fingerprint = fp
+                if changed:
+                    self.trigger.fire("anchor tasks changed")
+        finally:
+            engine.close()
+
+
+class LeaseKeeper(Watcher):
+    """Ticks the leader lease; fires the trigger when this instance becomes the leader."""
+
+    def __init__(self, lease: LeaderLease, trigger: Trigger, on_change: Callable[[bool], None]) -> None:
+        super().__init__("orcastra-lease", trigger)
+        self.lease = lease
+        self._on_change = on_change
+        self.was_leader = False
+
+    def run(self) -> None:
+        try:
+            while not self.trigger.stopped:
+                self.check()
+                self.trigger.sleep(max(0.2, self.lease.ttl / 5))
+        finally:
+            self.lease.release()
+            self.lease.engine.close()
+
+    def check(self) -> bool:
+        leader = self.lease.tick()
+        if leader != self.was_leader:
+            self.was_leader = leader
+            self._on_change(leader)
+            if leader:
+                self.trigger.fire("became leader")
+        return leader
+
+
+class Daemon:
+    """Wires the watchers, the controllers, the lease, the API listener and one executor."""
+
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None,
+        env: Mapping[str, str],
+        *,
+        dry_run: bool,
+        controllers: list[Controller] | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.env = env
+        self.dry_run = dry_run
+        self.controllers = controllers if controllers is not None else [f() for f in registry().values()]
+        self.trigger = Trigger()
+        le = config.leader_election
+        self.echo = EchoFilter(frozenset({le.lease_name}))
+        self.metrics = Metrics()
+        self.health = HealthState(stale_after_seconds=3 * config.reconcile.resync_interval_seconds)
+        self.engine: EngineAdapter = make_engine(config, env)
+        self.executor: Executor = make_executor(config, self.engine, dry_run=dry_run, on_outcome=self._on_outcome)
+        self._config_stamp = FileStamp.of(config_path)
+        self._watchers: list[Watcher] = []
+        self._poller: TaskPoller | None = None
+        self._api: ApiServer | None = None
+        self.lease_keeper: LeaseKeeper | None = None
+        if le.enabled and not dry_run:  # a dry run writes nothing, the lease included
+            lease = LeaderLease(make_engine(config, env), name=le.lease_name, ttl_seconds=le.ttl_seconds)
+            self.lease_keeper = LeaseKeeper(lease, self.trigger, self._on_leadership)
+        self.cycles = 0
+        self.last_result: CycleResult | None = None
+        self.wake_at: float | None = None  # epoch seconds a planner asked to be run again (a backoff ends)
+
+    # --- hooks ------------------------------------------------------------------------------------------
+
+    def _on_outcome(self, outcome: Outcome) -> None:
+        self.echo.expect(outcome)
+        self.metrics.observe_action(outcome.action.kind, outcome.result)
+
+    def _on_leadership(self, leader: bool) -> None:
+        self.metrics.set_leader(leader)
+        self.health.set_role("leader" if leader else "follower")
+        log.info("this instance is now the %s", "leader" if leader else "follower")
+
+    def _on_manager_event(self, event: EngineEvent) -> None:
+        if self.echo.is_echo(event):
+            log.debug("ignoring the echo of our own change: %s %s", event.type, event.actor_id[:12])
+            return
+        self.trigger.fire(f"event {event.type} {event.action} {event.actor_id[:12]}")
+
+    def _on_node_event(self, event: EngineEvent) -> None:
+        if self._poller is not None:
+            self._poller.poke()
+
+    @property
+    def is_leader(self) -> bool:
+        return self.lease_keeper is None or self.lease_keeper.lease.is_leader
+
+    # --- config hot reload ------------------------------------------------------------------------------
+
+    def reload_config_if_changed(self) -> bool:
+        stamp = FileStamp.of(self.config_path)
+        if stamp == self._config_stamp:
+            return False
+        self._config_stamp = stamp
+        try:
+            new = load_config(self.config_path, self.env, required=True)
+        except ConfigError as e:
+            log.error("config changed but is invalid; keeping the previous one:\n%s", e)
+            return False
+        if new.fingerprint() == self.config.fingerprint():
+            return False
+        log.info("configuration reloaded from %s", self.config_path)
+        self.config = new
+        return True
+
+    # --- cycles -----------------------------------------------------------------------------------------
+
+    def run_single_cycle(self) -> bool:
+        """``run --once``: take the lease if it is free, run one cycle, give the lease back."""
+        if self.lease_keeper is not None and not self.lease_keeper.check():
+            log.warning(
+                "another Orcastra holds the leader lease (%s): planning only, changing nothing",
+                self.lease_keeper.lease.state.holder,
+            )
+        try:
+            return self.run_once()
+        finally:
+            if self.lease_keeper is not None:
+                self.lease_keeper.lease.release()
+                self.lease_keeper.lease.engine.close()
+
+    def run_once(self) -> bool:
+        """One cycle (acting only as the leader); True when every action succeeded."""
+        leader = self.is_leader
+        result = run_cycle(self.engine, self.executor if leader else None, self.config, self.controllers)
+        self.cycles += 1
+        self.last_result = result
+        self.wake_at = result.plan.wake_at
+        now = time.time()
+        self.metrics.observe_cycle(result.seconds, result.engine_calls, not result.failed, now)
+        self._publish_groups(result.snapshot)
+        if result.failed:
+            self.health.cycle_failed(now, "; ".join(o.detail for o in result.outcomes if o.result == "error"))
+        else:
+            self.health.cycle_ok(now)
+        if leader:
+            for f in result.plan.findings:
+                (log.warning if f.level == "warning" else log.debug)("%s: %s", f.subject, f.message)
+        log.log(
+            logging.INFO if result.outcomes else logging.DEBUG,
+            "cycle %d (%s): %d actions, %d engine calls, %.0f ms",
+            self.cycles,
+            "leader" if leader else "follower, planning only",
+            len(result.outcomes),
+            result.engine_calls,
+            result.seconds * 1000,
+        )
+        return not result.failed
+
+    def _publish_groups(self, snapshot: Snapshot) -> None:
+        groups = plan_colocation(snapshot, ColocationSettings.from_config(self.config), snapshot.taken_at).groups
+        self.metrics.set_anchor_status((g.anchor, g.colocated, g.restart_attempts, g.next_restart_at) for g in groups)
+        if self._poller is not None:
+            ids = tuple(sorted(s.id for g in groups if (s := snapshot.service(g.anchor)) is not None))
+            self._poller.watch_services(ids)
+
+    # --- the loop -----------------------------------------------------------------------------------------
+
+    def start_watchers(self) -> None:
+        rc = self.config.reconcile
+        if rc.event_mode:
+            self._watchers.append(
+                EventWatcher(
+                    "orcastra-events",
+                    lambda: make_engine(self.config, self.env),
+                    {"type": ["node", "service"]},
+                    self.trigger,
+                    self._on_manager_event,
+                )
+            )
+            self._poller = TaskPoller(
+                lambda: make_engine(self.config, self.env), self.trigger, rc.task_poll_interval_seconds
+            )
+            self._watchers.append(self._poller)
+            for hostname, node in sorted(self.config.nodes.items()):
+                if node.endpoint:
+                    self._watchers.append(
+                        EventWatcher(
+                            f"orcastra-events-{hostname}",
+                            functools.partial(node_engine, self.config, node.endpoint),
+                            {"type": ["container"], "event": ["start", "die", "health_status"]},
+                            self.trigger,
+                            self._on_node_event,
+                        )
+                    )
+        if self.lease_keeper is not None:
+            self.lease_keeper.check()  # know our role before the first cycle
+            self._watchers.append(self.lease_keeper)
+        else:
+            self._on_leadership(True)
+        for w in self._watchers:
+            w.start()
+
+    def start_api(self) -> None:
+        listen = self.config.api.listen
+        self._api = ApiServer(listen, self.metrics, self.health)
+        self._api.start()
+        log.info("HTTP listener on %s (/healthz, /metrics)", listen)
+
+    def run_forever(self) -> None:
+        self._install_signal_handlers()
+        self.start_api()
+        self.start_watchers()
+        self.trigger.fire("start")
+        next_resync = time.monotonic() + self.config.reconcile.resync_interval_seconds
+        errors = 0
+        try:
+            while not self.trigger.stopped:
+                rc = self.config.reconcile
+                timeout = CONFIG_POLL_INTERVAL_SECONDS
+                if rc.polling_mode:
+                    timeout = min(timeout, next_resync - time.monotonic())
+                if self.wake_at is not None:
+                    timeout = min(timeout, self.wake_at - time.time())
+                reasons = self.trigger.wait(max(0.0, timeout), rc.debounce_seconds)
+                if self.trigger.stopped:
+                    break
+                if self.reload_config_if_changed():
+                    reasons.append("config changed")
+                if self.wake_at is not None and time.time() >= self.wake_at:
+                    self.wake_at = None
+                    reasons.append("backoff due")
+                if rc.polling_mode and time.monotonic() >= next_resync:
+                    reasons.append("resync")
+                if not reasons:
+                    continue
+                if "resync" in reasons:
+                    next_resync = time.monotonic() + self.config.reconcile.resync_interval_seconds
+                log.debug("cycle triggered by: %s", ", ".join(sorted(set(reasons))))
+                try:
+                    self.run_once()
+                    errors = 0
+                except OrcastraError as e:
+                    delay = ERROR_BACKOFF_SECONDS[min(errors, len(ERROR_BACKOFF_SECONDS) - 1)]
+                    errors += 1
+                    log.error("cycle failed: %s (retrying in %.0f s)", e, delay)
+                    self.health.cycle_failed(time.time(), str(e))
+                    self.metrics.observe_cycle(0.0, 0, False, time.time())
+                    self.engine.close()
+                    self.trigger.sleep(delay)
+                    self.trigger.fire("retry after error")
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        self.trigger.stop()
+        for w in self._watchers:
+            w.stop()
+        for w in self._watchers:
+            if w.is_alive():
+                w.join(timeout=5)
+        if self._api is not None:
+            self._api.stop()
+            self._api = None
+        self.engine.close()
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s, stopping", signal.Signals(signum).name)
+            self.trigger.stop()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)

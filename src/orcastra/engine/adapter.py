@@ -1,0 +1,313 @@
+"""The Engine adapter: a negotiated-version client that reads snapshots and applies node/service updates.
+
+Every call goes through ``_call`` which maps transport and HTTP failures onto Orcastra's error types and
+counts calls, so a cycle's cost in Engine calls is measurable (one snapshot = 3 list calls, whatever the
+number of services).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import docker.tls
+import requests.exceptions
+
+from orcastra.engine.parse import JSON, parse_node, parse_service, parse_task
+from orcastra.errors import (
+    EngineClientError,
+    EngineConflictError,
+    EngineError,
+    EngineNotFoundError,
+    EngineServerError,
+    EngineUnreachableError,
+    NotASwarmManagerError,
+    cut,
+)
+from orcastra.snapshot import Node, Service, Snapshot, Task
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How to reach one Engine endpoint (unix://, tcp:// with optional TLS, ssh://)."""
+
+    host: str = DEFAULT_DOCKER_HOST
+    timeout_seconds: float = 30.0
+    tls_ca_cert: str | None = None
+    tls_client_cert: str | None = None
+    tls_client_key: str | None = None
+    tls_verify: bool = True
+    tls: bool = False
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    """One Engine event (GET /events), typed at the boundary."""
+
+    type: str  # "node" | "service" | "container" | ...
+    action: str  # "create" | "update" | "remove" | "start" | "die" | ...
+    actor_id: str
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    time_nano: int = 0
+
+
+def _is_out_of_sequence(message: str) -> bool:
+    # swarmkit rejects a spec update whose version is stale with "update out of sequence"; older engines
+    # return it as a 500 (rpc error code = Unknown), newer ones may map it to 409.
+    return "out of sequence" in message
+
+
+class EngineAdapter:
+    """Typed access to one Engine endpoint. Not thread-safe for concurrent calls except ``events``."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self.calls = 0  # Engine API calls made (for metrics and benchmarks)
+
+    # --- connection ---------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        if self._client is not None:
+            return self._client
+        s = self.settings
+        kwargs: dict[str, Any] = {"base_url": s.host, "version": "auto", "timeout": s.timeout_seconds}
+        if s.host.startswith("ssh://"):
+            # Use the system ssh client (no paramiko): keys, agents and known_hosts work as for `ssh`.
+            kwargs["use_ssh_client"] = True
+        if s.tls or s.tls_ca_cert or s.tls_client_cert:
+            client_cert = (s.tls_client_cert, s.tls_client_key) if s.tls_client_cert and s.tls_client_key else None
+            kwargs["tls"] = docker.tls.TLSConfig(client_cert=client_cert, ca_cert=s.tls_ca_cert, verify=s.tls_verify)
+            if kwargs["base_url"].startswith("tcp://"):
+                kwargs["base_url"] = "https://" + kwargs["base_url"][len("tcp://") :]
+        try:
+            # version="auto" asks GET /version and speaks the server's API version, so engines from
+            # 20.10 (API 1.41) to current releases work with the same code.
+            self.calls += 1
+            self._client = docker.APIClient(**kwargs)
+        except docker.errors.DockerException as e:
+            raise EngineUnreachableError(
+                f"cannot reach the Docker Engine at {s.host}: {cut(str(e))}", endpoint=s.host
+            ) from e
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> EngineAdapter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def api_version(self) -> str:
+        return str(self._connect().api_version)
+
+    def _call(self, what: str, fn: Callable[[Any], T]) -> T:
+        host = self.settings.host
+        with self._lock:
+            client = self._connect()
+            self.calls += 1
+            try:
+                return fn(client)
+            except docker.errors.APIError as e:
+                status = e.status_code
+                msg = cut(str(e.explanation or e))
+                text = f"{what} failed on {host}: {msg}"
+                if status == 404:
+                    raise EngineNotFoundError(text, endpoint=host, status=status) from e
+                if status == 409 or _is_out_of_sequence(msg):
+                    raise EngineConflictError(text, endpoint=host, status=status) from e
+                if status == 503 and ("not a swarm manager" in msg or "not part of a swarm" in msg):
+                    raise NotASwarmManagerError(
+                        f"{host} is not a manager of an active Swarm ({msg}); point Orcastra at a manager",
+                        endpoint=host,
+                        status=status,
+                    ) from e
+                if status is not None and 400 <= status < 500:
+                    raise EngineClientError(text, endpoint=host, status=status) from e
+                raise EngineServerError(text, endpoint=host, status=status) from e
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+                self.close()
+                raise EngineUnreachableError(
+                    f"{what}: cannot reach the Docker Engine at {host}: {cut(str(e))}", endpoint=host
+                ) from e
+            except docker.errors.DockerException as e:
+                raise EngineError(f"{what} failed on {host}: {cut(str(e))}", endpoint=host) from e
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        return bool(self._call("ping", lambda c: c.ping()))
+
+    def info(self) -> JSON:
+        result: JSON = self._call("info", lambda c: c.info())
+        return result
+
+    def snapshot(self) -> Snapshot:
+        """Nodes, services and tasks in exactly three list calls."""
+        raw_nodes: list[JSON] = self._call("list nodes", lambda c: c.nodes())
+        raw_services: list[JSON] = self._call("list services", lambda c: c.services())
+        raw_tasks: list[JSON] = self._call("list tasks", lambda c: c.tasks())
+        return Snapshot(
+            nodes=tuple(parse_node(n) for n in raw_nodes),
+            services=tuple(parse_service(s) for s in raw_services),
+            tasks=tuple(parse_task(t) for t in raw_tasks),
+            taken_at=time.time(),
+        )
+
+    def list_tasks(self, filters: Mapping[str, list[str]]) -> tuple[Task, ...]:
+        """One filtered GET /tasks: the cheap check between full snapshots."""
+        raw: list[JSON] = self._call("list tasks", lambda c: c.tasks(filters=dict(filters)))
+        return tuple(parse_task(t) for t in raw)
+
+    def find_service(self, name: str) -> Service | None:
+        """The service called exactly ``name`` (the Engine's name filter matches prefixes), or None."""
+        raw: list[JSON] = self._call(f"find service {name}", lambda c: c.services(filters={"name": [name]}))
+        for r in raw:
+            svc = parse_service(r)
+            if svc.name == name:
+                return svc
+        return None
+
+    def create_placeholder_service(self, name: str, labels: Mapping[str, str], image: str) -> None:
+        """A service with 0 replicas: it runs nothing and exists only to hold labels (e.g. the leader lease).
+        A name already taken is a conflict (409)."""
+        self._call(
+            f"create service {name}",
+            lambda c: c.create_service(
+                {"ContainerSpec": {"Image": image}},
+                name=name,
+                labels=dict(labels),
+                mode={"Replicated": {"Replicas": 0}},
+            ),
+        )
+
+    def inspect_node(self, node_id: str) -> Node:
+        raw: JSON = self._call(f"inspect node {node_id}", lambda c: c.inspect_node(node_id))
+        return parse_node(raw)
+
+    # --- writes -----------------------------------------------------------------------------------
+
+    def update_node_spec(self, node: Node, labels: Mapping[str, str]) -> None:
+        """Write a node's spec with new labels, at the node's ``version`` (optimistic concurrency).
+
+        The whole NodeSpec is sent (Name, Labels, Role, Availability), as the Engine replaces it; a stale
+        ``version`` raises EngineConflictError and nothing is written.
+        """
+        spec: JSON = {"Labels": dict(labels), "Role": node.role, "Availability": node.availability}
+        if node.spec_name:
+            spec["Name"] = node.spec_name
+        self._call(
+            f"update node {node.hostname}",
+            lambda c: c.update_node(node.id, node.version, node_spec=spec),
+        )
+
+    def update_service(
+        self,
+        service: Service,
+        *,
+        add_constraints: tuple[str, ...] = (),
+        set_labels: Mapping[str, str] | None = None,
+        remove_labels: tuple[str, ...] = (),
+        force: bool = False,
+    ) -> None:
+        """Change a service at the snapshot's ``version``: its current spec is read (one inspect), checked
+        to still be at that version (else EngineConflictError, nothing written), changed, and written back
+        with that version, so a concurrent ``docker stack deploy`` or another writer is never overwritten."""
+        raw: JSON = self._call(f"inspect service {service.name}", lambda c: c.inspect_service(service.id))
+        current = int((raw.get("Version") or {}).get("Index") or 0)
+        if current != service.version:
+            raise EngineConflictError(
+                f"service {service.name} changed since the snapshot (version {service.version} -> {current})",
+                endpoint=self.settings.host,
+            )
+        spec: JSON = raw.get("Spec") or {}
+        template: JSON = spec.setdefault("TaskTemplate", {})
+        if add_constraints:
+            placement: JSON = template.setdefault("Placement", {}) or {}
+            template["Placement"] = placement
+            constraints = list(placement.get("Constraints") or [])
+            constraints += [c for c in add_constraints if c not in constraints]
+            placement["Constraints"] = constraints
+        labels = dict(spec.get("Labels") or {})
+        for key in remove_labels:
+            labels.pop(key, None)
+        labels.update(set_labels or {})
+        spec["Labels"] = labels
+        if force:
+            # ForceUpdate changing is what `docker service update --force` sends: Swarm replaces every
+            # task, following the service's update_config.
+            template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
+        self._call(
+            f"update service {service.name}",
+            lambda c: c.update_service(
+                service.id,
+                service.version,
+                task_template=template,
+                name=spec.get("Name"),
+                labels=labels,
+                mode=spec.get("Mode"),
+                update_config=spec.get("UpdateConfig"),
+                rollback_config=spec.get("RollbackConfig"),
+                endpoint_spec=spec.get("EndpointSpec"),
+            ),
+        )
+
+    # --- events -----------------------------------------------------------------------------------
+
+    def events(self, filters: Mapping[str, list[str]], since: float | None = None) -> EventStream:
+        """Open GET /events with filters; iterate the stream, close it to stop (from any thread)."""
+        client = self._connect()
+        self.calls += 1
+        try:
+            stream = client.events(decode=True, filters=dict(filters), since=since)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
+            raise EngineUnreachableError(
+                f"cannot watch events on {self.settings.host}: {cut(str(e))}", endpoint=self.settings.host
+            ) from e
+        return EventStream(stream)
+
+
+class EventStream:
+    """An open /events stream yielding EngineEvent; ``close()`` ends iteration."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[EngineEvent]:
+        try:
+            for raw in self._stream:
+                actor = raw.get("Actor") or {}
+                yield EngineEvent(
+                    type=str(raw.get("Type") or ""),
+                    action=str(raw.get("Action") or raw.get("status") or ""),
+                    actor_id=str(actor.get("ID") or raw.get("id") or ""),
+                    attributes={str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()},
+                    time_nano=int(raw.get("timeNano") or 0),
+                )
+        except (requests.exceptions.RequestException, OSError, AttributeError, ValueError) as e:
+            # A closed stream (our own close() or the daemon going away) ends iteration quietly; the
+            # watcher re-opens it and a resync covers whatever was missed meanwhile.
+            log.debug("event stream ended: %s", e)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        except Exception as e:  # closing a dead stream must never take the watcher down
+            log.debug("closing event stream: %s", e)

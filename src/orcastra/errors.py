@@ -1,0 +1,103 @@
+"""Orcastra's error types: one root, Engine statuses mapped to subclasses, retry semantics in the type.
+
+Every error that can reach a user is an ``OrcastraError``; the CLI prints its message and exits non-zero,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BODY_LIMIT_CHARS = 300
+
+
+def cut(text: str, limit: int = BODY_LIMIT_CHARS) -> str:
+    """Cut an Engine response body (or any message part) to a fixed length for messages and logs."""
+    text = text.strip()
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class OrcastraError(Exception):
+    """Root of every error Orcastra raises on purpose."""
+
+    exit_code = 1
+
+
+class TemporaryError(OrcastraError):
+    """Worth retrying later: the same call may succeed after ``retry_after_seconds``."""
+
+    retry_after_seconds: float = 5.0
+
+
+class PermanentError(OrcastraError):
+    """Retrying the same call will not help; the input or the state must change first."""
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in a configuration source: which file, which field, what was expected."""
+
+    source: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}: {self.path}" if self.path else self.source
+        return f"{where}: {self.message}"
+
+
+class ConfigError(PermanentError):
+    """The configuration is invalid; carries every problem found, not just the first."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = list(problems)
+        n = len(self.problems)
+        head = f"invalid configuration ({n} problem{'s' if n != 1 else ''}):"
+        super().__init__("\n".join([head, *(f"  - {p}" for p in self.problems)]))
+
+
+# --- Docker Engine ---------------------------------------------------------------------------------
+
+
+class EngineError(OrcastraError):
+    """A call to the Docker Engine API failed."""
+
+    def __init__(self, message: str, *, endpoint: str = "", status: int | None = None) -> None:
+        self.endpoint = endpoint
+        self.status = status
+        super().__init__(message)
+
+
+class EngineUnreachableError(EngineError, TemporaryError):
+    """The Engine endpoint did not answer (socket missing, connection refused, timeout)."""
+
+
+class EngineNotFoundError(EngineError, PermanentError):
+    """404: the node, service or task does not exist (any more)."""
+
+
+class EngineConflictError(EngineError, TemporaryError):
+    """The object's ``version`` was stale ("update out of sequence"): re-read and re-plan."""
+
+    retry_after_seconds = 0.0
+
+
+class EngineClientError(EngineError, PermanentError):
+    """4xx other than 404/409: the request itself is wrong (bad spec, bad label...)."""
+
+
+class EngineServerError(EngineError, TemporaryError):
+    """5xx: the Engine or the Swarm failed (no leader, raft unavailable...)."""
+
+
+class NotASwarmManagerError(EngineError, PermanentError):
+    """The endpoint is not a manager of an active Swarm, so nodes and services cannot be listed."""
+
+
+class LabError(OrcastraError):
+    """The local lab could not do what was asked (not root, a missing program, a node that never got Ready)."""

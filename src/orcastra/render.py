@@ -1,0 +1,149 @@
+"""Human (table) and JSON renderings of plans and snapshots for ``orcastra plan`` and ``orcastra status``."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+
+from orcastra.actions import Action, UpdateNodeLabels
+from orcastra.config.labels import OWNED_LABELS_KEY
+from orcastra.controllers import Plan
+from orcastra.controllers.colocation import GroupStatus
+from orcastra.controllers.static_labels import owned_keys
+from orcastra.snapshot import Snapshot
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def action_json(a: Action) -> dict[str, object]:
+    out: dict[str, object] = {"action": a.kind, "target": a.target, "change": a.describe()}
+    if isinstance(a, UpdateNodeLabels):
+        out |= {"node_version": a.node_version}
+    else:
+        out |= {"service_version": a.service_version, "add_constraints": list(a.add_constraints), "force": a.force}
+    out |= {
+        "set_labels": dict(a.set_labels),
+        "remove_labels": list(a.remove_labels),
+        "controller": a.controller,
+        "reason": a.reason,
+    }
+    return out
+
+
+def render_plan(plan: Plan, *, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(
+            {
+                "actions": [action_json(a) for a in plan.actions],
+                "findings": [{"subject": f.subject, "level": f.level, "message": f.message} for f in plan.findings],
+            },
+            indent=2,
+        )
+    out = []
+    if plan.actions:
+        rows = [[a.controller, a.target, a.describe(), a.reason] for a in plan.actions]
+        out.append(table(["CONTROLLER", "TARGET", "CHANGE", "REASON"], rows))
+    else:
+        out.append("nothing to do: the Swarm matches the configuration")
+    if plan.findings:
+        out.append("")
+        out += [f"{f.level}: {f.subject}: {f.message}" for f in plan.findings]
+    return "\n".join(out)
+
+
+def _when(ts: float | None, now: float) -> str:
+    if ts is None:
+        return ""
+    return time.strftime("%H:%M:%S", time.localtime(ts)) + f" (in {max(0.0, ts - now):.0f}s)"
+
+
+def group_json(g: GroupStatus, now: float) -> dict[str, object]:
+    return {
+        "anchor": g.anchor,
+        "source": g.source,
+        "anchor_nodes": list(g.anchor_nodes),
+        "colocated": g.colocated,
+        "why": g.why,
+        "restart_attempts": g.restart_attempts,
+        "next_restart_at": g.next_restart_at,
+        "next_restart": _when(g.next_restart_at, now),
+        "dependents": [
+            {
+                "service": d.name,
+                "nodes": list(d.nodes),
+                "running": d.running,
+                "desired": d.desired,
+                "has_constraint": d.has_constraint,
+                "colocated": d.colocated,
+                "why": d.why,
+            }
+            for d in g.dependents
+        ],
+    }
+
+
+def render_groups(groups: Sequence[GroupStatus], now: float) -> str:
+    if not groups:
+        return "no anchor groups (declare anchors: in the config or orcastra.follow labels on services)"
+    rows = []
+    for g in groups:
+        state = "colocated" if g.colocated else "NOT colocated"
+        backoff = f"; restart attempts {g.restart_attempts}" if g.restart_attempts else ""
+        if g.next_restart_at is not None:
+            backoff += f"; next restart {_when(g.next_restart_at, now)}"
+        rows.append([g.anchor, "anchor", ",".join(g.anchor_nodes) or "-", state, (g.why or "") + backoff])
+        for d in g.dependents:
+            count = f"{d.running}/{d.desired}" if d.desired is not None else str(d.running)
+            rows.append(
+                ["", f"  {d.name}", ",".join(d.nodes) or "-", f"{count} running", "ok" if d.colocated else d.why]
+            )
+    return table(["ANCHOR", "SERVICE", "NODES", "STATE", "WHY"], rows)
+
+
+def render_status(snapshot: Snapshot, groups: Sequence[GroupStatus], *, as_json: bool) -> str:
+    nodes = sorted(snapshot.nodes, key=lambda n: n.hostname)
+    now = snapshot.taken_at
+    if as_json:
+        return json.dumps(
+            {
+                "groups": [group_json(g, now) for g in groups],
+                "nodes": [
+                    {
+                        "id": n.id,
+                        "hostname": n.hostname,
+                        "state": n.state,
+                        "availability": n.availability,
+                        "role": n.role,
+                        "leader": n.leader,
+                        "addr": n.addr,
+                        "labels": dict(n.labels),
+                        "owned_labels": sorted(owned_keys(n)),
+                    }
+                    for n in nodes
+                ],
+            },
+            indent=2,
+        )
+    rows = []
+    for n in nodes:
+        owned = owned_keys(n)
+        labels = " ".join(
+            f"{k}={v}{'*' if k in owned else ''}" for k, v in sorted(n.labels.items()) if k != OWNED_LABELS_KEY
+        )
+        role = n.role + (" (leader)" if n.leader else "")
+        rows.append([n.hostname, n.state, n.availability, role, n.addr, labels or "-"])
+    return "\n".join(
+        [
+            table(["NODE", "STATE", "AVAILABILITY", "ROLE", "ADDR", "LABELS (* = set by Orcastra)"], rows),
+            "",
+            render_groups(groups, now),
+        ]
+    )

@@ -1,0 +1,137 @@
+"""The immutable picture of a Swarm that planners work from: nodes, services and tasks.
+
+Built once per reconcile cycle by the Engine adapter (a constant number of list calls) and never
+mutated; planners read it and return actions. Nothing here touches the Engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+EMPTY_LABELS: Mapping[str, str] = MappingProxyType({})
+
+
+def frozen_labels(labels: Mapping[str, str] | None) -> Mapping[str, str]:
+    """A read-only copy of a label map (the snapshot must not change under a planner)."""
+    return MappingProxyType(dict(labels or {}))
+
+
+@dataclass(frozen=True)
+class Node:
+    """A Swarm node as the manager reports it (GET /nodes)."""
+
+    id: str
+    version: int
+    hostname: str
+    role: str  # "manager" | "worker"
+    availability: str  # "active" | "pause" | "drain"
+    state: str  # "ready" | "down" | "unknown" | "disconnected"
+    addr: str = ""
+    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY_LABELS)
+    spec_name: str = ""  # Spec.Name: usually empty; kept so a spec update sends it back unchanged
+    leader: bool = False
+    manager_reachability: str = ""  # "reachable" | "unreachable" | "" for workers
+    engine_version: str = ""
+    memory_bytes: int = 0
+    nano_cpus: int = 0
+    updated_at: float = 0.0  # UpdatedAt (epoch seconds): the last change of spec (labels...) or status
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+
+@dataclass(frozen=True)
+class Service:
+    """A Swarm service (GET /services): the parts of its spec the controllers read."""
+
+    id: str
+    version: int
+    name: str
+    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY_LABELS)
+    mode: str = "replicated"  # "replicated" | "global" | "replicated-job" | "global-job"
+    replicas: int | None = None
+    constraints: tuple[str, ...] = ()
+    image: str = ""
+    stack: str | None = None  # com.docker.stack.namespace
+    force_update: int = 0
+    memory_reservation_bytes: int = 0
+    memory_limit_bytes: int = 0
+
+
+TERMINAL_TASK_STATES = frozenset({"complete", "shutdown", "failed", "rejected", "remove", "orphaned"})
+"""Task states a task never leaves (swarmkit api.TaskState >= COMPLETE)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """A Swarm task (GET /tasks)."""
+
+    id: str
+    service_id: str
+    node_id: str  # "" while unassigned
+    slot: int | None
+    desired_state: str
+    state: str
+    message: str = ""
+    error: str = ""
+    container_id: str = ""
+    updated_at: float = 0.0  # Status.Timestamp as epoch seconds: when the task last changed state
+    created_at: float = 0.0  # CreatedAt as epoch seconds
+
+    @property
+    def active(self) -> bool:
+        """Desired to run and not yet finished: what Swarm is trying to run right now."""
+        return self.desired_state == "running" and self.state not in TERMINAL_TASK_STATES
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Nodes, services and tasks read in one cycle, with lookups planners need."""
+
+    nodes: tuple[Node, ...]
+    services: tuple[Service, ...]
+    tasks: tuple[Task, ...]
+    taken_at: float = 0.0  # epoch seconds, stamped by the adapter
+    _nodes_by_id: Mapping[str, Node] = field(init=False, repr=False, compare=False)
+    _nodes_by_hostname: Mapping[str, Node] = field(init=False, repr=False, compare=False)
+    _services_by_name: Mapping[str, Service] = field(init=False, repr=False, compare=False)
+    _tasks_by_service: Mapping[str, tuple[Task, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_nodes_by_id", {n.id: n for n in self.nodes})
+        object.__setattr__(self, "_nodes_by_hostname", {n.hostname: n for n in self.nodes})
+        object.__setattr__(self, "_services_by_name", {s.name: s for s in self.services})
+        by_service: dict[str, list[Task]] = {}
+        for t in self.tasks:
+            by_service.setdefault(t.service_id, []).append(t)
+        object.__setattr__(self, "_tasks_by_service", {k: tuple(v) for k, v in by_service.items()})
+
+    def node(self, node_id: str) -> Node | None:
+        return self._nodes_by_id.get(node_id)
+
+    def node_by_hostname(self, hostname: str) -> Node | None:
+        return self._nodes_by_hostname.get(hostname)
+
+    def service(self, name: str) -> Service | None:
+        return self._services_by_name.get(name)
+
+    def tasks_of(self, service_id: str) -> tuple[Task, ...]:
+        return self._tasks_by_service.get(service_id, ())
+
+    def running_tasks(self, service_id: str) -> tuple[Task, ...]:
+        """Tasks that really run: desired running, status running, on a Ready node.
+
+        A task on a node that went Down keeps reporting "running" (its node cannot tell the manager
+        otherwise); counting it would pin labels to a dead node, so the node must be Ready too.
+        """
+        out = []
+        for t in self.tasks_of(service_id):
+            if t.desired_state != "running" or t.state != "running":
+                continue
+            node = self.node(t.node_id)
+            if node is not None and node.ready:
+                out.append(t)
+        return tuple(out)

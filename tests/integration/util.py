@@ -1,0 +1,112 @@
+"""Helpers for integration tests: bounded waits, running the real CLI, reading node labels."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2) -> T:
+    """Poll ``fn`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def orcastra_env(docker_host: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in LEGACY_ENV}
+    env["DOCKER_HOST"] = docker_host
+    env.update(extra or {})
+    return env
+
+
+LEGACY_ENV = [
+    "STACK_NAME",
+    "RELABEL_TIME",
+    "EVENT_MODE",
+    "POLLING_MODE",
+    "RESTART_DEPENDENTS",
+    "DRY_RUN",
+    "RUN_ONCE",
+    "DEBUG",
+    "LOG_TO_FILE",
+    "NODES_FILE",
+    "DEPENDENCIES_FILE",
+    "ORCASTRA_CONFIG",
+]
+
+
+def run_orcastra(
+    args: list[str], docker_host: str, env: Mapping[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orcastra", *args],
+        env=orcastra_env(docker_host, env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start_orcastra(
+    args: list[str], docker_host: str, log_path: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "orcastra", *args],
+            env=orcastra_env(docker_host, env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def nodes_by_hostname(api: docker.APIClient) -> dict[str, dict[str, Any]]:
+    return {n["Description"]["Hostname"]: n for n in api.nodes()}
+
+
+def node_labels(api: docker.APIClient) -> dict[str, dict[str, str]]:
+    return {h: dict(n["Spec"].get("Labels") or {}) for h, n in nodes_by_hostname(api).items()}
+
+
+def node_versions(api: docker.APIClient) -> dict[str, int]:
+    return {h: int(n["Version"]["Index"]) for h, n in nodes_by_hostname(api).items()}
+
+
+def set_node_labels(api: docker.APIClient, hostname: str, labels: Mapping[str, str]) -> None:
+    """Replace a node's labels (test set-up/clean-up), re-reading on a version conflict."""
+    for _ in range(5):
+        node = nodes_by_hostname(api)[hostname]
+        spec = dict(node["Spec"])
+        spec["Labels"] = dict(labels)
+        try:
+            api.update_node(node["ID"], node["Version"]["Index"], node_spec=spec)
+            return
+        except docker.errors.APIError as e:
+            if "out of sequence" not in str(e) and e.status_code != 409:
+                raise
+    raise AssertionError(f"could not set labels on {hostname}")
