@@ -266,7 +266,7 @@ class LeaseKeeper(Watcher):
         super().__init__("orcastra-lease", trigger)
         self.lease = lease
         self._on_change = on_change
-        self.was_leader = False
+        self.was_leader: bool | None = None  # unknown until the first tick, which always reports the role
 
     def run(self) -> None:
         try:
