@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -134,18 +135,20 @@ class Bench:
         return wait_for("anchor running on " + target, started)
 
     def all_dependents_on(self, target: str) -> float:
+        return wait_for("dependents running on " + target, lambda: self.all_dependents_on_now(target))
+
+    def all_dependents_on_now(self, target: str) -> float | None:
         target_id = self.node_id(target)
+        latest = 0.0
+        for name in self.dependent_names():
+            tasks = self.running_tasks(name)
+            if not tasks or any(t["NodeID"] != target_id for t in tasks):
+                return None
+            latest = max(latest, *(parse_time(t["Status"]["Timestamp"]) for t in tasks))
+        return latest
 
-        def done() -> float | None:
-            latest = 0.0
-            for name in self.dependent_names():
-                tasks = self.running_tasks(name)
-                if not tasks or any(t["NodeID"] != target_id for t in tasks):
-                    return None
-                latest = max(latest, *(parse_time(t["Status"]["Timestamp"]) for t in tasks))
-            return latest
-
-        return wait_for("dependents running on " + target, done)
+    def label_on(self) -> list[str]:
+        return sorted(n["Description"]["Hostname"] for n in self.api.nodes() if KEY in (n["Spec"].get("Labels") or {}))
 
     def set_label(self, hostname: str, present: bool) -> float:
         for _ in range(10):
@@ -196,9 +199,15 @@ def config_text(env: LabEnv, audit: Path, mode: str) -> str:
         f"  event_mode: {'false' if polling_only else 'true'}\n"
         f"  resync_interval_seconds: {60 if polling_only else 30}\n"
         "leader_election:\n  enabled: false\n"
-        "api:\n  listen: 127.0.0.1:0\n"
+        f"api:\n  listen: 127.0.0.1:{free_port()}\n"
         f"audit:\n  path: {audit}\n"
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def start_orcastra(env: LabEnv, workdir: Path, mode: str) -> tuple[subprocess.Popen[bytes], Path]:
@@ -221,7 +230,13 @@ def measure_orcastra(b: Bench, rounds: int, mode: str) -> list[Round]:
     out = []
     try:
         target = "node2"
-        wait_for("initial colocation", lambda: b.all_dependents_on(target), timeout=120)
+
+        def initial() -> float | None:
+            if proc.poll() is not None:
+                raise RuntimeError(f"orcastra exited: see {b.workdir}/run-{mode}.log")
+            return b.all_dependents_on_now(target)
+
+        wait_for("initial colocation", initial, timeout=120)
         for _ in range(rounds):
             target = "node3" if target == "node2" else "node2"
             running_at = b.move_anchor(target)

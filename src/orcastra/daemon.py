@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 
 CONFIG_POLL_INTERVAL_SECONDS = 1.0
 EVENT_RECONNECT_DELAY_SECONDS = 2.0
+# After a container event on some node, the manager learns the task's new state a little later: poll
+# quickly for a short while so the change is seen within tens of milliseconds, not at the next tick.
+POKE_BURST_SECONDS = 1.5
+POKE_BURST_INTERVAL_SECONDS = 0.05
 ERROR_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
@@ -214,6 +218,7 @@ class TaskPoller(Watcher):
         self._engine_factory = engine_factory
         self.interval = interval
         self._wake = threading.Event()
+        self._burst_until = 0.0
         self._lock = threading.Lock()
         self._service_ids: tuple[str, ...] = ()
         self._fingerprint: frozenset[tuple[str, str, str, str]] | None = None
@@ -225,7 +230,8 @@ class TaskPoller(Watcher):
                 self._fingerprint = None
 
     def poke(self) -> None:
-        """Look now (a container started or died somewhere)."""
+        """Look now, and keep looking quickly for a moment (a container started or died somewhere)."""
+        self._burst_until = time.monotonic() + POKE_BURST_SECONDS
         self._wake.set()
 
     def stop(self) -> None:
@@ -237,7 +243,8 @@ class TaskPoller(Watcher):
         self.closing(engine.close)
         try:
             while not self.trigger.stopped:
-                self._wake.wait(self.interval)
+                bursting = time.monotonic() < self._burst_until
+                self._wake.wait(POKE_BURST_INTERVAL_SECONDS if bursting else self.interval)
                 self._wake.clear()
                 with self._lock:
                     ids = self._service_ids
