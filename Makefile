@@ -26,5 +26,8 @@ integration: setup
 test: lint
 	$(VENV)/pytest tests -q
 
+bench: setup
+	$(VENV)/python -m bench.colocation --rounds 20 --dependents 3
+
 lab-down: setup
 	$(VENV)/orcastra lab down

@@ -14,6 +14,7 @@ from orcastra.errors import OrcastraError
 
 if TYPE_CHECKING:
     from orcastra.config import Config
+    from orcastra.snapshot import Snapshot
 
 
 def _fail(err: OrcastraError) -> NoReturn:
@@ -45,6 +46,18 @@ def _load(ctx: click.Context) -> tuple[Config, Path]:
     required = explicit is not None or bool(os.environ.get("ORCASTRA_CONFIG"))
     try:
         return load_config(path, os.environ, required=required), path
+    except OrcastraError as err:
+        _fail(err)
+
+
+def _read_swarm(ctx: click.Context) -> tuple[Config, Snapshot]:
+    """The configuration and one snapshot of the Swarm, for the read-only commands."""
+    from orcastra.wiring import make_engine
+
+    config, _ = _load(ctx)
+    try:
+        with make_engine(config) as engine:
+            return config, engine.snapshot()
     except OrcastraError as err:
         _fail(err)
 
@@ -82,14 +95,8 @@ def plan(ctx: click.Context, as_json: bool) -> None:
     from orcastra.controllers import registry
     from orcastra.reconcile import plan_all
     from orcastra.render import render_plan
-    from orcastra.wiring import make_engine
 
-    config, _ = _load(ctx)
-    try:
-        with make_engine(config) as engine:
-            snapshot = engine.snapshot()
-    except OrcastraError as err:
-        _fail(err)
+    config, snapshot = _read_swarm(ctx)
     result = plan_all(snapshot, config, [f() for f in registry().values()])
     click.echo(render_plan(result, as_json=as_json))
 
@@ -101,14 +108,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Show nodes (state, role, labels; * = set by Orcastra) and anchor groups (colocated or why not)."""
     from orcastra.controllers.colocation import ColocationSettings, plan_colocation
     from orcastra.render import render_status
-    from orcastra.wiring import make_engine
 
-    config, _ = _load(ctx)
-    try:
-        with make_engine(config) as engine:
-            snapshot = engine.snapshot()
-    except OrcastraError as err:
-        _fail(err)
+    config, snapshot = _read_swarm(ctx)
     groups = plan_colocation(snapshot, ColocationSettings.from_config(config), snapshot.taken_at).groups
     click.echo(render_status(snapshot, groups, as_json=as_json))
 

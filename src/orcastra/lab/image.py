@@ -1,7 +1,7 @@
 """The lab's image: busybox-static in an otherwise empty rootfs, imported into a node and pushed.
 
-``docker import`` needs no base image and no Docker Hub. The default command sleeps forever, so a
-service created with just the image keeps a running task. The push goes from the node's daemon (in its
+``docker import`` needs no base image and no Docker Hub. The default command sleeps forever (and stops at
+once on SIGTERM), so a service created with just the image keeps a running task. The push goes from the node's daemon (in its
 namespace) to the lab registry over the bridge.
 """
 
@@ -16,7 +16,9 @@ from orcastra.errors import LabError
 from orcastra.lab.host import INSTALL_HINT, run
 from orcastra.lab.layout import LabLayout, NodeLayout
 
-IMAGE_CMD = 'CMD ["/bin/sleep","infinity"]'
+# Sleeps forever, but ends at once on SIGTERM: a bare `sleep` as PID 1 ignores SIGTERM, so every task stop
+# (an update, a move, a node restart) would wait out Docker's 10 s stop timeout before the SIGKILL.
+IMAGE_CMD = """CMD ["/bin/sh","-c","trap 'exit 0' TERM INT; sleep infinity & wait"]"""
 # Applets the project's tests and examples rely on; every other applet busybox lists is linked too.
 REQUIRED_APPLETS = (
     "sh",
