@@ -1,8 +1,8 @@
 """The lab's image: busybox-static in an otherwise empty rootfs, imported into a node and pushed.
 
 ``docker import`` needs no base image and no Docker Hub. The default command sleeps forever (and stops at
-once on SIGTERM), so a service created with just the image keeps a running task. The push goes from the node's daemon (in its
-namespace) to the lab registry over the bridge.
+once on SIGTERM), so a service created with just the image keeps a running task. The push goes from the
+node's daemon (in its namespace) to the lab registry over the bridge.
 """
 
 from __future__ import annotations
