@@ -49,6 +49,7 @@ class UpdateService:
     service_name: str
     service_version: int
     add_constraints: tuple[str, ...] = ()
+    remove_constraints: tuple[str, ...] = ()
     set_labels: Mapping[str, str] = field(default_factory=lambda: EMPTY_LABELS)
     remove_labels: tuple[str, ...] = ()
     force: bool = False
@@ -62,6 +63,7 @@ class UpdateService:
 
     def describe(self) -> str:
         parts = [f"+constraint {c}" for c in self.add_constraints]
+        parts += [f"-constraint {c}" for c in self.remove_constraints]
         parts += [f"label {k}={v}" for k, v in sorted(self.set_labels.items())]
         parts += [f"-label {k}" for k in sorted(self.remove_labels)]
         if self.force:

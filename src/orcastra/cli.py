@@ -14,6 +14,7 @@ from orcastra.errors import OrcastraError
 
 if TYPE_CHECKING:
     from orcastra.config import Config
+    from orcastra.controllers.rebalance import RebalancePlan
     from orcastra.snapshot import Snapshot
 
 
@@ -98,7 +99,27 @@ def plan(ctx: click.Context, as_json: bool) -> None:
 
     config, snapshot = _read_swarm(ctx)
     result = plan_all(snapshot, config, [f() for f in registry().values()])
-    click.echo(render_plan(result, as_json=as_json))
+    rebalance = _plan_rebalance_once(config, snapshot) if config.rebalance.enabled else None
+    click.echo(render_plan(result, rebalance, as_json=as_json))
+
+
+def _plan_rebalance_once(config: Config, snapshot: Snapshot) -> RebalancePlan:
+    """A one-shot rebalance plan. A single run cannot know for how long a node has been above `high`, so
+    it plans as if the sustained period had passed (the daemon waits for it); the output says so."""
+    import time
+
+    from orcastra.controllers.colocation import ColocationSettings, resolve_groups
+    from orcastra.controllers.rebalance import RebalanceHistory, RebalancePolicy, plan_rebalance, update_history
+    from orcastra.memory import collect_memory
+    from orcastra.rebalancer import history_with_recorded_moves
+
+    now = time.time()
+    memory = collect_memory(config, snapshot, now)
+    policy = RebalancePolicy.from_config(config)
+    history = update_history(RebalanceHistory(), memory, policy, now - policy.sustained_seconds)
+    history = history_with_recorded_moves(history, snapshot)
+    groups, _ = resolve_groups(snapshot, ColocationSettings.from_config(config))
+    return plan_rebalance(snapshot, memory, groups, policy, history, now)
 
 
 @cli.command()

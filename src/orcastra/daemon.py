@@ -35,9 +35,12 @@ from orcastra.engine.adapter import EventStream
 from orcastra.errors import ConfigError, OrcastraError
 from orcastra.executor import Executor, Outcome
 from orcastra.lease import LeaderLease
+from orcastra.memory import collect_memory
 from orcastra.observe import ApiServer, HealthState, Metrics
+from orcastra.rebalancer import Rebalancer
 from orcastra.reconcile import CycleResult, run_cycle
 from orcastra.snapshot import Snapshot
+from orcastra.usage import MemoryView
 from orcastra.wiring import make_engine, make_executor, node_engine
 
 log = logging.getLogger(__name__)
@@ -266,6 +269,25 @@ class TaskPoller(Watcher):
             engine.close()
 
 
+class MemoryWatcher(Watcher):
+    """Reads memory (node_exporter, Prometheus, container stats) every monitor interval, off the main loop."""
+
+    def __init__(self, owner: Daemon) -> None:
+        super().__init__("orcastra-memory", owner.trigger)
+        self.owner = owner
+
+    def run(self) -> None:
+        while not self.trigger.stopped:
+            config = self.owner.config
+            snapshot = self.owner.latest_snapshot()
+            if config.rebalance.enabled and snapshot is not None and self.owner.is_leader:
+                try:
+                    self.owner.memory_read(collect_memory(config, snapshot, time.time()))
+                except OrcastraError as e:  # collect_memory reports problems as data; this is a last guard
+                    log.warning("memory read failed: %s", e)
+            self.trigger.sleep(config.rebalance.monitor_interval_seconds)
+
+
 class LeaseKeeper(Watcher):
     """Ticks the leader lease; fires the trigger when this instance becomes the leader."""
 
@@ -326,6 +348,9 @@ class Daemon:
         if le.enabled and not dry_run:  # a dry run writes nothing, the lease included
             lease = LeaderLease(make_engine(config, env), name=le.lease_name, ttl_seconds=le.ttl_seconds)
             self.lease_keeper = LeaseKeeper(lease, self.trigger, self._on_leadership)
+        self.rebalancer = Rebalancer()
+        self._memory_lock = threading.Lock()
+        self._new_memory: MemoryView | None = None
         self.cycles = 0
         self.last_result: CycleResult | None = None
         self.wake_at: float | None = None  # epoch seconds a planner asked to be run again (a backoff ends)
@@ -406,6 +431,8 @@ class Daemon:
         if leader:
             for f in result.plan.findings:
                 (log.warning if f.level == "warning" else log.debug)("%s: %s", f.subject, f.message)
+            if self.config.rebalance.enabled:
+                self.rebalance_step(result)
         log.log(
             logging.INFO if result.outcomes else logging.DEBUG,
             "cycle %d (%s): %d actions, %d engine calls, %.0f ms",
@@ -416,6 +443,42 @@ class Daemon:
             result.seconds * 1000,
         )
         return not result.failed
+
+    def memory_read(self, view: MemoryView) -> None:
+        """Called by the memory watcher with each new reading; the next cycle plans with it."""
+        with self._memory_lock:
+            self._new_memory = view
+        self.trigger.fire("memory read")
+
+    def latest_snapshot(self) -> Snapshot | None:
+        return self.last_result.snapshot if self.last_result is not None else None
+
+    def rebalance_step(self, result: CycleResult) -> None:
+        """Follow moves in flight and, with a new memory reading, plan new moves (leader only)."""
+        with self._memory_lock:
+            memory, self._new_memory = self._new_memory, None
+        if memory is None and not self.rebalancer.in_flight:
+            return
+        snapshot = result.snapshot
+        if result.outcomes:  # this cycle changed versions: plan the moves from a fresh read
+            snapshot = self.engine.snapshot()
+        now = time.time()
+        step = self.rebalancer.step(snapshot, self.config, now, memory)
+        for _move, outcome in step.finished:
+            self.metrics.observe_move(outcome)
+        if step.memory is not None:
+            self.metrics.set_node_memory({h: n.used_percent / 100 for h, n in step.memory.nodes.items()})
+        if step.plan is not None:
+            for _ in step.plan.moves:
+                self.metrics.observe_move("planned")
+        if step.actions:
+            self.executor.apply(list(step.actions), snapshot)
+        if self.executor.dry_run:
+            self.rebalancer.in_flight.clear()  # nothing really moves in a dry run: nothing to follow
+        wakes = [f.deadline for f in self.rebalancer.in_flight.values()]
+        if self.wake_at is not None:
+            wakes.append(self.wake_at)
+        self.wake_at = min(wakes, default=None)
 
     def _publish_groups(self, snapshot: Snapshot) -> None:
         groups = plan_colocation(snapshot, ColocationSettings.from_config(self.config), snapshot.taken_at).groups
@@ -453,6 +516,7 @@ class Daemon:
                             self._on_node_event,
                         )
                     )
+        self._watchers.append(MemoryWatcher(self))
         if self.lease_keeper is not None:
             self.lease_keeper.check()  # know our role before the first cycle
             self._watchers.append(self.lease_keeper)

@@ -155,6 +155,7 @@ class EngineExecutor:
         self._engine.update_service(
             service,
             add_constraints=action.add_constraints,
+            remove_constraints=action.remove_constraints,
             set_labels=action.set_labels,
             remove_labels=action.remove_labels,
             force=action.force,

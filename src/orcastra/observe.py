@@ -103,6 +103,21 @@ class Metrics:
         # Export both results from the start: rate() and alerts on "failed" need the series to exist at 0.
         for result in ("ok", "failed"):
             self._cycles.labels(result=result)
+        self._moves = Counter(
+            "orcastra_rebalance_moves",
+            "Rebalancing moves, by result (planned | ok | rolled-back).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("planned", "ok", "rolled-back"):
+            self._moves.labels(result=result)
+        self._node_memory = Gauge(
+            "orcastra_node_memory_used_ratio",
+            "Node memory in use (0..1) as the rebalancer read it.",
+            ["node"],
+            registry=r,
+        )
+        self._nodes: set[str] = set()
         # set_anchor_status replaces the whole anchor set; the lock keeps "which anchors are exported" consistent.
         self._anchor_lock = threading.Lock()
         self._anchors: set[str] = set()
@@ -138,6 +153,19 @@ class Metrics:
                 for gauge in (self._anchor_colocated, self._anchor_restart_attempts, self._anchor_next_restart):
                     gauge.remove(gone)
             self._anchors = seen
+
+    def observe_move(self, result: str) -> None:
+        """Count one rebalancing move: planned, then ok or rolled-back."""
+        self._moves.labels(result=result).inc()
+
+    def set_node_memory(self, used_ratio: Mapping[str, float]) -> None:
+        """Export each node's memory use (0..1); nodes no longer reported lose their series."""
+        with self._anchor_lock:
+            for node, ratio in used_ratio.items():
+                self._node_memory.labels(node=node).set(ratio)
+            for gone in self._nodes - used_ratio.keys():
+                self._node_memory.remove(gone)
+            self._nodes = set(used_ratio)
 
     def set_leader(self, is_leader: bool) -> None:
         self._leader.set(1 if is_leader else 0)

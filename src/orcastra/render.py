@@ -10,7 +10,9 @@ from orcastra.actions import Action, UpdateNodeLabels
 from orcastra.config.labels import OWNED_LABELS_KEY
 from orcastra.controllers import Plan
 from orcastra.controllers.colocation import GroupStatus
+from orcastra.controllers.rebalance import RebalancePlan
 from orcastra.controllers.static_labels import owned_keys
+from orcastra.rebalancer import moves_table
 from orcastra.snapshot import Snapshot
 
 
@@ -28,7 +30,12 @@ def action_json(a: Action) -> dict[str, object]:
     if isinstance(a, UpdateNodeLabels):
         out |= {"node_version": a.node_version}
     else:
-        out |= {"service_version": a.service_version, "add_constraints": list(a.add_constraints), "force": a.force}
+        out |= {
+            "service_version": a.service_version,
+            "add_constraints": list(a.add_constraints),
+            "remove_constraints": list(a.remove_constraints),
+            "force": a.force,
+        }
     out |= {
         "set_labels": dict(a.set_labels),
         "remove_labels": list(a.remove_labels),
@@ -38,10 +45,74 @@ def action_json(a: Action) -> dict[str, object]:
     return out
 
 
-def render_plan(plan: Plan, *, as_json: bool) -> str:
+def rebalance_json(r: RebalancePlan) -> dict[str, object]:
+    return {
+        "note": ONE_SHOT_NOTE,
+        "moves": [
+            {
+                "unit": m.unit,
+                "services": list(m.services),
+                "pin_service": m.pin_service,
+                "from_node": m.from_node,
+                "to_node": m.to_node,
+                "bytes": m.bytes,
+                "estimated": m.estimated,
+                "from_before_percent": m.from_before_percent,
+                "from_after_percent": m.from_after_percent,
+                "to_before_percent": m.to_before_percent,
+                "to_after_percent": m.to_after_percent,
+                "reason": m.reason,
+            }
+            for m in r.moves
+        ],
+        "nodes": [
+            {
+                "node": n.hostname,
+                "used_percent": n.used_percent,
+                "overloaded": n.overloaded,
+                "overloaded_for_seconds": n.overloaded_for_seconds,
+                "note": n.note,
+            }
+            for n in r.nodes
+        ],
+        "findings": [{"subject": f.subject, "level": f.level, "message": f.message} for f in r.findings],
+    }
+
+
+ONE_SHOT_NOTE = "one-shot plan: nodes above high are treated as if they had stayed there for the sustained period"
+
+
+def render_rebalance(r: RebalancePlan) -> str:
+    out = ["", f"rebalance ({ONE_SHOT_NOTE}):"]
+    nodes = [
+        [
+            n.hostname,
+            "-" if n.used_percent is None else f"{n.used_percent:.1f}%",
+            "OVERLOADED" if n.overloaded else "",
+            n.note,
+        ]
+        for n in r.nodes
+    ]
+    out.append(table(["NODE", "MEMORY", "", "NOTE"], nodes))
+    out.append("")
+    if r.moves:
+        out.append(
+            table(
+                ["MOVE", "FROM -> TO", "MEMORY", "FROM BEFORE -> AFTER", "TO BEFORE -> AFTER", "REASON"],
+                moves_table(r.moves),
+            )
+        )
+    else:
+        out.append("no moves")
+    out += [f"{f.level}: {f.subject}: {f.message}" for f in r.findings]
+    return "\n".join(out)
+
+
+def render_plan(plan: Plan, rebalance: RebalancePlan | None = None, *, as_json: bool) -> str:
     if as_json:
         return json.dumps(
             {
+                "rebalance": rebalance_json(rebalance) if rebalance is not None else None,
                 "actions": [action_json(a) for a in plan.actions],
                 "findings": [{"subject": f.subject, "level": f.level, "message": f.message} for f in plan.findings],
             },
@@ -56,6 +127,8 @@ def render_plan(plan: Plan, *, as_json: bool) -> str:
     if plan.findings:
         out.append("")
         out += [f"{f.level}: {f.subject}: {f.message}" for f in plan.findings]
+    if rebalance is not None:
+        out.append(render_rebalance(rebalance))
     return "\n".join(out)
 
 

@@ -49,6 +49,7 @@ class Controller(Protocol):
 def registry() -> dict[str, Callable[[], Controller]]:
     """Controller names -> factories, in the order they plan each cycle."""
     from orcastra.controllers.colocation import Colocation
+    from orcastra.controllers.pins import Pins
     from orcastra.controllers.static_labels import StaticLabels
 
-    return {StaticLabels.name: StaticLabels, Colocation.name: Colocation}
+    return {StaticLabels.name: StaticLabels, Colocation.name: Colocation, Pins.name: Pins}

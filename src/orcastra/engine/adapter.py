@@ -223,6 +223,7 @@ class EngineAdapter:
         service: Service,
         *,
         add_constraints: tuple[str, ...] = (),
+        remove_constraints: tuple[str, ...] = (),
         set_labels: Mapping[str, str] | None = None,
         remove_labels: tuple[str, ...] = (),
         force: bool = False,
@@ -239,10 +240,11 @@ class EngineAdapter:
             )
         spec: JSON = raw.get("Spec") or {}
         template: JSON = spec.setdefault("TaskTemplate", {})
-        if add_constraints:
+        if add_constraints or remove_constraints:
             placement: JSON = template.setdefault("Placement", {}) or {}
             template["Placement"] = placement
-            constraints = list(placement.get("Constraints") or [])
+            drop = {"".join(c.split()) for c in remove_constraints}
+            constraints = [c for c in placement.get("Constraints") or [] if "".join(c.split()) not in drop]
             constraints += [c for c in add_constraints if c not in constraints]
             placement["Constraints"] = constraints
         labels = dict(spec.get("Labels") or {})

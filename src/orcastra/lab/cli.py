@@ -18,6 +18,7 @@ import click
 from orcastra.errors import OrcastraError
 from orcastra.lab.core import DEFAULT_TIMEOUT_SECONDS, Lab
 from orcastra.lab.layout import DEFAULT_NAME
+from orcastra.lab.memory import parse_size
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -68,13 +69,24 @@ def lab() -> None:
 @click.option("--nodes", type=click.IntRange(1), default=3, show_default=True, help="Number of nodes.")
 @click.option("--managers", type=click.IntRange(1), default=1, show_default=True, help="How many are managers.")
 @click.option("--no-swarm", is_flag=True, help="Start bare daemons; do not init or join a Swarm.")
+@click.option(
+    "--node-memory",
+    metavar="SIZE",
+    help="Memory limit of every node (e.g. 512m, 2g, none); default: keep each node's current limit.",
+)
 @name_option
 @timeout_option
 @_reports_errors
-def up(nodes: int, managers: int, no_swarm: bool, name: str, timeout: float) -> None:
+def up(*, nodes: int, managers: int, no_swarm: bool, node_memory: str | None, name: str, timeout: float) -> None:
     """Bring the lab up (idempotent): adds missing nodes, restarts dead daemons, forms the Swarm."""
     started = time.monotonic()
-    env = _lab(name).up(nodes=nodes, managers=managers, swarm=not no_swarm, timeout=timeout)
+    lab_ = _lab(name)
+    limit = parse_size(node_memory) if node_memory is not None else None
+    env = lab_.up(nodes=nodes, managers=managers, swarm=not no_swarm, timeout=timeout, node_memory=limit)
+    if node_memory is not None and limit is None:
+        # "none" on up means: make every node unlimited (up's own None means: keep what is recorded).
+        for node in env.node_hosts:
+            lab_.set_node_memory(node, None)
     _progress(f'done in {time.monotonic() - started:.1f} s; to use it: eval "$(orcastra lab env --name {name})"')
     click.echo(env.exports())
 
@@ -129,6 +141,16 @@ def start(node: str, name: str, timeout: float) -> None:
 def restart(node: str, name: str, timeout: float) -> None:
     """Gracefully restart NODE's dockerd (its "reboot") and wait until it is Ready."""
     _lab(name).restart(node, timeout=timeout)
+
+
+@lab.command()
+@click.argument("node")
+@click.argument("size")
+@name_option
+@_reports_errors
+def memory(node: str, size: str, name: str) -> None:
+    """Set NODE's memory limit to SIZE (512m, 2g, ...; none = unlimited): its containers' cgroup parent."""
+    _lab(name).set_node_memory(node, parse_size(size))
 
 
 @lab.command()

@@ -13,11 +13,11 @@ import shutil
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from orcastra.errors import LabError
-from orcastra.lab import daemons, image, network, registry, swarm
+from orcastra.lab import daemons, image, memory, network, registry, swarm
 from orcastra.lab.host import (
     is_alive,
     kill_and_wait,
@@ -59,15 +59,18 @@ class LabEnv:
     registry: str
     image: str
     node_hosts: dict[str, str]
+    # node -> its node_exporter's /metrics URL (meminfo of the node's own memory view, see lab/memory.py)
+    node_exporters: dict[str, str] = field(default_factory=dict)
 
     def exports(self) -> str:
-        """Shell lines exporting DOCKER_HOST, the registry, the image and each node's own endpoint."""
+        """Shell lines exporting DOCKER_HOST, the registry, the image, each node's endpoint and exporter."""
         pairs = [
             ("DOCKER_HOST", self.docker_host),
             ("ORCASTRA_LAB_REGISTRY", self.registry),
             ("ORCASTRA_LAB_IMAGE", self.image),
         ]
         pairs += [(f"ORCASTRA_LAB_NODE_{name.upper()}_HOST", host) for name, host in self.node_hosts.items()]
+        pairs += [(f"ORCASTRA_LAB_NODE_{name.upper()}_EXPORTER", url) for name, url in self.node_exporters.items()]
         return "\n".join(f"export {key}={shlex.quote(value)}" for key, value in pairs)
 
 
@@ -105,10 +108,17 @@ class Lab:
     # --- public API -----------------------------------------------------------------------------------
 
     def up(
-        self, nodes: int = 3, managers: int = 1, swarm: bool = True, timeout: float = DEFAULT_TIMEOUT_SECONDS
+        self,
+        nodes: int = 3,
+        managers: int = 1,
+        swarm: bool = True,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        node_memory: int | None = None,
     ) -> LabEnv:
-        """Bring the lab up (idempotent): network, registry, daemons, image, and the Swarm unless ``swarm``
-        is False. Returns once every node is Ready (or, without a Swarm, every daemon answers /_ping)."""
+        """Bring the lab up (idempotent): network, registry, daemons, each node's memory view and
+        node_exporter, image, and the Swarm unless ``swarm`` is False. Returns once every node is Ready (or,
+        without a Swarm, every daemon answers /_ping). ``node_memory`` (bytes) sets every node's memory
+        limit; None keeps the recorded limits (``set_node_memory`` changes one node's)."""
         if not 1 <= nodes <= MAX_NODES:
             raise LabError(f"--nodes must be between 1 and {MAX_NODES}, not {nodes}")
         if not 1 <= managers <= nodes:
@@ -130,6 +140,7 @@ class Lab:
             self._ensure_network(state)
             self._ensure_registry(state, deadline)
             self._ensure_daemons(state, deadline)
+            self._ensure_memory(state, node_memory, deadline)
             self._ensure_image(state)
             if swarm or state.swarm:
                 self._ensure_swarm(state, deadline)
@@ -226,6 +237,20 @@ class Lab:
             self._start_node(state, layout, record, deadline)
             self._wait_node_ready(state, layout, record, deadline)
 
+    def set_node_memory(self, node: str, limit_bytes: int | None) -> None:
+        """Set one node's memory limit (its cgroup parent's memory.limit_in_bytes); None: unlimited."""
+        self._require_host()
+        self._existing_state()  # before locking: the lock would create the state dir of a missing lab
+        with locked(self.state_dir):
+            state = self._existing_state()
+            layout, record = self._node(state, node)
+            memory.set_limit(layout, limit_bytes)
+            record.memory_limit_bytes = limit_bytes
+            self._save(state)
+            # At once rather than at the writer's next tick: a caller reads the exporter right after this.
+            memory.write_meminfo(layout, memory.host_mem_total())
+            self._say(f"{node}: memory limit {memory.format_size(limit_bytes)}")
+
     def down(self) -> None:
         """Remove exactly what this lab created. Safe to run twice and on a partly-up lab."""
         self._require_host()
@@ -307,6 +332,42 @@ class Lab:
         # Daemons start in parallel; wait for all of them here.
         for node, record in started:
             self._wait_ping(node, record.dockerd, deadline)
+
+    def _ensure_memory(self, state: LabState, node_memory: int | None, deadline: float) -> None:
+        """Each node's memory limit, its procfs view, the writer keeping the views current, and one
+        node_exporter per node serving its view on the node's address."""
+        layout = self.layout
+        if node_memory is not None:
+            for record in state.nodes.values():
+                record.memory_limit_bytes = node_memory
+            self._save(state)
+        for record in sorted(state.nodes.values(), key=lambda r: r.index):
+            memory.set_limit(layout.node(record.index), record.memory_limit_bytes)
+        # The first views are written here so each exporter answers with real numbers from its first scrape.
+        memory.refresh_all(layout, state)
+        if not memory.is_writer_of(layout, state.meminfo_writer):
+            self._say("starting the per-node meminfo writer")
+            state.meminfo_writer = memory.start_writer(layout)
+            self._save(state)
+        started: list[NodeLayout] = []
+        for record in sorted(state.nodes.values(), key=lambda r: r.index):
+            node = layout.node(record.index)
+            if memory.is_exporter_of(node, record.node_exporter):
+                continue
+            self._say(f"{node.name}: starting node_exporter on {node.address}")
+            record.node_exporter = memory.start_exporter(node)
+            self._save(state)
+            started.append(node)
+        for node in started:
+            self._wait_exporter(node, deadline)
+
+    def _wait_exporter(self, node: NodeLayout, deadline: float) -> None:
+        wait_for(
+            lambda: memory.exporter_answers(node),
+            timeout=self._left(deadline),
+            what=f"{node.name}'s node_exporter on {node.exporter_url}",
+            on_timeout=lambda: log_tail(node.exporter_log),
+        )
 
     def _ensure_image(self, state: LabState) -> None:
         layout = self.layout
@@ -493,9 +554,13 @@ class Lab:
                 daemons.end_leftovers(node)
             except LabError as e:
                 problems.append(str(e))
+        memory_processes = [state.meminfo_writer] + [r.node_exporter for r in state.nodes.values()]
         survivors = kill_and_wait(
             ([state.registry] if state.registry else [])
-            + pids_with_path_in_cmdline(self.state_dir, (*daemons.NODE_PROGRAMS, *REGISTRY_PROGRAMS))
+            + [r for r in memory_processes if r is not None]
+            + pids_with_path_in_cmdline(
+                self.state_dir, (*daemons.NODE_PROGRAMS, *REGISTRY_PROGRAMS, *memory.MEMORY_PROGRAMS)
+            )
         )
         problems += [f"process {r.pid} would not die" for r in survivors]
 
@@ -558,11 +623,15 @@ class Lab:
         hosts = {
             r.name: self.layout.node(r.index).docker_host for r in sorted(state.nodes.values(), key=lambda r: r.index)
         }
+        exporters = {
+            r.name: self.layout.node(r.index).exporter_url for r in sorted(state.nodes.values(), key=lambda r: r.index)
+        }
         return LabEnv(
             docker_host=hosts["node1"],
             registry=self.layout.registry,
             image=state.image or self.layout.image,
             node_hosts=hosts,
+            node_exporters=exporters,
         )
 
     def _up_command(self) -> str:

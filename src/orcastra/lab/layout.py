@@ -27,6 +27,7 @@ BRIDGE_HOST_OCTET = 1
 FIRST_NODE_HOST_OCTET = 11
 MAX_NODES = 50
 REGISTRY_PORT = 5000
+NODE_EXPORTER_PORT = 9100
 SWARM_PORT = 2377
 IMAGE_REPOSITORY = "orcastra/busybox"
 IMAGE_TAG = "lab"
@@ -124,6 +125,19 @@ class NodeLayout:
     def netns_path(self) -> Path:
         return Path("/var/run/netns") / self.netns
 
+    @property
+    def proc_dir(self) -> Path:
+        """The node's own procfs view (only ``meminfo``), what its node_exporter reads as ``/proc``."""
+        return self.dir / "proc"
+
+    @property
+    def exporter_log(self) -> Path:
+        return self.dir / "node-exporter.log"
+
+    @property
+    def exporter_url(self) -> str:
+        return f"http://{self.address}:{NODE_EXPORTER_PORT}/metrics"
+
 
 @dataclass(frozen=True)
 class LabLayout:
@@ -184,6 +198,11 @@ class LabLayout:
     @property
     def registry_log(self) -> Path:
         return self.registry_dir / "registry.log"
+
+    @property
+    def memory_log(self) -> Path:
+        """The log of the process that keeps every node's ``proc/meminfo`` current."""
+        return self.state_dir / "memory.log"
 
     @property
     def docker_config_dir(self) -> Path:

@@ -42,6 +42,9 @@ class NodeRecord(BaseModel):
     dockerd: ProcessRecord | None = None
     role: str = "worker"
     swarm_node_id: str | None = None
+    # memory.limit_in_bytes of the node's cgroup parent; None = unlimited (the node has the host's memory).
+    memory_limit_bytes: int | None = None
+    node_exporter: ProcessRecord | None = None
 
 
 class LabState(BaseModel):
@@ -54,6 +57,8 @@ class LabState(BaseModel):
     bridge_address: str | None = None
     iptables_rule: list[str] | None = None
     registry: ProcessRecord | None = None
+    # The process that rewrites each node's proc/meminfo from its cgroup every second (lab/memory.py).
+    meminfo_writer: ProcessRecord | None = None
     cgroup_root: str | None = None
     image: str | None = None
     swarm: bool = False
