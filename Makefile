@@ -28,6 +28,9 @@ test: lint
 
 bench: setup
 	$(VENV)/python -m bench.colocation --rounds 20 --dependents 3
+	$(VENV)/python -m bench.rebalance
+	$(VENV)/python -m bench.reconcile_cost
+	$(VENV)/python -m bench.footprint --seconds 300
 
 lab-down: setup
 	$(VENV)/orcastra lab down
