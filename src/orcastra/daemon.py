@@ -51,6 +51,7 @@ EVENT_RECONNECT_DELAY_SECONDS = 2.0
 # quickly for a short while so the change is seen within tens of milliseconds, not at the next tick.
 POKE_BURST_SECONDS = 1.5
 POKE_BURST_INTERVAL_SECONDS = 0.05
+POLL_INTERVAL_WITH_NODE_EVENTS_SECONDS = 2.0
 ERROR_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
@@ -501,9 +502,12 @@ class Daemon:
                     self._on_manager_event,
                 )
             )
-            self._poller = TaskPoller(
-                lambda: make_engine(self.config, self.env), self.trigger, rc.task_poll_interval_seconds
-            )
+            interval = rc.task_poll_interval_seconds
+            if any(n.endpoint for n in self.config.nodes.values()):
+                # Container events from the nodes make the poll look at once (and quickly for a moment),
+                # so the steady poll only covers what events miss: poll less, cost less when idle.
+                interval = max(interval, POLL_INTERVAL_WITH_NODE_EVENTS_SECONDS)
+            self._poller = TaskPoller(lambda: make_engine(self.config, self.env), self.trigger, interval)
             self._watchers.append(self._poller)
             for hostname, node in sorted(self.config.nodes.items()):
                 if node.endpoint:

@@ -82,6 +82,7 @@ class Rebalancer:
         self.in_flight: dict[str, MoveInFlight] = {}
         self.last_plan: RebalancePlan | None = None
         self.last_memory: MemoryView | None = None
+        self._logged: frozenset[tuple[str, str]] = frozenset()
 
     def follow_moves(
         self, snapshot: Snapshot, config: Config, now: float
@@ -116,8 +117,12 @@ class Rebalancer:
         history = history_with_recorded_moves(self.history, snapshot)
         plan = plan_rebalance(snapshot, memory, groups, policy, history, now)
         self.last_plan, self.last_memory = plan, memory
+        # The same findings come back every monitor interval: log a finding when it appears, not each time.
+        current = frozenset((f.subject, f.message) for f in plan.findings)
         for f in plan.findings:
-            (log.warning if f.level == "warning" else log.info)("rebalance: %s: %s", f.subject, f.message)
+            if (f.subject, f.message) not in self._logged:
+                (log.warning if f.level == "warning" else log.info)("rebalance: %s: %s", f.subject, f.message)
+        self._logged = current
         for move in plan.moves:
             if move.unit in self.in_flight:
                 continue
