@@ -218,7 +218,7 @@ def test_missing_data_moves_nothing(rb: Rb, docker_api: docker.APIClient) -> Non
     assert "node2" in (rb.dir / "missing.log").read_text()
 
 
-def test_overloaded_node_moves_anchor_group_then_nothing_flaps(rb: Rb, docker_api: docker.APIClient) -> None:
+def test_overloaded_node_moves_anchor_group_then_nothing_flaps(rb: Rb, lab: Lab, docker_api: docker.APIClient) -> None:
     proc = start_orcastra(["--config", str(rb.config), "run"], rb.env.docker_host, rb.dir / "run.log")
     try:
         wait_for("a move is made", lambda: moves(rb.audit), timeout=60)
@@ -248,5 +248,17 @@ def test_overloaded_node_moves_anchor_group_then_nothing_flaps(rb: Rb, docker_ap
         assert running_nodes(docker_api, f"{STACK}_db") == [target]
         log = (rb.dir / "run.log").read_text()
         assert "now runs on" in log  # the move was verified
+
+        # Borderline: the node the group landed on now goes over `high` itself (its memory shrinks). The group
+        # must not be moved back (nor anywhere: cooldowns) over >= 10 monitor cycles.
+        lab.set_node_memory(target, 256 * MIB)
+        wait_for(f"{target} over high", lambda: node_used_percent(rb.env, rb.dir, target) > 45, timeout=30, interval=1)
+        deadline = time.monotonic() + 12
+        while time.monotonic() < deadline:
+            assert proc.poll() is None
+            time.sleep(1)
+        assert len(moves(rb.audit)) == count
+        assert running_nodes(docker_api, f"{STACK}_db") == [target]
+        assert "cooldown" in (rb.dir / "run.log").read_text()
     finally:
         stop_process(proc)

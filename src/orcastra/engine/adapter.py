@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -63,6 +65,45 @@ class EngineEvent:
     time_nano: int = 0
 
 
+class _Client(docker.APIClient):  # type: ignore[misc]
+    """The SDK's client, except that a TLS CA given for this endpoint is never replaced from the environment.
+
+    requests merges REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE into every request's ``verify``, overriding the
+    session's own CA (set by docker.tls.TLSConfig): with either variable set (common in CI images and some
+    distributions) a daemon's private CA would be ignored and TLS would fail. Proxies still come from the
+    environment.
+    """
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        merged: dict[str, Any] = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if verify is None and isinstance(self.verify, str):
+            merged["verify"] = self.verify
+        return merged
+
+
+def _ssh_url_with_config_port(url: str) -> str:
+    """``ssh://user@alias`` -> ``ssh://user@alias:PORT`` with the Port of ``~/.ssh/config`` for that host.
+
+    The SDK appends ``:22`` to a port-less ssh:// URL before it reads the ssh config, so the config's Port
+    would never apply; an explicit port in the URL is kept as it is.
+    """
+    parsed = urllib.parse.urlparse(url)
+    if parsed.port is not None or not parsed.hostname:
+        return url
+    config_file = os.path.expanduser("~/.ssh/config")
+    if not os.path.exists(config_file):
+        return url
+    import paramiko  # only needed for ssh:// endpoints
+
+    config = paramiko.SSHConfig.from_path(config_file)
+    port = config.lookup(parsed.hostname).get("port")
+    if not port:
+        return url
+    return urllib.parse.urlunparse(parsed._replace(netloc=f"{parsed.netloc}:{port}"))
+
+
 def _is_out_of_sequence(message: str) -> bool:
     # swarmkit rejects a spec update whose version is stale with "update out of sequence"; older engines
     # return it as a 500 (rpc error code = Unknown), newer ones may map it to 409.
@@ -84,10 +125,12 @@ class EngineAdapter:
         if self._client is not None:
             return self._client
         s = self.settings
-        kwargs: dict[str, Any] = {"base_url": s.host, "version": "auto", "timeout": s.timeout_seconds}
-        if s.host.startswith("ssh://"):
-            # Use the system ssh client (no paramiko): keys, agents and known_hosts work as for `ssh`.
-            kwargs["use_ssh_client"] = True
+        base_url = _ssh_url_with_config_port(s.host) if s.host.startswith("ssh://") else s.host
+        kwargs: dict[str, Any] = {"base_url": base_url, "version": "auto", "timeout": s.timeout_seconds}
+        # ssh:// goes through paramiko (docker[ssh]): one SSH connection per adapter, reused by every call,
+        # closed with it; it reads ~/.ssh/config (HostName, Port, User, IdentityFile, ProxyCommand) and
+        # refuses hosts missing from ~/.ssh/known_hosts. (The SDK's shell-out mode starts an `ssh` per call
+        # and leaks them, and forces port 22 over the config's Port.)
         if s.tls or s.tls_ca_cert or s.tls_client_cert:
             client_cert = (s.tls_client_cert, s.tls_client_key) if s.tls_client_cert and s.tls_client_key else None
             kwargs["tls"] = docker.tls.TLSConfig(client_cert=client_cert, ca_cert=s.tls_ca_cert, verify=s.tls_verify)
@@ -97,7 +140,7 @@ class EngineAdapter:
             # version="auto" asks GET /version and speaks the server's API version, so engines from
             # 20.10 (API 1.41) to current releases work with the same code.
             self.calls += 1
-            self._client = docker.APIClient(**kwargs)
+            self._client = _Client(**kwargs)
         except docker.errors.DockerException as e:
             raise EngineUnreachableError(
                 f"cannot reach the Docker Engine at {s.host}: {cut(str(e))}", endpoint=s.host
