@@ -74,9 +74,7 @@ class _Client(docker.APIClient):  # type: ignore[misc]
     environment.
     """
 
-    def merge_environment_settings(
-        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> dict[str, Any]:
+    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict[str, Any]:
         merged: dict[str, Any] = super().merge_environment_settings(url, proxies, stream, verify, cert)
         if verify is None and isinstance(self.verify, str):
             merged["verify"] = self.verify
