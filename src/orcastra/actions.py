@@ -71,7 +71,27 @@ class UpdateService:
         return ", ".join(parts) or "no change"
 
 
-Action = UpdateNodeLabels | UpdateService
+@dataclass(frozen=True)
+class SetNodeAvailability:
+    """Set a node's availability (active | pause | drain) at ``node_version``; its labels stay as they are."""
+
+    node_id: str
+    hostname: str
+    node_version: int
+    availability: Literal["active", "pause", "drain"]
+    reason: str = ""
+    controller: str = ""
+    kind: Literal["set-node-availability"] = field(default="set-node-availability", init=False)
+
+    @property
+    def target(self) -> str:
+        return f"node/{self.hostname}"
+
+    def describe(self) -> str:
+        return f"availability {self.availability}"
+
+
+Action = UpdateNodeLabels | UpdateService | SetNodeAvailability
 
 
 def merge_node_label_updates(actions: list[Action] | tuple[Action, ...]) -> list[Action]:

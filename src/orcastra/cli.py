@@ -104,22 +104,9 @@ def plan(ctx: click.Context, as_json: bool) -> None:
 
 
 def _plan_rebalance_once(config: Config, snapshot: Snapshot) -> RebalancePlan:
-    """A one-shot rebalance plan. A single run cannot know for how long a node has been above `high`, so
-    it plans as if the sustained period had passed (the daemon waits for it); the output says so."""
-    import time
+    from orcastra.cli_support import one_shot_rebalance_plan
 
-    from orcastra.controllers.colocation import ColocationSettings, resolve_groups
-    from orcastra.controllers.rebalance import RebalanceHistory, RebalancePolicy, plan_rebalance, update_history
-    from orcastra.memory import collect_memory
-    from orcastra.rebalancer import history_with_recorded_moves
-
-    now = time.time()
-    memory = collect_memory(config, snapshot, now)
-    policy = RebalancePolicy.from_config(config)
-    history = update_history(RebalanceHistory(), memory, policy, now - policy.sustained_seconds)
-    history = history_with_recorded_moves(history, snapshot)
-    groups, _ = resolve_groups(snapshot, ColocationSettings.from_config(config))
-    return plan_rebalance(snapshot, memory, groups, policy, history, now)
+    return one_shot_rebalance_plan(config, snapshot)[0]
 
 
 @cli.command()
@@ -133,6 +120,24 @@ def status(ctx: click.Context, as_json: bool) -> None:
     config, snapshot = _read_swarm(ctx)
     groups = plan_colocation(snapshot, ColocationSettings.from_config(config), snapshot.taken_at).groups
     click.echo(render_status(snapshot, groups, as_json=as_json))
+
+
+@cli.command(name="do", context_settings={"ignore_unknown_options": True})
+@click.argument("words", nargs=-1, required=True)
+@click.pass_context
+def do(ctx: click.Context, words: tuple[str, ...]) -> None:
+    """Run an operator command on the running Orcastra (its HTTP API): sync, restart SERVICE, rebalance,
+    drain NODE, activate NODE, reboot NODE, pause, resume, relabel, bootstrap. Needs api.token."""
+    from orcastra.commands import do_command, load_token
+
+    config, _ = _load(ctx)
+    try:
+        token = load_token(config.api)
+    except OrcastraError as err:
+        _fail(err)
+    code, text = do_command(config.api.listen, token, list(words))
+    click.echo(text, err=code != 0)
+    sys.exit(code)
 
 
 @cli.command()

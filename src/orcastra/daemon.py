@@ -26,18 +26,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from orcastra.actions import UpdateNodeLabels
+from orcastra.actions import UpdateService
+from orcastra.commands import CommandRunner, CommandWatcher, command_routes, load_token
 from orcastra.config import Config, load_config
 from orcastra.controllers import Controller, registry
 from orcastra.controllers.colocation import ColocationSettings, plan_colocation
+from orcastra.controllers.pins import plan_move
 from orcastra.engine import EngineAdapter, EngineEvent
 from orcastra.engine.adapter import EventStream
 from orcastra.errors import ConfigError, OrcastraError
-from orcastra.executor import Executor, Outcome
+from orcastra.executor import AuditLog, Executor, Outcome
 from orcastra.lease import LeaderLease
 from orcastra.memory import collect_memory
 from orcastra.observe import ApiServer, HealthState, Metrics
-from orcastra.rebalancer import Rebalancer
+from orcastra.operate import PAUSED_LABEL, DaemonCommands
+from orcastra.rebalancer import MoveInFlight, Rebalancer
 from orcastra.reconcile import CycleResult, run_cycle
 from orcastra.snapshot import Snapshot
 from orcastra.usage import MemoryView
@@ -134,7 +137,7 @@ class EchoFilter:
         if outcome.result != "ok":
             return
         a = outcome.action
-        key = ("node", a.node_id) if isinstance(a, UpdateNodeLabels) else ("service", a.service_id)
+        key = ("service", a.service_id) if isinstance(a, UpdateService) else ("node", a.node_id)
         with self._lock:
             self._expected[key] = self._expected.get(key, 0) + 1
 
@@ -289,6 +292,46 @@ class MemoryWatcher(Watcher):
             self.trigger.sleep(config.rebalance.monitor_interval_seconds)
 
 
+class BootstrapLoop(Watcher):
+    """BOOTSTRAP_MODE=loop: a bootstrap/heal cycle every loop interval, by the leader."""
+
+    def __init__(self, owner: Daemon) -> None:
+        super().__init__("orcastra-bootstrap", owner.trigger)
+        self.owner = owner
+
+    def run(self) -> None:
+        while not self.trigger.stopped:
+            self.trigger.sleep(self.owner.config.bootstrap.loop_interval_seconds)
+            if self.trigger.stopped or not self.owner.is_leader or self.owner.paused:
+                continue
+            try:
+                log.info("%s", self.owner.run_bootstrap_cycle())
+            except OrcastraError as e:
+                log.error("%s", e)
+
+
+class CommandFileWatcher(Watcher):
+    """Polls the command file; the leader takes and runs what it holds (followers leave it alone)."""
+
+    def __init__(self, owner: Daemon, runner: CommandRunner) -> None:
+        super().__init__("orcastra-commands", owner.trigger)
+        self.owner = owner
+        self.runner = runner
+        self._watch = CommandWatcher(runner.command_file, self._changed)
+
+    def _changed(self) -> None:
+        if self.owner.is_leader:
+            for result in self.runner.process_file():
+                log.info("command %s: %s %s", result.command, result.result, result.message)
+
+    def run(self) -> None:
+        self._watch.run()
+
+    def stop(self) -> None:
+        super().stop()
+        self._watch.stop()
+
+
 class LeaseKeeper(Watcher):
     """Ticks the leader lease; fires the trigger when this instance becomes the leader."""
 
@@ -340,7 +383,10 @@ class Daemon:
         self.metrics = Metrics()
         self.health = HealthState(stale_after_seconds=3 * config.reconcile.resync_interval_seconds)
         self.engine: EngineAdapter = make_engine(config, env)
-        self.executor: Executor = make_executor(config, self.engine, dry_run=dry_run, on_outcome=self._on_outcome)
+        self.audit = AuditLog(path=config.audit.path)
+        self.executor: Executor = make_executor(
+            config, self.engine, dry_run=dry_run, on_outcome=self._on_outcome, audit=self.audit
+        )
         self._config_stamp = FileStamp.of(config_path)
         self._watchers: list[Watcher] = []
         self._poller: TaskPoller | None = None
@@ -350,6 +396,9 @@ class Daemon:
             lease = LeaderLease(make_engine(config, env), name=le.lease_name, ttl_seconds=le.ttl_seconds)
             self.lease_keeper = LeaseKeeper(lease, self.trigger, self._on_leadership)
         self.rebalancer = Rebalancer()
+        self.paused = False
+        self.commands = DaemonCommands(self)
+        self.command_runner: CommandRunner | None = None
         self._memory_lock = threading.Lock()
         self._new_memory: MemoryView | None = None
         self.cycles = 0
@@ -366,6 +415,24 @@ class Daemon:
         self.metrics.set_leader(leader)
         self.health.set_role("leader" if leader else "follower")
         log.info("this instance is now the %s", "leader" if leader else "follower")
+        if leader:
+            self.load_paused()
+
+    # --- pause / resume (kept in a label of the Swarm: shared, survives restarts) -------------------------
+
+    def load_paused(self) -> None:
+        try:
+            self.paused = self.engine.swarm_labels().get(PAUSED_LABEL) == "true"
+        except OrcastraError as e:
+            log.warning("could not read the paused flag from the Swarm: %s", e)
+        if self.paused:
+            log.warning("Orcastra is paused (Swarm label %s): planning only until `resume`", PAUSED_LABEL)
+
+    def set_paused(self, paused: bool) -> None:
+        if not self.executor.dry_run:
+            self.engine.set_swarm_label(PAUSED_LABEL, "true" if paused else None)
+        self.paused = paused
+        log.warning("Orcastra %s by operator command", "paused" if paused else "resumed")
 
     def _on_manager_event(self, event: EngineEvent) -> None:
         if self.echo.is_echo(event):
@@ -418,7 +485,8 @@ class Daemon:
     def run_once(self) -> bool:
         """One cycle (acting only as the leader); True when every action succeeded."""
         leader = self.is_leader
-        result = run_cycle(self.engine, self.executor if leader else None, self.config, self.controllers)
+        acting = leader and not self.paused
+        result = run_cycle(self.engine, self.executor if acting else None, self.config, self.controllers)
         self.cycles += 1
         self.last_result = result
         self.wake_at = result.plan.wake_at
@@ -432,7 +500,7 @@ class Daemon:
         if leader:
             for f in result.plan.findings:
                 (log.warning if f.level == "warning" else log.debug)("%s: %s", f.subject, f.message)
-            if self.config.rebalance.enabled:
+            if self.config.rebalance.enabled and not self.paused:
                 self.rebalance_step(result)
         log.log(
             logging.INFO if result.outcomes else logging.DEBUG,
@@ -531,12 +599,75 @@ class Daemon:
 
     def start_api(self) -> None:
         listen = self.config.api.listen
-        self._api = ApiServer(listen, self.metrics, self.health)
+        routes = None
+        if self.command_runner is not None:
+            routes = command_routes(
+                self.command_runner.submit, load_token(self.config.api), results=self.command_runner.results
+            )
+        self._api = ApiServer(listen, self.metrics, self.health, routes=routes)
         self._api.start()
-        log.info("HTTP listener on %s (/healthz, /metrics)", listen)
+        log.info("HTTP listener on %s (/healthz, /metrics, /v1/commands)", listen)
+
+    def start_commands(self) -> None:
+        """The command file: recover what a crash interrupted, then watch the file (the leader runs it)."""
+        path = self.config.commands.file
+        self.command_runner = CommandRunner(path, self.commands)
+        if path.parent.is_dir():
+            for result in self.command_runner.recover():
+                log.warning("command %s: %s", result.command, result.message)
+            self._watchers.append(CommandFileWatcher(self, self.command_runner))
+        else:
+            log.info("command file %s: its directory does not exist; commands only through the API", path)
+
+    def run_bootstrap_cycle(self) -> str:
+        """One bootstrap/heal cycle (at start, on the `bootstrap` command, every loop interval)."""
+        from orcastra.bootstrap import run_bootstrap
+
+        run = run_bootstrap(
+            self.config,
+            dry_run=self.executor.dry_run,
+            audit=self.audit,
+            remove_down_after_seconds=self.config.bootstrap.remove_down_after_seconds,
+        )
+        done = [f"{o.action.describe()} {o.result}" for o in run.outcomes]
+        if run.plan.refused:
+            raise OrcastraError("bootstrap refused: " + "; ".join(str(f) for f in run.plan.findings))
+        if not run.ok:
+            raise OrcastraError("bootstrap: " + "; ".join(done))
+        return "bootstrap: " + ("; ".join(done) if done else "nothing to do")
+
+    def rebalance_now(self) -> str:
+        """The `rebalance` command: read memory now and run one rebalancing cycle (cooldowns honoured; the
+        sustained period is not waited for, the operator asked)."""
+        from orcastra.cli_support import one_shot_rebalance_plan
+
+        snapshot = self.engine.snapshot()
+        plan, memory = one_shot_rebalance_plan(self.config, snapshot)
+        if not plan.moves:
+            reasons = "; ".join(f"{f.subject}: {f.message}" for f in plan.findings[:5])
+            return "no move: " + (reasons or "no node is above high")
+        self.rebalancer.last_memory = memory
+        actions = []
+        now = time.time()
+        for move in plan.moves:
+            actions += plan_move(snapshot, move.pin_service, move.to_node, move.from_node, now=now, reason=move.reason)
+            if not self.executor.dry_run:
+                self.rebalancer.in_flight[move.unit] = MoveInFlight(
+                    move, now, now + self.config.rebalance.move_timeout_seconds
+                )
+        return self.commands.apply_and_describe(actions, snapshot)
 
     def run_forever(self) -> None:
         self._install_signal_handlers()
+        if self.config.bootstrap.mode != "off":
+            # Before anything else: without a Swarm there is nothing to watch (and no lease to hold).
+            try:
+                log.info("%s", self.run_bootstrap_cycle())
+            except OrcastraError as e:
+                log.error("%s", e)
+            if self.config.bootstrap.mode == "loop":
+                self._watchers.append(BootstrapLoop(self))
+        self.start_commands()
         self.start_api()
         self.start_watchers()
         self.trigger.fire("start")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal, Protocol
 
-from orcastra.actions import Action, UpdateNodeLabels, UpdateService, merge_node_label_updates
+from orcastra.actions import Action, SetNodeAvailability, UpdateNodeLabels, UpdateService, merge_node_label_updates
 from orcastra.engine import EngineAdapter
 from orcastra.errors import EngineConflictError, OrcastraError
 from orcastra.snapshot import Snapshot
@@ -131,6 +131,8 @@ class EngineExecutor:
                 return self._update_node_labels(action, snapshot)
             if isinstance(action, UpdateService):
                 return self._update_service(action, snapshot)
+            if isinstance(action, SetNodeAvailability):
+                return self._set_availability(action, snapshot)
         except EngineConflictError as e:
             return Outcome(action, "conflict", str(e))
         except OrcastraError as e:
@@ -146,6 +148,13 @@ class EngineExecutor:
             labels.pop(key, None)
         labels.update(action.set_labels)
         self._engine.update_node_spec(node, labels)
+        return Outcome(action, "ok")
+
+    def _set_availability(self, action: SetNodeAvailability, snapshot: Snapshot) -> Outcome:
+        node = snapshot.node(action.node_id)
+        if node is None or node.version != action.node_version:
+            return Outcome(action, "conflict", "node not in the snapshot the plan was made from")
+        self._engine.update_node_spec(node, node.labels, availability=action.availability)
         return Outcome(action, "ok")
 
     def _update_service(self, action: UpdateService, snapshot: Snapshot) -> Outcome:

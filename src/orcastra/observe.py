@@ -257,12 +257,14 @@ def _check_role(role: str) -> None:
 
 @dataclass(frozen=True)
 class Request:
-    """An HTTP request as extra routes see it. ``path`` has no query string; header names are lower-case."""
+    """An HTTP request as extra routes see it. ``path`` has no query string (it is in ``query``); header
+    names are lower-case."""
 
     method: str
     path: str
     headers: Mapping[str, str]
     body: bytes
+    query: str = ""
 
 
 @dataclass(frozen=True)
@@ -371,6 +373,7 @@ class _Handler(BaseHTTPRequestHandler):
             path=urlsplit(self.path).path,
             headers=MappingProxyType({k.lower(): v for k, v in self.headers.items()}),
             body=body,
+            query=urlsplit(self.path).query,
         )
         try:
             response = self.server.dispatch(request)

@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Sequence
 
-from orcastra.actions import Action, UpdateNodeLabels
+from orcastra.actions import Action, SetNodeAvailability, UpdateNodeLabels
 from orcastra.config.labels import OWNED_LABELS_KEY
 from orcastra.controllers import Plan
 from orcastra.controllers.colocation import GroupStatus
@@ -27,6 +27,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def action_json(a: Action) -> dict[str, object]:
     out: dict[str, object] = {"action": a.kind, "target": a.target, "change": a.describe()}
+    if isinstance(a, SetNodeAvailability):
+        return out | {"node_version": a.node_version, "availability": a.availability, "reason": a.reason}
     if isinstance(a, UpdateNodeLabels):
         out |= {"node_version": a.node_version}
     else:

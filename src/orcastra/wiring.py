@@ -58,9 +58,14 @@ def node_engine(config: Config, endpoint: str) -> EngineAdapter:
 
 
 def make_executor(
-    config: Config, engine: EngineAdapter, *, dry_run: bool, on_outcome: OutcomeHook | None = None
+    config: Config,
+    engine: EngineAdapter,
+    *,
+    dry_run: bool,
+    on_outcome: OutcomeHook | None = None,
+    audit: AuditLog | None = None,
 ) -> Executor:
-    audit = AuditLog(path=config.audit.path)
+    audit = audit or AuditLog(path=config.audit.path)
     if dry_run:
         return DryRunExecutor(audit, on_outcome)
     return EngineExecutor(engine, audit, on_outcome)

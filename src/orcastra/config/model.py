@@ -448,11 +448,13 @@ class RebalanceSettings(_Section):
 
 
 class BootstrapSettings(_Section):
-    """Swarm bootstrap (a later feature; validated now)."""
+    """Swarm bootstrap and healing: init the Swarm, join inventory nodes, keep the manager count."""
 
     mode: Literal["once", "loop", "off"] = "off"
     loop_interval_seconds: PositiveSeconds = 300.0
     manager_target: Annotated[int, Field(ge=1)] = 3
+    # Remove nodes Down longer than this from the Swarm (None: never remove).
+    remove_down_after_seconds: Annotated[float, Field(gt=0)] | None = None
 
     @field_validator("mode", mode="before")
     @classmethod

@@ -255,13 +255,13 @@ class EngineAdapter:
 
     # --- writes -----------------------------------------------------------------------------------
 
-    def update_node_spec(self, node: Node, labels: Mapping[str, str]) -> None:
+    def update_node_spec(self, node: Node, labels: Mapping[str, str], availability: str | None = None) -> None:
         """Write a node's spec with new labels, at the node's ``version`` (optimistic concurrency).
 
         The whole NodeSpec is sent (Name, Labels, Role, Availability), as the Engine replaces it; a stale
         ``version`` raises EngineConflictError and nothing is written.
         """
-        spec: JSON = {"Labels": dict(labels), "Role": node.role, "Availability": node.availability}
+        spec: JSON = {"Labels": dict(labels), "Role": node.role, "Availability": availability or node.availability}
         if node.spec_name:
             spec["Name"] = node.spec_name
         self._call(
@@ -320,6 +320,27 @@ class EngineAdapter:
                 rollback_config=spec.get("RollbackConfig"),
                 endpoint_spec=spec.get("EndpointSpec"),
             ),
+        )
+
+    def swarm_labels(self) -> dict[str, str]:
+        raw: JSON = self._call("inspect swarm", lambda c: c.inspect_swarm())
+        return {str(k): str(v) for k, v in ((raw.get("Spec") or {}).get("Labels") or {}).items()}
+
+    def set_swarm_label(self, key: str, value: str | None) -> None:
+        """Set (or remove, with None) one label of the Swarm itself, at the Swarm's ``version``: the place for
+        cluster-wide settings every Orcastra instance shares (e.g. paused)."""
+        raw: JSON = self._call("inspect swarm", lambda c: c.inspect_swarm())
+        spec: JSON = dict(raw.get("Spec") or {})
+        labels = dict(spec.get("Labels") or {})
+        if value is None:
+            labels.pop(key, None)
+        else:
+            labels[key] = value
+        spec["Labels"] = labels
+        version = int((raw.get("Version") or {}).get("Index") or 0)
+        self._call(
+            "update swarm",
+            lambda c: c._result(c._post_json(c._url("/swarm/update"), data=spec, params={"version": version})),
         )
 
     # --- events -----------------------------------------------------------------------------------

@@ -1,0 +1,50 @@
+"""Operator commands: from the command file, the HTTP API and ``orcastra do``, each run exactly once.
+
+- ``model``: commands as data; parsing entries and the command file; removing one entry keeping the rest;
+- ``dispatch``: a command -> one call on a ``CommandContext`` (implemented by the daemon) -> ``CommandResult``;
+- ``journal``: the results file and the ``CommandRunner`` that takes, runs and journals commands (and recovers
+  after a crash without running anything twice);
+- ``watch``: ``CommandWatcher``, which notices changes of the command file;
+- ``api``: the HTTP routes, the bearer token, and the CLI's client (``do_command``).
+
+Wiring (in the daemon)::
+
+    runner = CommandRunner(config.commands.file, ctx)
+    runner.recover()
+    watcher = CommandWatcher(config.commands.file, runner.process_file)   # run() in a thread, stop() to end
+    routes = command_routes(runner.submit, load_token(config.api), results=runner.results)
+"""
+
+from orcastra.commands.api import command_routes, do_command, load_token
+from orcastra.commands.dispatch import CommandContext, CommandResult, run_command
+from orcastra.commands.journal import CommandRunner, Journal, results_path
+from orcastra.commands.model import (
+    COMMAND_NAMES,
+    Command,
+    CommandFileError,
+    Malformed,
+    parse_command_file,
+    parse_entry,
+    parse_words,
+)
+from orcastra.commands.watch import CommandWatcher
+
+__all__ = [
+    "COMMAND_NAMES",
+    "Command",
+    "CommandContext",
+    "CommandFileError",
+    "CommandResult",
+    "CommandRunner",
+    "CommandWatcher",
+    "Journal",
+    "Malformed",
+    "command_routes",
+    "do_command",
+    "load_token",
+    "parse_command_file",
+    "parse_entry",
+    "parse_words",
+    "results_path",
+    "run_command",
+]

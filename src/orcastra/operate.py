@@ -1,0 +1,131 @@
+"""What operator commands do to the running daemon: the ``CommandContext`` behind the command file, the
+HTTP API and ``orcastra do``.
+
+Every change still goes through the daemon's one executor (dry-run honoured, audit line per action, version
+checks). Commands act only on the leader: a follower refuses them, so two instances never both act.
+``pause`` / ``resume`` are kept in a label of the Swarm itself (``orcastra.paused``), so they survive a restart
+and are shared by every instance.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Literal
+
+from orcastra.actions import Action, SetNodeAvailability, UpdateService
+from orcastra.errors import EngineNotFoundError, OrcastraError, PermanentError
+from orcastra.snapshot import Service, Snapshot
+
+if TYPE_CHECKING:
+    from orcastra.daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+PAUSED_LABEL = "orcastra.paused"
+
+
+class CommandRefused(PermanentError):
+    """The command cannot run here and now (not the leader, a feature not available)."""
+
+
+class DaemonCommands:
+    """The daemon's implementation of ``orcastra.commands.CommandContext``."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    # --- helpers --------------------------------------------------------------------------------------
+
+    def _leader(self) -> None:
+        if not self.daemon.is_leader:
+            raise CommandRefused("this instance is a follower: send commands to the leader (see /healthz)")
+
+    def _snapshot(self) -> Snapshot:
+        return self.daemon.engine.snapshot()
+
+    def apply_and_describe(self, actions: list[Action], snapshot: Snapshot) -> str:
+        return self._apply(actions, snapshot)
+
+    def _apply(self, actions: list[Action], snapshot: Snapshot) -> str:
+        outcomes = self.daemon.executor.apply(actions, snapshot)
+        failed = [o for o in outcomes if o.result in ("error", "conflict")]
+        if failed:
+            raise OrcastraError("; ".join(f"{o.action.target}: {o.result} {o.detail}" for o in failed))
+        done = ", ".join(f"{o.action.target} {o.action.describe()}" for o in outcomes)
+        return ("would: " if self.daemon.executor.dry_run else "") + done
+
+    def _service(self, snapshot: Snapshot, name: str) -> Service:
+        config = self.daemon.config
+        for candidate in (name, config.service_name(name)):
+            svc = snapshot.service(candidate)
+            if svc is not None:
+                return svc
+        known = ", ".join(sorted(s.name for s in snapshot.services)[:20])
+        raise EngineNotFoundError(f"no service {name!r} in the Swarm (services: {known})")
+
+    # --- commands ---------------------------------------------------------------------------------------
+
+    def sync(self) -> str:
+        self._leader()
+        ok = self.daemon.run_once()
+        result = self.daemon.last_result
+        n = len(result.outcomes) if result is not None else 0
+        return f"reconciled: {n} action(s)" + ("" if ok else ", some failed (see the audit log)")
+
+    def relabel(self) -> str:
+        # Labels are recomputed from what really runs every cycle; a cycle now is exactly a relabel.
+        return "relabel: " + self.sync()
+
+    def restart_service(self, name: str) -> str:
+        self._leader()
+        snapshot = self._snapshot()
+        svc = self._service(snapshot, name)
+        action = UpdateService(
+            service_id=svc.id,
+            service_name=svc.name,
+            service_version=svc.version,
+            force=True,
+            reason="operator command: restart",
+            controller="command",
+        )
+        return self._apply([action], snapshot)
+
+    def set_availability(self, node: str, availability: Literal["active", "drain"]) -> str:
+        self._leader()
+        snapshot = self._snapshot()
+        target = snapshot.node_by_hostname(node) or snapshot.node(node)
+        if target is None:
+            known = ", ".join(sorted(n.hostname for n in snapshot.nodes))
+            raise EngineNotFoundError(f"no node {node!r} in the Swarm (nodes: {known})")
+        action = SetNodeAvailability(
+            node_id=target.id,
+            hostname=target.hostname,
+            node_version=target.version,
+            availability=availability,
+            reason=f"operator command: {'drain' if availability == 'drain' else 'activate'}",
+            controller="command",
+        )
+        return self._apply([action], snapshot)
+
+    def rebalance(self) -> str:
+        self._leader()
+        if self.daemon.paused:
+            raise CommandRefused("Orcastra is paused: resume first")
+        return self.daemon.rebalance_now()
+
+    def pause(self) -> str:
+        self._leader()
+        self.daemon.set_paused(True)
+        return "paused: no automatic actions until resume (kept across restarts)"
+
+    def resume(self) -> str:
+        self._leader()
+        self.daemon.set_paused(False)
+        self.daemon.trigger.fire("resumed")
+        return "resumed"
+
+    def reboot_node(self, node: str) -> str:
+        raise CommandRefused("reboot is not available yet in this version (see issue 5 on node maintenance)")
+
+    def bootstrap(self) -> str:
+        return self.daemon.run_bootstrap_cycle()

@@ -1,0 +1,675 @@
+"""Tests of operator commands: parsing, removing entries, dispatch, the journal and crash recovery, the watcher,
+and the HTTP routes and CLI client. A plain in-memory ``FakeContext`` stands in for the daemon; the only
+network is a local ``ApiServer`` on an OS-picked port."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+
+from orcastra.commands import journal as journal_module
+from orcastra.commands.api import command_routes, do_command, load_token
+from orcastra.commands.dispatch import CommandResult, run_command
+from orcastra.commands.journal import INTERRUPTED_MESSAGE, CommandRunner, Journal, results_path
+from orcastra.commands.model import (
+    Command,
+    CommandFileError,
+    Malformed,
+    parse_command_file,
+    parse_entry,
+    parse_words,
+    remove_entry,
+)
+from orcastra.commands.watch import CommandWatcher
+from orcastra.config.model import ApiSettings
+from orcastra.errors import ConfigError, EngineNotFoundError
+from orcastra.observe import ApiServer, HealthState, Metrics, Request
+
+TOKEN = "s3cret-token"
+
+
+# --- a fake context ----------------------------------------------------------------------------------------
+
+
+class FakeContext:
+    """Records every call; ``fail`` maps a method name to the exception it raises."""
+
+    def __init__(self, fail: dict[str, Exception] | None = None) -> None:
+        self.calls: list[tuple[str, ...]] = []
+        self.fail = fail or {}
+
+    def _do(self, *call: str) -> str:
+        self.calls.append(call)
+        if call[0] in self.fail:
+            raise self.fail[call[0]]
+        return " ".join(call) + " done"
+
+    def sync(self) -> str:
+        return self._do("sync")
+
+    def restart_service(self, name: str) -> str:
+        return self._do("restart_service", name)
+
+    def rebalance(self) -> str:
+        return self._do("rebalance")
+
+    def set_availability(self, node: str, availability: Literal["active", "drain"]) -> str:
+        return self._do("set_availability", node, availability)
+
+    def reboot_node(self, node: str) -> str:
+        return self._do("reboot_node", node)
+
+    def pause(self) -> str:
+        return self._do("pause")
+
+    def resume(self) -> str:
+        return self._do("resume")
+
+    def relabel(self) -> str:
+        return self._do("relabel")
+
+    def bootstrap(self) -> str:
+        return self._do("bootstrap")
+
+
+class Ids:
+    """Predictable command ids: c1, c2, ..."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self) -> str:
+        self.n += 1
+        return f"c{self.n}"
+
+
+def make_runner(path: Path, ctx: FakeContext | None = None) -> CommandRunner:
+    return CommandRunner(path, ctx or FakeContext(), clock=lambda: 1_700_000_000.25, new_id=Ids())
+
+
+def journal_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in results_path(path).read_text().splitlines()]
+
+
+# --- parsing ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("sync", Command("sync")),
+        ("  restart   app ", Command("restart", "app")),
+        ("drain node2", Command("drain", "node2")),
+        ("activate node2", Command("activate", "node2")),
+        ("reboot node-3.lab", Command("reboot", "node-3.lab")),
+        ("bootstrap", Command("bootstrap")),
+        ({"command": "restart", "service": "app"}, Command("restart", "app")),
+        ({"command": "restart app"}, Command("restart", "app")),
+        ({"command": "drain", "node": "node2"}, Command("drain", "node2")),
+        ({"command": "pause"}, Command("pause")),
+        ("", "empty command"),
+        ("frobnicate", "unknown command 'frobnicate'"),
+        ("Sync", "unknown command 'Sync'"),
+        ("restart", "restart: the service is missing (usage: restart SERVICE)"),
+        ("restart a b", "restart: the service must be one word, got 'a b'"),
+        ("sync now", "sync takes no argument, got 'now'"),
+        ("drain 'node2'", "drain: \"'node2'\" is not a valid node name"),
+        ({"command": "restart"}, "restart: the service is missing"),
+        ({"command": "restart", "node": "n1"}, "restart: unexpected key node"),
+        ({"command": "sync", "service": "app"}, "sync: unexpected key service"),
+        ({"command": "restart app", "service": "app"}, "give the service either in 'command' or as 'service'"),
+        ({"command": "restart", "service": 12}, "restart: service must be a name (a string), got int"),
+        ({"service": "app"}, "mapping without a 'command' key"),
+        ({"command": ["sync"]}, "'command' must be a string"),
+        (42, "expected a command (a string or a mapping), got 42"),
+        (None, "got nothing (null)"),
+        (["sync"], "expected a command"),
+    ],
+    ids=lambda v: repr(v) if not isinstance(v, Command | str) or v else "empty",
+)
+def test_parse_entry(entry: object, expected: Command | str) -> None:
+    got = parse_entry(entry)
+    if isinstance(expected, Command):
+        assert got == expected
+    else:
+        assert isinstance(got, Malformed)
+        assert expected in got.message
+
+
+def test_command_renders_as_text_and_entry() -> None:
+    assert str(Command("restart", "app")) == "restart app"
+    assert Command("restart", "app").to_entry() == {"command": "restart", "service": "app"}
+    assert Command("sync").to_entry() == {"command": "sync"}
+    assert parse_words(["drain", "n1"]) == Command("drain", "n1")
+    with pytest.raises(ValueError, match="does not fit"):
+        Command("sync", "app")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- sync\n- [unclosed\n", "is not valid YAML"),
+        ("command: sync\n", "expected a list of commands, got dict"),
+        ("sync\n", "expected a list of commands, got str"),
+        ("- sync\n---\n- pause\n", "is not valid YAML"),
+        ("- {command: restart\n", "is not valid YAML"),
+    ],
+    ids=["unclosed-flow", "mapping", "scalar", "two-documents", "unclosed-mapping"],
+)
+def test_parse_command_file_rejects(text: str, message: str) -> None:
+    with pytest.raises(CommandFileError, match=message):
+        parse_command_file(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "# nothing yet\n", "---\n", "[]\n", "~\n"], ids=["empty", "comment", "doc", "flow", "null"]
+)
+def test_parse_command_file_without_entries(text: str) -> None:
+    assert parse_command_file(text).entries == ()
+
+
+def test_parse_command_file_keeps_entry_text_and_line() -> None:
+    parsed = parse_command_file("# ops\n- sync  # now\n- {command: drain, node: n2}\n")
+    assert [(e.index, e.text, e.line) for e in parsed.entries] == [
+        (0, "sync", 2),
+        (1, "{command: drain, node: n2}", 3),
+    ]
+
+
+BLOCK = """\
+# Orcastra commands; one a line.
+- sync   # reconcile now
+-
+  command: restart
+  service: app
+- {command: drain, node: node2}
+
+# later
+- "restart  web"
+- |
+  pause
+- last
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "index", "expected"),
+    [
+        (BLOCK, 0, BLOCK.replace("- sync   # reconcile now\n", "")),
+        (BLOCK, 1, BLOCK.replace("-\n  command: restart\n  service: app\n", "")),
+        (BLOCK, 2, BLOCK.replace("- {command: drain, node: node2}\n", "")),
+        (BLOCK, 3, BLOCK.replace('- "restart  web"\n', "")),
+        (BLOCK, 4, BLOCK.replace("- |\n  pause\n", "")),
+        (BLOCK, 5, BLOCK.replace("- last\n", "")),
+        ("- sync\n- pause", 1, "- sync\n"),
+        ("- only\n", 0, ""),
+        ("  - a\n  - b\n", 0, "  - b\n"),
+        ("[sync, pause]\n", 0, "- pause\n"),
+        ("- {command: restart, service: app}\n- sync\n", 0, "- sync\n"),
+        ("- command: sync\n  # keep me\n- pause\n", 0, "  # keep me\n- pause\n"),
+    ],
+    ids=[
+        "first-with-comment",
+        "mapping-dash-alone",
+        "flow-mapping",
+        "quoted",
+        "block-scalar",
+        "last",
+        "no-final-newline",
+        "only-entry",
+        "indented",
+        "flow-list-redumped",
+        "flow-item",
+        "comment-inside-mapping-stays",
+    ],
+)
+def test_remove_entry_keeps_the_rest_as_written(text: str, index: int, expected: str) -> None:
+    parsed = parse_command_file(text)
+    assert remove_entry(parsed, index) == expected
+    remaining = [e.value for e in parsed.entries if e.index != index]
+    assert [e.value for e in parse_command_file(expected).entries] == remaining
+
+
+# --- dispatch --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cmd", "call"),
+    [
+        (Command("sync"), ("sync",)),
+        (Command("restart", "app"), ("restart_service", "app")),
+        (Command("rebalance"), ("rebalance",)),
+        (Command("drain", "n2"), ("set_availability", "n2", "drain")),
+        (Command("activate", "n2"), ("set_availability", "n2", "active")),
+        (Command("reboot", "n3"), ("reboot_node", "n3")),
+        (Command("pause"), ("pause",)),
+        (Command("resume"), ("resume",)),
+        (Command("relabel"), ("relabel",)),
+        (Command("bootstrap"), ("bootstrap",)),
+    ],
+    ids=str,
+)
+def test_run_command_calls_the_context(cmd: Command, call: tuple[str, ...]) -> None:
+    ctx = FakeContext()
+    result = run_command(cmd, ctx)
+    assert ctx.calls == [call]
+    assert (result.result, result.command, result.actions) == ("ok", str(cmd), (" ".join(call) + " done",))
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (EngineNotFoundError("no such service: app", status=404), "no such service: app"),
+        (RuntimeError("boom"), "internal error: RuntimeError: boom"),
+        (KeyError("x"), "internal error: KeyError: 'x'"),
+    ],
+    ids=["orcastra-error", "bug", "key-error"],
+)
+def test_run_command_turns_failures_into_error_results(
+    error: Exception, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    result = run_command(Command("restart", "app"), FakeContext(fail={"restart_service": error}))
+    assert (result.result, result.message, result.actions) == ("error", message, ())
+    if not isinstance(error, EngineNotFoundError):
+        assert any(r.exc_info for r in caplog.records), "a bug must be logged with its traceback"
+
+
+# --- the runner and its journal ----------------------------------------------------------------------------
+
+
+def test_process_file_runs_each_entry_once_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    path.write_text("# keep\n- sync\n- {command: restart, service: app}\n- drain n2\n")
+    ctx = FakeContext()
+    runner = make_runner(path, ctx)
+    results = runner.process_file()
+    assert ctx.calls == [("sync",), ("restart_service", "app"), ("set_availability", "n2", "drain")]
+    assert [r.result for r in results] == ["ok", "ok", "ok"]
+    assert path.read_text() == "# keep\n"
+    records = journal_lines(path)
+    assert [(r["type"], r["id"]) for r in records] == [
+        ("started", "c1"),
+        ("result", "c1"),
+        ("started", "c2"),
+        ("result", "c2"),
+        ("started", "c3"),
+        ("result", "c3"),
+    ]
+    assert records[1] == {
+        "type": "result",
+        "id": "c1",
+        "command": "sync",
+        "result": "ok",
+        "message": "sync done",
+        "time": "2023-11-14T22:13:20.250Z",
+        "actions": ["sync done"],
+    }
+    assert runner.process_file() == []
+    assert len(ctx.calls) == 3
+
+
+def test_malformed_entries_are_reported_and_do_not_block(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    path.write_text("- frobnicate\n- restart\n- sync\n")
+    ctx = FakeContext()
+    results = make_runner(path, ctx).process_file()
+    assert ctx.calls == [("sync",)]
+    assert [(r.command, r.result) for r in results] == [
+        ("frobnicate", "error"),
+        ("restart", "error"),
+        ("sync", "ok"),
+    ]
+    assert results[0].message.startswith("malformed entry: unknown command 'frobnicate'")
+    assert path.read_text() == ""
+
+
+def test_invalid_file_is_reported_once_and_nothing_runs(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    text = "- sync\n- [restart app\n"
+    path.write_text(text)
+    ctx = FakeContext()
+    runner = make_runner(path, ctx)
+    runner.process_file()
+    runner.process_file()
+    make_runner(path, ctx).process_file()  # a restart does not report it again either
+    assert ctx.calls == []
+    assert path.read_text() == text
+    (record,) = journal_lines(path)
+    assert record["result"] == "error"
+    assert "is not valid YAML" in record["message"]
+    assert record["message"].endswith("nothing was run")
+    path.write_text(text + "- pause\n")  # still broken, but a different file: report it
+    runner.process_file()
+    assert len(journal_lines(path)) == 2
+    path.write_text("- sync\n")
+    runner.process_file()
+    assert ctx.calls == [("sync",)]
+
+
+def test_submit_is_journaled_like_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    runner = make_runner(path)
+    result = runner.submit(Command("reboot", "n3"))
+    assert (result.id, result.result, result.message) == ("c1", "ok", "reboot_node n3 done")
+    records = journal_lines(path)
+    assert [(r["type"], r.get("source")) for r in records] == [("started", "api"), ("result", None)]
+    assert runner.results(10) == [records[1]]
+    assert not path.exists(), "an API command does not create the command file"
+
+
+def test_results_are_newest_first_and_limited(tmp_path: Path) -> None:
+    runner = make_runner(tmp_path / "commands.yml")
+    for name in ("sync", "pause", "resume"):
+        runner.submit(Command(name))
+    assert [r["command"] for r in runner.results(2)] == ["resume", "pause"]
+
+
+# Crash points: each test performs the steps of ``take`` up to the crash, then starts a new runner.
+
+FILE = "- reboot n1\n- sync\n"
+
+
+def crash_after(step: str, path: Path, ctx: FakeContext) -> None:
+    runner = make_runner(path, ctx)
+    parsed = parse_command_file(path.read_text())
+    record = runner.start_entry(parsed, 0)
+    if step == "started":
+        return
+    runner._remove_taken_entry(record)
+    if step == "removed":
+        return
+    runner.run_started(record)
+
+
+@pytest.mark.parametrize(
+    ("step", "runs_before_crash"),
+    [("started", 0), ("removed", 0)],
+    ids=["after-started-record", "after-removal"],
+)
+def test_recovery_never_runs_a_command_twice(tmp_path: Path, step: str, runs_before_crash: int) -> None:
+    path = tmp_path / "commands.yml"
+    path.write_text(FILE)
+    ctx = FakeContext()
+    crash_after(step, path, ctx)
+    assert len(ctx.calls) == runs_before_crash
+    runner = CommandRunner(path, ctx, clock=lambda: 0.0, new_id=lambda: "fresh")
+    (interrupted,) = runner.recover()
+    assert (interrupted.id, interrupted.command, interrupted.result) == ("c1", "reboot n1", "error")
+    assert interrupted.message == INTERRUPTED_MESSAGE
+    assert path.read_text() == "- sync\n", "the interrupted entry must be gone, the rest kept"
+    runner.process_file()
+    assert ctx.calls == [("sync",)], "reboot n1 is not run again; sync runs"
+    assert runner.recover() == [], "recovery is idempotent"
+
+
+def test_recovery_after_the_run_but_before_the_result(tmp_path: Path) -> None:
+    # The command ran but its result was not written: recovery cannot know, so it says "interrupted".
+    path = tmp_path / "commands.yml"
+    path.write_text(FILE)
+    ctx = FakeContext()
+    runner = make_runner(path, ctx)
+    record = runner.start_entry(parse_command_file(path.read_text()), 0)
+    runner._remove_taken_entry(record)
+    ctx.reboot_node("n1")  # the effect happened; the crash came before _finish
+    (interrupted,) = make_runner(path, ctx).recover()
+    assert interrupted.message == INTERRUPTED_MESSAGE
+    assert ctx.calls == [("reboot_node", "n1")]
+
+
+def test_recovery_after_the_result_does_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    path.write_text(FILE)
+    ctx = FakeContext()
+    crash_after("result", path, ctx)
+    assert make_runner(path, ctx).recover() == []
+    assert path.read_text() == "- sync\n"
+
+
+def test_recovery_finds_the_entry_by_text_when_the_file_was_edited(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    path.write_text(FILE)
+    ctx = FakeContext()
+    crash_after("started", path, ctx)
+    path.write_text("- pause\n" + FILE)  # the operator added a line before the restart
+    make_runner(path, ctx).recover()
+    assert path.read_text() == "- pause\n- sync\n"
+
+
+def test_recovery_reports_a_malformed_entry_with_its_message(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    path.write_text("- restart\n")
+    crash_after("started", path, FakeContext())
+    (result,) = make_runner(path).recover()
+    assert result.message.startswith("malformed entry: restart: the service is missing")
+    assert path.read_text() == ""
+
+
+def test_recovery_closes_an_interrupted_api_command(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    Journal(results_path(path)).append({"type": "started", "id": "a1", "source": "api", "command": "pause"})
+    (result,) = make_runner(path).recover()
+    assert (result.id, result.command, result.message) == ("a1", "pause", INTERRUPTED_MESSAGE)
+
+
+def test_journal_survives_a_torn_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    results = results_path(path)
+    results.write_text('{"type": "result", "id": "old", "command": "sync"}\n{"type": "sta')
+    runner = make_runner(path)
+    runner.submit(Command("sync"))
+    lines = results.read_text().splitlines()
+    assert lines[1] == '{"type": "sta'
+    assert [r["id"] for r in runner.results(5)] == ["c1", "old"]
+
+
+def test_entry_that_cannot_be_removed_is_not_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "commands.yml"
+    path.write_text("- sync\n")
+
+    def refuse(target: Path, text: str) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(journal_module, "atomic_write", refuse)
+    ctx = FakeContext()
+    runner = make_runner(path, ctx)
+    (result,) = runner.process_file()
+    assert ctx.calls == []
+    assert result.result == "error"
+    assert "Permission denied" in result.message
+    assert runner.process_file() == [], "not retried until the file changes"
+
+
+def test_rewrite_keeps_the_file_mode(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    path.write_text("- sync\n- pause\n")
+    path.chmod(0o640)
+    make_runner(path).process_file()
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# --- the watcher -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Clock:
+    now: float = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_watcher_calls_on_start_on_change_and_on_resync(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    calls: list[int] = []
+    clock = Clock()
+    watcher = CommandWatcher(path, lambda: calls.append(1), resync_seconds=60.0, monotonic=clock)
+    assert watcher.check(), "first look"
+    assert not watcher.check(), "missing file, unchanged"
+    path.write_text("- sync\n")
+    assert watcher.check(), "created"
+    assert not watcher.check()
+    path.write_text("- sync\n- pause\n")
+    assert watcher.check(), "size changed"
+    replacement = tmp_path / "new.yml"
+    replacement.write_text("- sync\n- pauze\n")  # same size
+    os.utime(replacement, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))
+    os.replace(replacement, path)
+    assert watcher.check(), "replaced: new inode"
+    clock.now = 61.0
+    assert watcher.check(), "resync"
+    assert len(calls) == 5
+
+
+def test_watcher_survives_a_failing_callback(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def fail() -> None:
+        raise RuntimeError("boom")
+
+    watcher = CommandWatcher(tmp_path / "commands.yml", fail)
+    with caplog.at_level(logging.ERROR):
+        assert watcher.check()
+    assert "boom" in caplog.text
+
+
+# --- the API ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueryRequest(Request):
+    query: str = ""
+
+
+def post(body: object, authorization: str | None = f"Bearer {TOKEN}") -> Request:
+    headers = {"authorization": authorization} if authorization else {}
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return Request("POST", "/v1/commands", headers, raw)
+
+
+@pytest.mark.parametrize(
+    ("token", "request_", "status", "error"),
+    [
+        (None, post({"command": "sync"}), 403, "set api.token or api.token_file"),
+        (TOKEN, post({"command": "sync"}, None), 401, "missing or wrong bearer token"),
+        (TOKEN, post({"command": "sync"}, "Bearer nope"), 401, "missing or wrong bearer token"),
+        (TOKEN, post({"command": "sync"}, f"Basic {TOKEN}"), 401, "missing or wrong bearer token"),
+        (TOKEN, post(b"{not json"), 400, "the body must be JSON"),
+        (TOKEN, post(["sync"]), 400, "JSON object"),
+        (TOKEN, post({"command": "restart"}), 400, "the service is missing"),
+    ],
+    ids=["no-token-configured", "no-header", "wrong-token", "wrong-scheme", "bad-json", "not-object", "malformed"],
+)
+def test_post_command_refusals(token: str | None, request_: Request, status: int, error: str) -> None:
+    submitted: list[Command] = []
+
+    def submit(cmd: Command) -> CommandResult:
+        submitted.append(cmd)
+        return CommandResult(str(cmd), "ok", "done")
+
+    response = command_routes(submit, token)[("POST", "/v1/commands")](request_)
+    assert response.status == status
+    assert error in json.loads(response.body)["error"]
+    assert submitted == []
+    if status == 401:
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"command": "restart", "service": "app"}, {"command": "restart app"}],
+    ids=["mapping", "words"],
+)
+def test_post_command_runs_it(tmp_path: Path, body: dict[str, str]) -> None:
+    ctx = FakeContext()
+    runner = make_runner(tmp_path / "commands.yml", ctx)
+    routes = command_routes(runner.submit, TOKEN, results=runner.results)
+    response = routes[("POST", "/v1/commands")](post(body))
+    assert response.status == 200
+    assert json.loads(response.body) == {
+        "id": "c1",
+        "command": "restart app",
+        "result": "ok",
+        "message": "restart_service app done",
+        "time": "2023-11-14T22:13:20.250Z",
+        "actions": ["restart_service app done"],
+    }
+    assert ctx.calls == [("restart_service", "app")]
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "count"),
+    [("", 200, 3), ("limit=2", 200, 2), ("limit=0", 400, None), ("limit=x", 400, None)],
+    ids=["default", "limit", "zero", "not-a-number"],
+)
+def test_get_results(tmp_path: Path, query: str, status: int, count: int | None) -> None:
+    runner = make_runner(tmp_path / "commands.yml")
+    for _ in range(3):
+        runner.submit(Command("sync"))
+    route = command_routes(runner.submit, None, results=runner.results)[("GET", "/v1/commands/results")]
+    response = route(QueryRequest("GET", "/v1/commands/results", {}, b"", query))
+    assert response.status == status
+    if count is not None:
+        assert len(json.loads(response.body)["results"]) == count
+
+
+@pytest.mark.parametrize(
+    ("settings", "file_text", "expected"),
+    [
+        ({}, None, None),
+        ({"token": " abc "}, None, "abc"),
+        ({"token_file": "TOKEN_FILE"}, "abc\n", "abc"),
+        ({"token_file": "TOKEN_FILE"}, "\n \n", ConfigError),
+        ({"token_file": "TOKEN_FILE"}, None, ConfigError),
+    ],
+    ids=["none", "token", "token-file", "empty-file", "missing-file"],
+)
+def test_load_token(tmp_path: Path, settings: dict[str, str], file_text: str | None, expected: object) -> None:
+    token_file = tmp_path / "token"
+    if file_text is not None:
+        token_file.write_text(file_text)
+    values = {k: str(token_file) if v == "TOKEN_FILE" else v for k, v in settings.items()}
+    api = ApiSettings.model_validate(values)
+    if expected is ConfigError:
+        with pytest.raises(ConfigError, match=r"api\.token_file"):
+            load_token(api)
+    else:
+        assert load_token(api) == expected
+
+
+def test_do_command_through_a_real_listener(tmp_path: Path) -> None:
+    ctx = FakeContext(fail={"reboot_node": EngineNotFoundError("no such node: n9")})
+    runner = make_runner(tmp_path / "commands.yml", ctx)
+    routes = command_routes(runner.submit, TOKEN, results=runner.results)
+    with ApiServer("127.0.0.1:0", Metrics(), HealthState(60.0), routes=routes) as api:
+        listen = f"127.0.0.1:{api.port}"
+        assert do_command(listen, TOKEN, ["restart", "app"]) == (0, "restart app: restart_service app done")
+        assert do_command(listen, TOKEN, ["reboot", "n9"]) == (1, "reboot n9: no such node: n9 (failed)")
+        code, text = do_command(listen, "wrong", ["sync"])
+        assert code == 1
+        assert "refused the token" in text
+        code, text = do_command(listen, None, ["sync"])
+        assert code == 1
+        assert "refused the token" in text
+    assert ctx.calls == [("restart_service", "app"), ("reboot_node", "n9")]
+
+
+def test_do_command_rejects_a_bad_command_without_sending_it() -> None:
+    assert do_command("127.0.0.1:1", TOKEN, ["restart"]) == (
+        2,
+        "restart: the service is missing (usage: restart SERVICE)",
+    )
+
+
+def test_do_command_when_nothing_listens() -> None:
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, text = do_command(f"127.0.0.1:{port}", TOKEN, ["sync"])
+    assert code == 1
+    assert "nothing listens there" in text
