@@ -469,7 +469,10 @@ class Daemon:
     # --- cycles -----------------------------------------------------------------------------------------
 
     def run_single_cycle(self) -> bool:
-        """``run --once``: take the lease if it is free, run one cycle, give the lease back."""
+        """``run --once``: bootstrap first (when enabled), take the lease if it is free, run one cycle, give the
+        lease back."""
+        if self.config.bootstrap.mode != "off":
+            log.info("%s", self.run_bootstrap_cycle())
         if self.lease_keeper is not None and not self.lease_keeper.check():
             log.warning(
                 "another Orcastra holds the leader lease (%s): planning only, changing nothing",

@@ -9,11 +9,15 @@ from __future__ import annotations
 import io
 import logging
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
+import yaml
 
 from orcastra.bootstrap import run_bootstrap
 from orcastra.bootstrap.engine import SwarmEngine
@@ -193,3 +197,24 @@ def test_split_brain_is_refused_and_changes_nothing(bare: tuple[Lab, LabEnv]) ->
     assert {n.id: n.version for n in nodes_of(env)} == versions_before
     with engine(env.node_hosts["node3"]) as e:
         assert e.local_swarm().cluster_id == cluster3
+
+
+def test_orcastra_run_once_with_bootstrap_mode_builds_the_swarm(bare: tuple[Lab, LabEnv], tmp_path: Path) -> None:
+    """The daemon's own wiring: BOOTSTRAP_MODE=once through `orcastra run --once` on bare daemons."""
+    lab, env = bare
+    config = config_for(lab, env, manager_target=3)
+    path = tmp_path / "orcastra.yml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True)), encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "orcastra", "--config", str(path), "run", "--once"],
+        env={**os.environ, "DOCKER_HOST": env.docker_host, "BOOTSTRAP_MODE": "once"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    nodes = nodes_of(env)
+    assert sorted(n.hostname for n in nodes) == ["node1", "node2", "node3"]
+    assert sorted(n.role for n in nodes) == ["manager", "manager", "manager"]
+    assert "bootstrap:" in result.stderr
