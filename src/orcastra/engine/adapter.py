@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import docker.tls
+import orjson
 import requests.exceptions
 
 from orcastra.engine.parse import JSON, parse_node, parse_service, parse_task
@@ -209,9 +210,9 @@ class EngineAdapter:
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            raw_nodes: list[JSON] = self._call("list nodes", lambda c: c.nodes())
-            raw_services: list[JSON] = self._call("list services", lambda c: c.services())
-            raw_tasks: list[JSON] = self._call("list tasks", lambda c: c.tasks())
+            raw_nodes = self._list("list nodes", "/nodes")
+            raw_services = self._list("list services", "/services")
+            raw_tasks = self._list("list tasks", "/tasks")
             return Snapshot(
                 nodes=tuple(parse_node(n) for n in raw_nodes),
                 services=tuple(parse_service(s) for s in raw_services),
@@ -221,6 +222,20 @@ class EngineAdapter:
         finally:
             if gc_was_enabled:
                 gc.enable()
+
+    def _list(self, what: str, path: str) -> list[JSON]:
+        """GET a list endpoint and decode it with orjson: most of a large cycle's CPU is JSON decoding, and
+        orjson does it several times faster than the standard library the SDK uses. (The SDK's own helpers
+        ``_url``/``_get``/``_result`` build the request exactly as its ``nodes()``/``tasks()`` do.)"""
+
+        def get(c: Any) -> list[JSON]:
+            body: bytes = c._result(c._get(c._url(path)), binary=True)
+            decoded = orjson.loads(body)
+            if not isinstance(decoded, list):
+                raise EngineError(f"{what}: expected a JSON list, got {type(decoded).__name__}")
+            return decoded
+
+        return self._call(what, get)
 
     def list_tasks(self, filters: Mapping[str, list[str]]) -> tuple[Task, ...]:
         """One filtered GET /tasks: the cheap check between full snapshots."""
