@@ -43,6 +43,12 @@ class Constraint:
 
 
 @lru_cache(maxsize=4096)
+def has_constraint(constraints: Sequence[str], wanted: str) -> bool:
+    """Whether ``wanted`` is among ``constraints``, ignoring spaces (``a == b`` is ``a==b`` to Swarm)."""
+    key = "".join(wanted.split())
+    return any("".join(c.split()) == key for c in constraints)
+
+
 def parse_constraint(expression: str) -> Constraint | None:
     """``"node.labels.zone == eu"`` -> Constraint; None when it has no operator or an empty key.
 

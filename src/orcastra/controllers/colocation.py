@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from orcastra.actions import Action, UpdateNodeLabels, UpdateService
 from orcastra.controllers import Finding, Plan
+from orcastra.placement import has_constraint
 from orcastra.snapshot import TERMINAL_TASK_STATES, Service, Snapshot, Task
 
 if TYPE_CHECKING:
@@ -49,10 +50,6 @@ def anchor_label_key(anchor: str) -> str:
 
 def anchor_constraint(anchor: str) -> str:
     return f"node.labels.{anchor_label_key(anchor)}==true"
-
-
-def _normalise_constraint(c: str) -> str:
-    return "".join(c.split())
 
 
 @dataclass(frozen=True)
@@ -439,11 +436,11 @@ class _Planner:
             self.findings.append(Finding(name, f"dependent of {group.anchor} not found in the Swarm", "warning"))
             return DependentStatus(name, (), 0, None, False, False, "service not found")
         constraint = anchor_constraint(group.anchor)
-        has_constraint = _normalise_constraint(constraint) in {_normalise_constraint(c) for c in dep.constraints}
+        constrained = has_constraint(dep.constraints, constraint)
         running = snap.running_tasks(dep.id)
         nodes = tuple(sorted({self.hostname(t.node_id) for t in running}))
         desired = dep.replicas if dep.mode == "replicated" else None
-        if not has_constraint:
+        if not constrained:
             c = self.change(dep)
             c.add_constraints.append(constraint)
             c.reasons.append(

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from orcastra.actions import Action, UpdateNodeLabels, UpdateService
 from orcastra.controllers import Finding, Plan
+from orcastra.placement import has_constraint
 from orcastra.snapshot import Node, Service, Snapshot
 
 if TYPE_CHECKING:
@@ -48,13 +49,8 @@ def pin_constraint(service: str) -> str:
     return f"node.labels.{pin_label_key(service)}==true"
 
 
-def _norm(c: str) -> str:
-    return "".join(c.split())
-
-
 def has_pin_constraint(svc: Service) -> bool:
-    want = _norm(pin_constraint(svc.name))
-    return any(_norm(c) == want for c in svc.constraints)
+    return has_constraint(svc.constraints, pin_constraint(svc.name))
 
 
 def pinned_nodes(snapshot: Snapshot, service: str) -> list[Node]:
