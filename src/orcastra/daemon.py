@@ -310,6 +310,30 @@ class BootstrapLoop(Watcher):
                 log.error("%s", e)
 
 
+class ScheduledReboots(Watcher):
+    """reboot.schedule: reboot nodes whose reboot-required sentinel is set, inside the window, one at a time."""
+
+    def __init__(self, owner: Daemon) -> None:
+        super().__init__("orcastra-reboots", owner.trigger)
+        self.owner = owner
+
+    def run(self) -> None:
+        from orcastra.reboot.run import run_scheduled_reboot
+
+        while not self.trigger.stopped:
+            schedule = self.owner.config.reboot.schedule
+            self.trigger.sleep(schedule.check_interval_seconds)
+            if self.trigger.stopped or not schedule.enabled or not self.owner.is_leader or self.owner.paused:
+                continue
+            try:
+                with make_engine(self.owner.config, self.owner.env) as engine:
+                    message = run_scheduled_reboot(engine, self.owner.executor, self.owner.config)
+                if message:
+                    log.info("scheduled reboot: %s", message)
+            except OrcastraError as e:
+                log.error("scheduled reboot: %s", e)
+
+
 class CommandFileWatcher(Watcher):
     """Polls the command file; the leader takes and runs what it holds (followers leave it alone)."""
 
@@ -671,6 +695,7 @@ class Daemon:
             if self.config.bootstrap.mode == "loop":
                 self._watchers.append(BootstrapLoop(self))
         self.start_commands()
+        self._watchers.append(ScheduledReboots(self))
         self.start_api()
         self.start_watchers()
         self.trigger.fire("start")

@@ -125,7 +125,16 @@ class DaemonCommands:
         return "resumed"
 
     def reboot_node(self, node: str) -> str:
-        raise CommandRefused("reboot is not available yet in this version (see issue 5 on node maintenance)")
+        """Drain, wait, run the node's reboot command, wait Ready, activate; one node at a time (Swarm lock).
+        Blocks for minutes: it runs on the command thread, with its own Engine connection."""
+        from orcastra.reboot.run import reboot_node
+        from orcastra.wiring import make_engine
+
+        self._leader()
+        if self.daemon.paused:
+            raise CommandRefused("Orcastra is paused: resume first")
+        with make_engine(self.daemon.config, self.daemon.env) as engine:
+            return reboot_node(engine, self.daemon.executor, self.daemon.config, node)
 
     def bootstrap(self) -> str:
         return self.daemon.run_bootstrap_cycle()

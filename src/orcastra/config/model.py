@@ -36,6 +36,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from orcastra.config.labels import check_label_key, check_label_value
 from orcastra.config.wording import describe
+from orcastra.reboot.settings import RebootSettings
 
 DEFAULT_COMMAND_FILE = Path("/etc/orcastra/commands.yml")
 DEFAULT_LOG_FILE = Path("/var/log/orcastra/orcastra.log")
@@ -549,6 +550,7 @@ class Config(_Section):
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     commands: CommandSettings = Field(default_factory=CommandSettings)
     leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
+    reboot: RebootSettings = Field(default_factory=RebootSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     run: RunSettings = Field(default_factory=RunSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)

@@ -1,0 +1,481 @@
+"""Node maintenance, the pure parts: the lock label, the schedule window, which node a scheduled reboot picks,
+when a drain is done, the reboot/sentinel command rendering, the settings' validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pytest
+from pydantic import ValidationError
+
+from orcastra.actions import Action, SetNodeAvailability
+from orcastra.engine.adapter import EngineAdapter, EngineSettings
+from orcastra.errors import EngineConflictError, EngineNotFoundError
+from orcastra.reboot.plan import (
+    LOCK_LABEL,
+    RebootLock,
+    in_window,
+    lock_blocks,
+    parse_lock,
+    plan_scheduled_reboot,
+    reboot_refusal,
+    tasks_left_on,
+)
+from orcastra.reboot.run import (
+    CommandResult,
+    RebootLocked,
+    RebootRefused,
+    RebootStepError,
+    reboot_node,
+    render_command,
+    run_scheduled_reboot,
+)
+from orcastra.reboot.settings import RebootSchedule, RebootSettings
+from orcastra.snapshot import Node, Service, Snapshot, Task
+
+T = TypeVar("T")
+
+# 2026-11-23 is a Monday.
+MON_0300 = dt.datetime(2026, 11, 23, 3, 0)
+MON_0100 = dt.datetime(2026, 11, 23, 1, 0)
+MON_0500 = dt.datetime(2026, 11, 23, 5, 0)
+SUN_0300 = dt.datetime(2026, 11, 29, 3, 0)
+TUE_0100 = dt.datetime(2026, 11, 24, 1, 0)
+MON_2330 = dt.datetime(2026, 11, 23, 23, 30)
+
+
+def node(host: str, role: str = "worker", state: str = "ready", availability: str = "active") -> Node:
+    return Node(id=f"id-{host}", version=1, hostname=host, role=role, availability=availability, state=state)
+
+
+def swarm(*nodes: Node) -> Snapshot:
+    return Snapshot(nodes=nodes, services=(), tasks=())
+
+
+def settings(**schedule: object) -> RebootSettings:
+    return RebootSettings.model_validate(
+        {"command": "echo {node}", "sentinel_command": "test {node}", "schedule": {"enabled": True, **schedule}}
+    )
+
+
+# --- the lock ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("node2|host:12:ab|1700000000", RebootLock("node2", "host:12:ab", 1700000000.0)),
+        ("node2|h|soon", RebootLock("node2", "h", 0.0)),
+        ("node2|h|nan", RebootLock("node2", "h", 0.0)),
+        ("garbage", RebootLock("garbage", "", 0.0)),
+    ],
+    ids=["missing", "empty", "valid", "bad-expiry", "nan-expiry", "unreadable"],
+)
+def test_parse_lock(text: str | None, expected: RebootLock | None) -> None:
+    assert parse_lock(text) == expected
+
+
+def test_lock_round_trips() -> None:
+    lock = RebootLock("node3", "a:1:ff", 1800000000.0)
+    assert parse_lock(lock.format()) == lock
+
+
+@pytest.mark.parametrize(
+    ("current", "now", "blocks"),
+    [
+        (None, 100.0, False),
+        (RebootLock("node2", "other", 200.0), 100.0, True),
+        (RebootLock("node2", "other", 200.0), 200.0, False),
+        (RebootLock("node2", "other", 200.0), 300.0, False),
+        (RebootLock("node2", "me", 200.0), 100.0, False),
+        (parse_lock("garbage"), 100.0, False),
+    ],
+    ids=["free", "held-by-other", "expires-now", "expired", "ours", "unreadable-counts-expired"],
+)
+def test_lock_blocks(current: RebootLock | None, now: float, blocks: bool) -> None:
+    assert lock_blocks(current, "me", now) is blocks
+
+
+# --- the schedule window -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("schedule", "now", "inside"),
+    [
+        ({}, MON_0300, True),
+        ({}, MON_0100, False),
+        ({}, MON_0500, False),
+        ({"days": ["sat", "sun"]}, MON_0300, False),
+        ({"days": ["sun"]}, SUN_0300, True),
+        ({"start": "23:00", "end": "02:00", "days": ["mon"]}, MON_2330, True),
+        ({"start": "23:00", "end": "02:00", "days": ["mon"]}, TUE_0100, True),
+        ({"start": "23:00", "end": "02:00", "days": ["tue"]}, TUE_0100, False),
+        ({"start": "23:00", "end": "02:00", "days": ["mon"]}, MON_0100, False),
+    ],
+    ids=[
+        "inside",
+        "before-start",
+        "end-is-exclusive",
+        "wrong-day",
+        "sunday",
+        "midnight-window-evening",
+        "midnight-window-after-midnight-belongs-to-start-day",
+        "midnight-window-start-day-not-listed",
+        "midnight-window-before-start-same-day",
+    ],
+)
+def test_in_window(schedule: dict[str, object], now: dt.datetime, inside: bool) -> None:
+    assert in_window(RebootSchedule.model_validate(schedule), now) is inside
+
+
+# --- which node a scheduled reboot picks -----------------------------------------------------------------
+
+
+M1 = node("node1", role="manager")
+W2, W3 = node("node2"), node("node3")
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "required", "now", "expected"),
+    [
+        (swarm(M1, W2, W3), {"node2", "node3"}, MON_0300, "node2"),
+        (swarm(M1, W2, W3), {"node3"}, MON_0300, "node3"),
+        (swarm(M1, W2, W3), set(), MON_0300, None),
+        (swarm(M1, W2, W3), {"node2"}, MON_0100, None),
+        (swarm(M1, W2, W3), {"node1"}, MON_0300, None),
+        (swarm(M1, W2, W3), {"node1", "node3"}, MON_0300, "node3"),
+        (swarm(M1, W2, node("node3", state="down")), {"node2"}, MON_0300, None),
+        (swarm(M1, W2, node("node3", availability="drain")), {"node2"}, MON_0300, None),
+        (swarm(M1, W2, node("node3", availability="pause")), {"node2"}, MON_0300, None),
+        (swarm(node("node1", role="manager"), node("node2", role="manager")), {"node2"}, MON_0300, None),
+        (
+            swarm(node("node1", role="manager"), node("node2", role="manager"), node("node3", role="manager")),
+            {"node2"},
+            MON_0300,
+            "node2",
+        ),
+        (swarm(M1), {"node1"}, MON_0300, None),
+        (swarm(W2), {"node2"}, MON_0300, None),
+        (swarm(M1, W2, W3), {"node9"}, MON_0300, None),
+    ],
+    ids=[
+        "first-by-hostname",
+        "only-required",
+        "nothing-required",
+        "outside-window",
+        "never-the-only-manager",
+        "skips-only-manager-takes-next",
+        "any-node-down-waits",
+        "any-node-drained-waits",
+        "any-node-paused-waits",
+        "two-managers-no-quorum-left",
+        "three-managers-one-may-go",
+        "single-node-swarm",
+        "only-ready-node",
+        "unknown-node-ignored",
+    ],
+)
+def test_plan_scheduled_reboot(snapshot: Snapshot, required: set[str], now: dt.datetime, expected: str | None) -> None:
+    assert plan_scheduled_reboot(snapshot, required, now, settings()) == expected
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "host", "refused"),
+    [
+        (swarm(M1, W2, W3), "node2", None),
+        (swarm(M1, W2, W3), "node1", "quorum"),
+        (swarm(M1, W2, W3), "node7", "no node"),
+        (swarm(M1, W2, node("node3", state="down")), "node2", None),
+        (swarm(node("node1", role="manager", state="down"), W2), "node2", "only Ready node"),
+    ],
+    ids=["worker-ok", "only-manager", "unknown", "one-other-ready-is-enough", "only-ready-node"],
+)
+def test_reboot_refusal(snapshot: Snapshot, host: str, refused: str | None) -> None:
+    why = reboot_refusal(snapshot, host)
+    if refused is None:
+        assert why is None
+    else:
+        assert why is not None
+        assert refused in why
+
+
+# --- when a drain is done -------------------------------------------------------------------------------
+
+
+def task(tid: str, svc: str, host: str, desired: str = "running", state: str = "running") -> Task:
+    return Task(id=tid, service_id=svc, node_id=f"id-{host}", slot=1, desired_state=desired, state=state)
+
+
+APP = Service(id="app", version=1, name="s_app")
+AGENT = Service(id="agent", version=1, name="s_agent", mode="global")
+PINNED = Service(id="pin", version=1, name="s_pin", constraints=("node.hostname == node2",))
+
+
+@pytest.mark.parametrize(
+    ("services", "tasks", "waiting"),
+    [
+        ((APP,), (task("t1", "app", "node2"),), ["s_app (still on the node)"]),
+        ((APP,), (task("t1", "app", "node2", desired="shutdown"),), ["s_app (not running elsewhere yet)"]),
+        (
+            (APP,),
+            (task("t1", "app", "node2", desired="shutdown"), task("t2", "app", "node3", state="starting")),
+            ["s_app (not running elsewhere yet)"],
+        ),
+        ((APP,), (task("t1", "app", "node2", desired="shutdown"), task("t2", "app", "node3")), []),
+        ((AGENT,), (task("t1", "agent", "node2"),), []),
+        ((PINNED,), (task("t1", "pin", "node2", desired="shutdown"),), []),
+        ((APP,), (task("t1", "app", "node2", state="failed"),), ["s_app (not running elsewhere yet)"]),
+    ],
+    ids=[
+        "task-still-desired-running",
+        "shut-down-not-yet-elsewhere",
+        "elsewhere-but-only-starting",
+        "running-elsewhere",
+        "global-services-stay",
+        "pinned-to-the-node-not-waited-for",
+        "failed-task-is-not-on-the-node",
+    ],
+)
+def test_tasks_left_on(services: tuple[Service, ...], tasks: tuple[Task, ...], waiting: list[str]) -> None:
+    snapshot = Snapshot(nodes=(M1, W2, W3), services=services, tasks=tasks)
+    moved = frozenset(s.id for s in services)
+    assert tasks_left_on(snapshot, "id-node2", moved) == waiting
+
+
+# --- commands and settings ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "host", "command"),
+    [
+        ("ssh {node} sudo systemctl reboot", "node2", "ssh node2 sudo systemctl reboot"),
+        ("ssh {node} reboot", "a b;rm -rf /", "ssh 'a b;rm -rf /' reboot"),
+        ("x {node} {node}", "n$(id)", "x 'n$(id)' 'n$(id)'"),
+    ],
+    ids=["plain", "quoted", "every-placeholder"],
+)
+def test_render_command(template: str, host: str, command: str) -> None:
+    assert render_command(template, host) == command
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ({"command": "reboot now"}, "{node}"),
+        ({"schedule": {"start": "25:00"}}, "HH:MM"),
+        ({"schedule": {"start": "03:00", "end": "03:00"}}, "empty"),
+        ({"schedule": {"days": ["monday"]}}, "days"),
+        ({"schedule": {"days": []}}, "days"),
+        ({"lock_ttl_seconds": 60}, "lock_ttl_seconds"),
+        ({"schedule": {"enabled": True}, "command": "r {node}"}, "sentinel_command"),
+        ({"reboot_command": "r {node}"}, "reboot_command"),
+    ],
+    ids=[
+        "no-placeholder",
+        "bad-time",
+        "empty-window",
+        "bad-day",
+        "no-days",
+        "ttl-too-short",
+        "schedule-needs-sentinel",
+        "unknown-key",
+    ],
+)
+def test_settings_rejected(data: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ValidationError) as e:
+        RebootSettings.model_validate(data)
+    assert fragment in str(e.value)
+
+
+def test_settings_defaults_and_per_node_command() -> None:
+    s = RebootSettings.model_validate({"command": "ssh {node} reboot", "node_commands": {"node3": "ipmi {node}"}})
+    assert s.command_for("node2") == "ssh {node} reboot"
+    assert s.command_for("node3") == "ipmi {node}"
+    assert s.schedule.enabled is False
+    assert RebootSettings().command_for("node2") is None
+
+
+# --- the steps, against a fake Engine (no daemon) -----------------------------------------------------------
+
+
+class FakeClient:
+    """The few docker-py calls the lock makes: inspect the Swarm, update it at a version."""
+
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+
+    def inspect_swarm(self) -> dict[str, object]:
+        return {"Spec": {"Labels": dict(self.engine.labels)}, "Version": {"Index": self.engine.swarm_version}}
+
+    def _url(self, path: str) -> str:
+        return path
+
+    def _post_json(self, url: str, data: dict[str, Any], params: dict[str, int]) -> tuple[dict[str, Any], int]:
+        return data, params["version"]
+
+    def _result(self, posted: tuple[dict[str, Any], int]) -> None:
+        spec, version = posted
+        if version != self.engine.swarm_version or self.engine.steal_next_write:
+            self.engine.steal_next_write = False
+            raise EngineConflictError("update out of sequence")
+        self.engine.labels = dict(spec["Labels"])
+        self.engine.swarm_version += 1
+
+
+class FakeEngine(EngineAdapter):
+    """A 3-node Swarm in memory: node2 runs one task; draining moves it to node3, a reboot bumps UpdatedAt."""
+
+    def __init__(self) -> None:
+        super().__init__(EngineSettings(host="unix:///nowhere"))
+        self.labels: dict[str, str] = {}
+        self.swarm_version = 10
+        self.steal_next_write = False
+        self.nodes = {h: node(h, role="manager" if h == "node1" else "worker") for h in ("node1", "node2", "node3")}
+        self.task_node = "node2"
+        self.rebooted = False
+
+    def _call(self, what: str, fn: Callable[[Any], T]) -> T:
+        return fn(FakeClient(self))
+
+    def swarm_labels(self) -> dict[str, str]:
+        return dict(self.labels)
+
+    def snapshot(self) -> Snapshot:
+        tasks = (task("t1", "app", self.task_node),)
+        return Snapshot(nodes=tuple(self.nodes.values()), services=(APP,), tasks=tasks)
+
+    def inspect_node(self, node_id: str) -> Node:
+        return next(n for n in self.nodes.values() if n.id == node_id)
+
+    def set_availability(self, hostname: str, availability: str) -> None:
+        n = self.nodes[hostname]
+        self.nodes[hostname] = dataclasses.replace(n, availability=availability, version=n.version + 1)
+        if hostname == "node2" and availability == "drain":
+            self.task_node = "node3"
+
+    def reboot(self, command: str, timeout: float) -> CommandResult:
+        self.rebooted = True
+        n = self.nodes["node2"]
+        self.nodes["node2"] = dataclasses.replace(n, updated_at=n.updated_at + 1)
+        return CommandResult(0, "")
+
+
+def apply_fn(engine: FakeEngine) -> Callable[[list[Action], Snapshot], object]:
+    def apply(actions: list[Action], snapshot: Snapshot) -> object:
+        for a in actions:
+            assert isinstance(a, SetNodeAvailability)
+            assert engine.nodes[a.hostname].version == a.node_version
+            engine.set_availability(a.hostname, a.availability)
+        return None
+
+    return apply
+
+
+REBOOT = RebootSettings(command="reboot-it {node}", poll_interval_seconds=0.01, ready_timeout_seconds=1)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_reboot_node_runs_every_step_and_releases_the_lock() -> None:
+    engine, clock = FakeEngine(), FakeClock()
+    message = reboot_node(
+        engine, apply_fn(engine), REBOOT, "node2", run_command=engine.reboot, clock=clock, sleep=clock.sleep
+    )
+    assert message.startswith("rebooted node2")
+    assert engine.rebooted
+    assert engine.nodes["node2"].availability == "active"
+    assert engine.task_node == "node3"
+    assert LOCK_LABEL not in engine.labels
+
+
+def test_reboot_node_waits_for_a_lock_held_by_another() -> None:
+    engine, clock = FakeEngine(), FakeClock()
+    engine.labels[LOCK_LABEL] = RebootLock("node3", "other", clock.now + 60).format()
+    with pytest.raises(RebootLocked):
+        reboot_node(
+            engine, apply_fn(engine), REBOOT, "node2", run_command=engine.reboot, clock=clock, sleep=clock.sleep
+        )
+    assert not engine.rebooted
+    assert engine.nodes["node2"].availability == "active"
+
+
+def test_reboot_node_takes_over_an_expired_lock_and_retries_a_conflict() -> None:
+    engine, clock = FakeEngine(), FakeClock()
+    engine.labels[LOCK_LABEL] = RebootLock("node3", "other", clock.now - 1).format()
+    engine.steal_next_write = True  # someone wrote the Swarm between our read and our write: re-read
+    reboot_node(engine, apply_fn(engine), REBOOT, "node2", run_command=engine.reboot, clock=clock, sleep=clock.sleep)
+    assert engine.rebooted
+    assert LOCK_LABEL not in engine.labels
+
+
+def test_reboot_node_aborts_when_the_node_never_comes_back() -> None:
+    engine, clock = FakeEngine(), FakeClock()
+    with pytest.raises(RebootStepError) as e:
+        reboot_node(
+            engine,
+            apply_fn(engine),
+            REBOOT,
+            "node2",
+            run_command=lambda command, timeout: CommandResult(0, ""),
+            clock=clock,
+            sleep=clock.sleep,
+            holder="me",
+        )
+    assert e.value.step == "wait-ready"
+    assert engine.nodes["node2"].availability == "drain"
+    lock = parse_lock(engine.labels[LOCK_LABEL])
+    assert lock is not None
+    assert lock.holder == "me"
+
+
+@pytest.mark.parametrize(
+    ("host", "settings_", "error"),
+    [
+        ("node9", REBOOT, EngineNotFoundError),
+        ("node2", RebootSettings(), RebootRefused),
+        ("node1", REBOOT, RebootRefused),
+    ],
+    ids=["unknown-node", "no-command", "only-manager"],
+)
+def test_reboot_node_refuses(host: str, settings_: RebootSettings, error: type[Exception]) -> None:
+    engine = FakeEngine()
+    with pytest.raises(error):
+        reboot_node(engine, apply_fn(engine), settings_, host, run_command=engine.reboot)
+    assert not engine.rebooted
+    assert LOCK_LABEL not in engine.labels
+
+
+def test_scheduled_reboot_runs_sentinels_only_inside_the_window() -> None:
+    engine, clock = FakeEngine(), FakeClock()
+    ran: list[str] = []
+
+    def run(command: str, timeout: float) -> CommandResult:
+        ran.append(command)
+        if command.startswith("reboot-it"):
+            return engine.reboot(command, timeout)
+        return CommandResult(0 if command == "sentinel node2" else 1, "")
+
+    s = RebootSettings.model_validate(
+        {**REBOOT.model_dump(), "sentinel_command": "sentinel {node}", "schedule": {"enabled": True}}
+    )
+    kwargs: dict[str, Any] = {"run_command": run, "clock": clock, "sleep": clock.sleep}
+    assert run_scheduled_reboot(engine, apply_fn(engine), s, now_local=lambda: MON_0100, **kwargs) is None
+    assert ran == []
+    message = run_scheduled_reboot(engine, apply_fn(engine), s, now_local=lambda: MON_0300, **kwargs)
+    assert message is not None
+    assert message.startswith("rebooted node2")
+    assert ran == ["sentinel node1", "sentinel node2", "sentinel node3", "reboot-it node2"]
