@@ -18,7 +18,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from .util import stop_process
+from .util import free_port, stop_process
 
 LOOPBACK = "127.0.0.1"
 LISTEN_TIMEOUT_SECONDS = 10.0
@@ -55,13 +55,6 @@ def require_programs(*programs: str) -> None:
     missing = [p for p in programs if shutil.which(p) is None and not Path(p).is_file()]
     if missing:
         raise AssertionError(f"missing programs {missing}: install them (scripts/setup.sh lists them)")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
 
 
 def _run(args: list[str], cwd: Path) -> None:

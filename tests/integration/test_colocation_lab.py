@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -31,7 +30,16 @@ from orcastra.controllers.colocation import (
 )
 from orcastra.lab import Lab, LabEnv
 
-from .util import node_labels, run_orcastra, set_node_labels, start_orcastra, stop_process, wait_for
+from .util import (
+    free_port,
+    node_labels,
+    run_orcastra,
+    running_nodes,
+    set_node_labels,
+    start_orcastra,
+    stop_process,
+    wait_for,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -92,12 +100,6 @@ audit:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def write_config(path: Path, env: LabEnv, port: int, audit: Path) -> Path:
     nodes = "\n".join(f"  {name}:\n    endpoint: {host}" for name, host in sorted(env.node_hosts.items()))
     path.write_text(CONFIG.format(nodes=nodes, port=port, audit=audit), encoding="utf-8")
@@ -116,17 +118,6 @@ def docker_cli(env: LabEnv, *args: str, timeout: float = 120) -> subprocess.Comp
     )
     assert result.returncode == 0, result.stderr
     return result
-
-
-def running_nodes(api: docker.APIClient, service: str) -> list[str]:
-    """Hostnames where the service's tasks really run (desired running, running, on a Ready node)."""
-    nodes = {n["ID"]: n for n in api.nodes()}
-    out = []
-    for t in api.tasks(filters={"service": service, "desired-state": "running"}):
-        node = nodes.get(t.get("NodeID", ""))
-        if t["Status"]["State"] == "running" and node and node["Status"]["State"] == "ready":
-            out.append(node["Description"]["Hostname"])
-    return sorted(out)
 
 
 def service_spec(api: docker.APIClient, name: str) -> dict[str, Any]:

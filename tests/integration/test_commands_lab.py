@@ -19,8 +19,7 @@ from orcastra.commands import CommandRunner, parse_command_file
 from orcastra.lab import LabEnv
 from orcastra.operate import PAUSED_LABEL, DaemonCommands
 
-from .test_colocation_lab import free_port
-from .util import run_orcastra, start_orcastra, stop_process, wait_for
+from .util import free_port, run_orcastra, start_orcastra, stop_process, wait_for
 
 pytestmark = pytest.mark.lab
 

@@ -6,7 +6,6 @@ Prometheus are started here, on free loopback ports, and terminated at the end.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,6 +23,8 @@ from orcastra.memory.node_exporter import read_node_exporters
 from orcastra.memory.prometheus import read_prometheus
 from orcastra.snapshot import Node, Service, Snapshot, Task
 from orcastra.usage import MemoryProblem
+
+from .util import free_port
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 PROMETHEUS = "/usr/bin/prometheus"
@@ -49,12 +50,6 @@ container_memory_working_set_bytes{container_label_com_docker_swarm_service_name
 container_memory_working_set_bytes{container_label_com_docker_swarm_service_name="shop_db",name="d1"} 314572800
 container_memory_working_set_bytes{name="not-a-task"} 999
 """
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -23,8 +23,17 @@ import pytest
 from orcastra.controllers.pins import MOVED_AT_LABEL, MOVED_TO_LABEL, pin_label_key
 from orcastra.lab import Lab, LabEnv
 
-from .test_colocation_lab import docker_cli, free_port, running_nodes
-from .util import node_labels, run_orcastra, set_node_labels, start_orcastra, stop_process, wait_for
+from .test_colocation_lab import docker_cli
+from .util import (
+    free_port,
+    node_labels,
+    run_orcastra,
+    running_nodes,
+    set_node_labels,
+    start_orcastra,
+    stop_process,
+    wait_for,
+)
 
 pytestmark = pytest.mark.lab
 

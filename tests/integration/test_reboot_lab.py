@@ -9,7 +9,6 @@ whose node never comes back, or whose command fails, aborts at the named step an
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from orcastra.reboot.plan import LOCK_LABEL
 from orcastra.reboot.run import RebootStepError, reboot_node
 from orcastra.reboot.settings import RebootSettings
 
-from .util import nodes_by_hostname, start_orcastra, stop_process, wait_for
+from .util import free_port, nodes_by_hostname, running_nodes, start_orcastra, stop_process, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -64,23 +63,6 @@ api:
 audit:
   path: {audit}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def running_nodes(api: docker.APIClient, service: str) -> list[str]:
-    """Hostnames where the service's tasks really run (desired running, running, on a Ready node)."""
-    nodes = {n["ID"]: n for n in api.nodes()}
-    out = []
-    for t in api.tasks(filters={"service": service, "desired-state": "running"}):
-        node = nodes.get(t.get("NodeID", ""))
-        if t["Status"]["State"] == "running" and node and node["Status"]["State"] == "ready":
-            out.append(node["Description"]["Hostname"])
-    return sorted(out)
 
 
 @dataclass

@@ -12,7 +12,8 @@ import docker
 import pytest
 
 from orcastra.config import load_config
-from orcastra.controllers.static_labels import OWNED_LABELS_KEY, StaticLabels
+from orcastra.config.labels import OWNED_LABELS_KEY
+from orcastra.controllers.static_labels import StaticLabels
 from orcastra.engine import EngineAdapter, EngineSettings
 from orcastra.executor import AuditLog, EngineExecutor
 from orcastra.reconcile import plan_all, run_cycle

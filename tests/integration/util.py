@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -83,6 +84,24 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def running_nodes(api: docker.APIClient, service: str) -> list[str]:
+    """Hostnames where the service's tasks really run (desired running, running, on a Ready node)."""
+    nodes = {n["ID"]: n for n in api.nodes()}
+    out = []
+    for t in api.tasks(filters={"service": service, "desired-state": "running"}):
+        node = nodes.get(t.get("NodeID", ""))
+        if t["Status"]["State"] == "running" and node and node["Status"]["State"] == "ready":
+            out.append(node["Description"]["Hostname"])
+    return sorted(out)
 
 
 def nodes_by_hostname(api: docker.APIClient) -> dict[str, dict[str, Any]]:
