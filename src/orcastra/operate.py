@@ -4,7 +4,9 @@ HTTP API and ``orcastra do``.
 Every change still goes through the daemon's one executor (dry-run honoured, audit line per action, version
 checks). Commands act only on the leader: a follower refuses them, so two instances never both act.
 ``pause`` / ``resume`` are kept in a label of the Swarm itself (``orcastra.paused``), so they survive a restart
-and are shared by every instance.
+and are shared by every instance. While paused, the commands that run the automatic machinery (sync, relabel,
+rebalance, reboot) are refused with a clear error; the single explicit changes (restart, drain, activate,
+bootstrap) still run.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAUSED_LABEL = "orcastra.paused"
+MAX_LISTED_ACTIONS = 10  # a sync result names at most this many actions (the audit log has them all)
 
 
 class CommandRefused(PermanentError):
@@ -65,16 +68,28 @@ class DaemonCommands:
 
     # --- commands ---------------------------------------------------------------------------------------
 
+    def _not_paused(self) -> None:
+        if self.daemon.paused:
+            raise CommandRefused("Orcastra is paused: resume first")
+
     def sync(self) -> str:
         self._leader()
-        ok = self.daemon.run_once()
+        # A cycle while paused only plans: answering "reconciled" would claim what did not happen.
+        self._not_paused()
+        self.daemon.run_once()
         result = self.daemon.last_result
-        n = len(result.outcomes) if result is not None else 0
-        return f"reconciled: {n} action(s)" + ("" if ok else ", some failed (see the audit log)")
+        outcomes = result.outcomes if result is not None else ()
+        done = [f"{o.action.target} {o.action.describe()} ({o.result})" for o in outcomes]
+        shown = "; ".join(done[:MAX_LISTED_ACTIONS]) + ("; ..." if len(done) > MAX_LISTED_ACTIONS else "")
+        message = f"reconciled: {len(done)} action(s)" + (f": {shown}" if done else "")
+        # A version conflict is routine (the Swarm changed meanwhile; the next cycle re-plans); an error is not.
+        if any(o.result == "error" for o in outcomes):
+            raise OrcastraError(message + "; some failed (see the audit log)")
+        return message
 
     def relabel(self) -> str:
         # Labels are recomputed from what really runs every cycle; a cycle now is exactly a relabel.
-        return "relabel: " + self.sync()
+        return self.sync()
 
     def restart_service(self, name: str) -> str:
         self._leader()
@@ -109,8 +124,7 @@ class DaemonCommands:
 
     def rebalance(self) -> str:
         self._leader()
-        if self.daemon.paused:
-            raise CommandRefused("Orcastra is paused: resume first")
+        self._not_paused()
         return self.daemon.rebalance_now()
 
     def pause(self) -> str:
@@ -131,10 +145,17 @@ class DaemonCommands:
         from orcastra.wiring import make_engine
 
         self._leader()
-        if self.daemon.paused:
-            raise CommandRefused("Orcastra is paused: resume first")
+        self._not_paused()
         with make_engine(self.daemon.config, self.daemon.env) as engine:
             return reboot_node(engine, self.daemon.executor, self.daemon.config, node)
 
     def bootstrap(self) -> str:
-        return self.daemon.run_bootstrap_cycle()
+        self._leader()
+        # Without inventory endpoints there is nothing to observe or join; the cycle would answer "nothing
+        # to do", which reads as "all is well" rather than "not set up".
+        if not any(n.endpoint for n in self.daemon.config.nodes.values()):
+            raise CommandRefused(
+                "no inventory: no node in the configuration has an endpoint (nodes.<host>.endpoint); nothing was done"
+            )
+        # The result is shown as "bootstrap: <message>"; the cycle's own summary starts with that too.
+        return self.daemon.run_bootstrap_cycle().removeprefix("bootstrap: ")

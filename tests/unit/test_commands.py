@@ -1,6 +1,6 @@
-"""Tests of operator commands: parsing, removing entries, dispatch, the journal and crash recovery, the watcher,
-and the HTTP routes and CLI client. A plain in-memory ``FakeContext`` stands in for the daemon; the only
-network is a local ``ApiServer`` on an OS-picked port."""
+"""Tests of operator commands: parsing, removing entries, dispatch, the journal (with its rotation) and crash
+recovery, the daemon's command context, the watcher, and the HTTP routes and CLI client. A plain in-memory
+``FakeContext`` stands in for the daemon; the only network is a local ``ApiServer`` on an OS-picked port."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ import json
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from types import SimpleNamespace
+from typing import Any, Literal, cast
 
 import pytest
+from pydantic import ValidationError
 
+from orcastra.actions import UpdateNodeLabels
 from orcastra.commands import journal as journal_module
 from orcastra.commands.api import command_routes, do_command, load_token
 from orcastra.commands.dispatch import CommandResult, run_command
@@ -21,6 +25,7 @@ from orcastra.commands.journal import INTERRUPTED_MESSAGE, CommandRunner, Journa
 from orcastra.commands.model import (
     Command,
     CommandFileError,
+    CommandName,
     Malformed,
     parse_command_file,
     parse_entry,
@@ -28,9 +33,11 @@ from orcastra.commands.model import (
     remove_entry,
 )
 from orcastra.commands.watch import CommandWatcher
-from orcastra.config.model import ApiSettings
+from orcastra.config.model import ApiSettings, CommandSettings, Config
 from orcastra.errors import ConfigError, EngineNotFoundError
+from orcastra.executor import Outcome
 from orcastra.observe import ApiServer, HealthState, Metrics, Request
+from orcastra.operate import MAX_LISTED_ACTIONS, DaemonCommands
 
 TOKEN = "s3cret-token"
 
@@ -156,8 +163,8 @@ def test_command_renders_as_text_and_entry() -> None:
     ("text", "message"),
     [
         ("- sync\n- [unclosed\n", "is not valid YAML"),
-        ("command: sync\n", "expected a list of commands, got dict"),
-        ("sync\n", "expected a list of commands, got str"),
+        ("command: sync\n", "line 1: expected a list of commands .* got a mapping"),
+        ("sync\n", "line 1: expected a list of commands .* got a string 'sync'"),
         ("- sync\n---\n- pause\n", "is not valid YAML"),
         ("- {command: restart\n", "is not valid YAML"),
     ],
@@ -343,14 +350,42 @@ def test_invalid_file_is_reported_once_and_nothing_runs(tmp_path: Path) -> None:
     assert path.read_text() == text
     (record,) = journal_lines(path)
     assert record["result"] == "error"
-    assert "is not valid YAML" in record["message"]
-    assert record["message"].endswith("nothing was run")
+    assert record["message"] == (
+        f"{path} is not valid YAML: line 3, column 1: expected ',' or ']', but got '<stream end>'"
+        " (while parsing a flow sequence from line 2, column 3); nothing was run"
+    )
+    assert (record["file"], record["line"]) == (str(path), 3)
     path.write_text(text + "- pause\n")  # still broken, but a different file: report it
     runner.process_file()
     assert len(journal_lines(path)) == 2
     path.write_text("- sync\n")
     runner.process_file()
     assert ctx.calls == [("sync",)]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("# ops\nrestart: app\n", 2, "line 2: expected a list of commands ('- sync', one a line), got a mapping"),
+        ("sync\n", 1, "line 1: expected a list of commands ('- sync', one a line), got a string 'sync'"),
+        ("- sync\n  bad: : x\n", 2, "is not valid YAML: line 2, column 6: mapping values are not allowed here"),
+        ("- sync\n\t- pause\n", 2, "is not valid YAML: line 2, column 1: found character '\\t' that cannot"),
+    ],
+    ids=["mapping", "scalar", "bad-mapping", "tab"],
+)
+def test_file_that_is_not_a_list_of_commands_is_reported_with_its_line(
+    tmp_path: Path, text: str, line: int, message: str
+) -> None:
+    path = tmp_path / "commands.yml"
+    path.write_text(text)
+    ctx = FakeContext()
+    assert make_runner(path, ctx).process_file() == []
+    assert ctx.calls == []
+    (record,) = journal_lines(path)
+    assert (record["result"], record["file"], record["line"]) == ("error", str(path), line)
+    assert record["message"].startswith(f"{path}")
+    assert message in record["message"]
+    assert "\n" not in record["message"], "one line, without PyYAML's source excerpt"
 
 
 def test_submit_is_journaled_like_the_file(tmp_path: Path) -> None:
@@ -493,6 +528,290 @@ def test_rewrite_keeps_the_file_mode(tmp_path: Path) -> None:
     make_runner(path).process_file()
     assert path.stat().st_mode & 0o777 == 0o640
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# --- rotation of the results file -------------------------------------------------------------------------
+
+
+def small_runner(path: Path, ctx: FakeContext | None = None, *, max_bytes: int = 1000, keep: int = 2) -> CommandRunner:
+    journal = Journal(results_path(path), max_bytes=max_bytes, keep=keep)
+    return CommandRunner(path, ctx or FakeContext(), journal, clock=lambda: 1_700_000_000.25, new_id=Ids())
+
+
+class Crash(BaseException):
+    """The process dies here (nothing after this point runs, no handler catches it)."""
+
+
+def submit_until(runner: CommandRunner, done: Callable[[], bool], name: CommandName = "sync") -> None:
+    for _ in range(100):
+        runner.submit(Command(name))
+        if done():
+            return
+    raise AssertionError("not done after 100 commands")
+
+
+def lines_of(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_results_file_rotates_past_its_size_keeping_a_few_old_files(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    runner = small_runner(path, keep=2)
+    journal = runner.journal
+    for _ in range(40):  # ~2 records of ~150 bytes each per command: several rotations
+        runner.submit(Command("sync"))
+        assert journal.path.stat().st_size <= 1000 + 200, "never much past max_bytes"
+    assert journal.rotated(1).exists()
+    assert journal.rotated(2).exists()
+    assert not journal.rotated(3).exists(), "only `keep` old files"
+    # Nothing lost between the files that are kept: every command's pair is whole, in order.
+    records = list(journal.records(rotated=True))
+    ids = [int(r["id"][1:]) for r in records if r["type"] == "result"]
+    assert ids == list(range(ids[0], 41))
+    assert len(ids) < 40, "the oldest file was dropped"
+    assert journal.unfinished() == []
+    assert [r["id"] for r in runner.results(1000)] == [f"c{n}" for n in reversed(ids)]
+    assert [r["id"] for r in runner.results(2)] == ["c40", "c39"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_rotation_keeps_an_unfinished_command_in_the_new_file(tmp_path: Path) -> None:
+    # A command is taken (its "started" record written) and the file rotates before its result: the new
+    # file must hold the started record, or recovery after a crash would not see it and could run it again.
+    path = tmp_path / "commands.yml"
+    path.write_text("- restart app\n- sync\n")
+    ctx = FakeContext()
+    runner = small_runner(path, ctx)
+    record = runner.start_entry(parse_command_file(path.read_text()), 0)
+    for n in range(10):
+        runner.journal.append({"type": "result", "id": f"filler{n}", "command": "sync", "result": "ok"})
+    assert runner.journal.rotated(1).exists()
+    current = lines_of(runner.journal.path)
+    assert current[0] == record, "carried over, first in the new file"
+    assert runner.journal.unfinished() == [record]
+    # The crash: no removal, no result. A new runner reports it interrupted and never runs it.
+    fresh = small_runner(path, ctx)
+    (interrupted,) = fresh.recover()
+    assert (interrupted.command, interrupted.message) == ("restart app", INTERRUPTED_MESSAGE)
+    fresh.process_file()
+    assert ctx.calls == [("sync",)]
+    assert path.read_text() == ""
+
+
+def test_rotation_drops_finished_commands_from_the_new_file(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    path.write_text("- restart app\n")
+    runner = small_runner(path)
+    runner.process_file()
+    while not runner.journal.rotated(1).exists():
+        runner.submit(Command("sync"))
+    assert all(r["type"] != "started" or r["id"] != "c1" for r in lines_of(runner.journal.path))
+    assert small_runner(path).recover() == []
+
+
+def test_rotation_with_keep_1_and_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(src: object, dst: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(journal_module.os, "link", no_links)
+    runner = small_runner(tmp_path / "commands.yml", keep=1)
+    for _ in range(20):
+        runner.submit(Command("sync"))
+    journal = runner.journal
+    assert journal.rotated(1).exists()
+    assert not journal.rotated(2).exists()
+    assert journal.rotated(1).stat().st_ino != journal.path.stat().st_ino
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_crash_in_the_middle_of_a_rotation_loses_and_repeats_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "commands.yml"
+    runner = small_runner(path)
+    journal = runner.journal
+    real_replace = os.replace
+
+    def crash_on_the_new_file(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        if Path(dst) == journal.path:
+            raise Crash
+        real_replace(src, dst)
+
+    monkeypatch.setattr(journal_module.os, "replace", crash_on_the_new_file)
+    with pytest.raises(Crash):
+        submit_until(runner, lambda: False)
+    monkeypatch.undo()
+    # The old file now also has the name ``.1``; the current name still holds everything.
+    assert os.path.samefile(journal.path, journal.rotated(1))
+    fresh = small_runner(path)
+    assert fresh.recover() == [], "the command whose result was written is complete"
+    submit_until(fresh, lambda: not os.path.samefile(journal.path, journal.rotated(1)), "pause")
+    assert not journal.rotated(2).exists(), "the interrupted rotation was not shifted a second time"
+    results = fresh.results(1000)
+    assert len(results) == len({json.dumps(r, sort_keys=True) for r in results}), "no result listed twice"
+    assert [r["command"] for r in results].count("sync") == runner._new_id.n  # type: ignore[attr-defined]
+
+
+def test_a_failing_rotation_never_stops_a_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal_module.os, "link", full)
+    path = tmp_path / "commands.yml"
+    path.write_text("- restart app\n" * 2 + "- sync\n")
+    ctx = FakeContext()
+    runner = small_runner(path, ctx, max_bytes=200)
+    with caplog.at_level(logging.WARNING):
+        results = runner.process_file()
+    assert [r.result for r in results] == ["ok", "ok", "ok"]
+    assert len(ctx.calls) == 3
+    assert "cannot rotate" in caplog.text
+    assert not runner.journal.rotated(1).exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_invalid_file_is_not_reported_again_after_a_rotation_and_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    path.write_text("- [sync\n")
+    runner = small_runner(path)
+    runner.process_file()
+    submit_until(runner, runner.journal.rotated(1).exists)  # API commands after the report, then a rotation
+    assert not any(r.get("file") for r in runner.journal.records()), "the report is in the old file now"
+    small_runner(path).process_file()
+    reports = [r for r in runner.journal.records(rotated=True) if r.get("file")]
+    assert len(reports) == 1
+    path.write_text("- sync\n")  # fixed: it runs, and the same broken content later is news again
+    small_runner(path).process_file()
+    path.write_text("- [sync\n")
+    small_runner(path).process_file()
+    assert len([r for r in runner.journal.records(rotated=True) if r.get("file")]) == 2
+
+
+def test_runner_from_settings_rotates_as_configured(tmp_path: Path) -> None:
+    settings = CommandSettings(file=tmp_path / "c.yml", results_max_bytes=4096, results_keep=3)
+    runner = CommandRunner.from_settings(settings, FakeContext())
+    assert runner.command_file == tmp_path / "c.yml"
+    assert (runner.journal.path, runner.journal.max_bytes, runner.journal.keep) == (
+        tmp_path / "c.yml.results.jsonl",
+        4096,
+        3,
+    )
+    defaults = CommandSettings()
+    assert (defaults.results_max_bytes, defaults.results_keep) == (1024 * 1024, 2)
+
+
+@pytest.mark.parametrize(
+    ("fields", "where"),
+    [({"results_max_bytes": 100}, "results_max_bytes"), ({"results_keep": 0}, "results_keep")],
+    ids=["tiny-max", "keep-none"],
+)
+def test_rotation_settings_are_validated(fields: dict[str, int], where: str) -> None:
+    with pytest.raises(ValidationError, match=where):
+        CommandSettings.model_validate(fields)
+
+
+# --- the daemon's side: DaemonCommands ---------------------------------------------------------------------
+
+
+@dataclass
+class FakeDaemon:
+    """What ``DaemonCommands`` uses of the daemon, for the commands that need no Engine."""
+
+    config: Config = field(default_factory=Config)
+    is_leader: bool = True
+    paused: bool = False
+    outcomes: list[Outcome] = field(default_factory=list)
+    bootstrap_summary: str = "bootstrap: nothing to do"
+    cycles: int = 0
+    bootstraps: int = 0
+    last_result: Any = None
+
+    def run_once(self) -> bool:
+        self.cycles += 1
+        self.last_result = SimpleNamespace(outcomes=list(self.outcomes))
+        return not any(o.result in ("error", "conflict") for o in self.outcomes)
+
+    def run_bootstrap_cycle(self) -> str:
+        self.bootstraps += 1
+        return self.bootstrap_summary
+
+
+def label_outcome(result: Literal["ok", "error", "conflict"], host: str = "node3") -> Outcome:
+    action = UpdateNodeLabels(node_id="id-" + host, hostname=host, node_version=1, set_labels={"zone": "a"})
+    return Outcome(action, result, "" if result == "ok" else "it went wrong")
+
+
+def commands_of(daemon: FakeDaemon) -> DaemonCommands:
+    return DaemonCommands(cast(Any, daemon))
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "result", "message"),
+    [
+        ([], "ok", "reconciled: 0 action(s)"),
+        ([label_outcome("ok")], "ok", "reconciled: 1 action(s): node/node3 labels zone=a (ok)"),
+        ([label_outcome("conflict")], "ok", "reconciled: 1 action(s): node/node3 labels zone=a (conflict)"),
+        (
+            [label_outcome("ok", "node1"), label_outcome("error")],
+            "error",
+            "reconciled: 2 action(s): node/node1 labels zone=a (ok); node/node3 labels zone=a (error);"
+            " some failed (see the audit log)",
+        ),
+        (
+            [label_outcome("ok", f"n{i}") for i in range(12)],
+            "ok",
+            "reconciled: 12 action(s): "
+            + "; ".join(f"node/n{i} labels zone=a (ok)" for i in range(MAX_LISTED_ACTIONS))
+            + "; ...",
+        ),
+    ],
+    ids=["nothing", "one", "conflict-is-routine", "error", "long"],
+)
+def test_sync_and_relabel_say_what_they_did(outcomes: list[Outcome], result: str, message: str) -> None:
+    daemon = FakeDaemon(outcomes=outcomes)
+    for command in (Command("sync"), Command("relabel")):
+        done = run_command(command, commands_of(daemon))
+        assert (done.result, done.message) == (result, message)
+    assert daemon.cycles == 2
+
+
+@pytest.mark.parametrize("name", ["sync", "relabel", "rebalance"])
+def test_paused_refuses_the_automatic_machinery(name: str) -> None:
+    daemon = FakeDaemon(paused=True)
+    done = run_command(Command(name), commands_of(daemon))  # type: ignore[arg-type]
+    assert (done.result, done.message) == ("error", "Orcastra is paused: resume first")
+    assert daemon.cycles == 0
+
+
+@pytest.mark.parametrize(
+    ("daemon", "result", "message", "bootstraps"),
+    [
+        (FakeDaemon(), "error", "no inventory: no node in the configuration has an endpoint", 0),
+        (
+            FakeDaemon(config=Config.model_validate({"nodes": {"node1": {"endpoint": "tcp://10.0.0.1:2375"}}})),
+            "ok",
+            "nothing to do",
+            1,
+        ),
+        (
+            FakeDaemon(
+                config=Config.model_validate({"nodes": {"node1": {"endpoint": "tcp://10.0.0.1:2375"}}}),
+                is_leader=False,
+            ),
+            "error",
+            "this instance is a follower",
+            0,
+        ),
+    ],
+    ids=["no-inventory", "inventory", "follower"],
+)
+def test_bootstrap_command(daemon: FakeDaemon, result: str, message: str, bootstraps: int) -> None:
+    done = run_command(Command("bootstrap"), commands_of(daemon))
+    assert done.result == result
+    assert done.message.startswith(message)
+    assert daemon.bootstraps == bootstraps
 
 
 # --- the watcher -----------------------------------------------------------------------------------------

@@ -2,14 +2,14 @@
 
 - ``model``: commands as data; parsing entries and the command file; removing one entry keeping the rest;
 - ``dispatch``: a command -> one call on a ``CommandContext`` (implemented by the daemon) -> ``CommandResult``;
-- ``journal``: the results file and the ``CommandRunner`` that takes, runs and journals commands (and recovers
-  after a crash without running anything twice);
+- ``journal``: the results file (rotated past a size, keeping unfinished records) and the ``CommandRunner``
+  that takes, runs and journals commands (and recovers after a crash without running anything twice);
 - ``watch``: ``CommandWatcher``, which notices changes of the command file;
 - ``api``: the HTTP routes, the bearer token, and the CLI's client (``do_command``).
 
 Wiring (in the daemon)::
 
-    runner = CommandRunner(config.commands.file, ctx)
+    runner = CommandRunner.from_settings(config.commands, ctx)   # the file, and the results file's rotation
     runner.recover()
     watcher = CommandWatcher(config.commands.file, runner.process_file)   # run() in a thread, stop() to end
     routes = command_routes(runner.submit, load_token(config.api), results=runner.results)

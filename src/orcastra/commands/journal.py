@@ -9,19 +9,25 @@ A crash between 1 and 3 leaves a ``started`` record without a result. On start-u
 removal (step 2, if the file still has the entry) and records "interrupted: not run again": the command may
 or may not have reached the Swarm, and running it twice (a second reboot, a second forced restart) is worse
 than asking the operator to look and re-issue it. So a command is never run twice and never silently lost.
+
+The results file is rotated (``.1``, ``.2``...) once it outgrows ``max_bytes``. It is also the journal that
+recovery reads, so the new file starts with every ``started`` record that has no result yet, and the current
+name always holds them: the new file is written aside and swapped in with ``os.replace``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +43,7 @@ from orcastra.commands.model import (
     remove_entry,
     text_sha256,
 )
+from orcastra.config.model import DEFAULT_RESULTS_KEEP, DEFAULT_RESULTS_MAX_BYTES, CommandSettings
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +95,28 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 class Journal:
-    """The results file: one JSON object per line, appended and fsynced, never rewritten.
+    """The results file: one JSON object per line, appended and fsynced, never edited in place.
 
     Records: ``{"type": "started", ...}`` when a command is taken, ``{"type": "result", ...}`` when it is
-    done (or reported malformed, or the file reported invalid).
+    done (or reported malformed, or the file reported invalid). Once the file is larger than ``max_bytes``
+    it is rotated: ``.1`` becomes ``.2`` (up to ``keep`` old files; the oldest is dropped), the file becomes
+    ``.1``, and a new file takes its name holding the ``started`` records still without a result, so
+    recovery after a crash finds them where it looks.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, *, max_bytes: int = DEFAULT_RESULTS_MAX_BYTES, keep: int = DEFAULT_RESULTS_KEEP
+    ) -> None:
+        if max_bytes <= 0 or keep < 1:
+            raise ValueError(f"max_bytes must be > 0 and keep >= 1, got {max_bytes} and {keep}")
         self.path = path
+        self.max_bytes = max_bytes
+        self.keep = keep
         self._lock = threading.Lock()
+
+    def rotated(self, n: int) -> Path:
+        """The ``n``-th old file: ``commands.yml.results.jsonl.1`` is the most recent."""
+        return self.path.with_name(f"{self.path.name}.{n}")
 
     def append(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, sort_keys=False)
@@ -113,40 +133,127 @@ class Journal:
                 f.write(line.encode() + b"\n")
                 f.flush()
                 os.fsync(f.fileno())
+                size = f.tell()
             if created:
                 _fsync_dir(self.path.parent)
+            if size > self.max_bytes:
+                try:
+                    self._rotate()
+                except OSError as e:
+                    # The record is written; rotation is housekeeping and must never stop a command.
+                    log.warning("commands: cannot rotate %s (%s); it keeps growing", self.path, e.strerror or e)
 
-    def records(self) -> Iterator[dict[str, Any]]:
-        """Every readable record, oldest first; torn or foreign lines are skipped (and logged)."""
+    def _rotate(self) -> None:
+        """Move the current file to ``.1`` (shifting the older ones) and start a new one that holds the
+        unfinished ``started`` records. Whatever the crash point, the current name holds every unfinished
+        record: the new file is complete (fsynced) before ``os.replace`` puts it under that name, and until
+        then the name still holds the old file."""
+        carried = _unfinished(_read_records(self.path))
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         try:
-            data = self.path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return
-        for n, line in enumerate(data.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning("commands: %s line %d is not JSON (torn write?); skipped", self.path, n)
-                continue
-            if isinstance(record, dict):
-                yield record
+            with os.fdopen(fd, "wb") as f:
+                f.write(b"".join(json.dumps(r, sort_keys=False).encode() + b"\n" for r in carried))
+                f.flush()
+                os.fsync(f.fileno())
+            first = self.rotated(1)
+            # A crash after the link below and before the replace leaves the file also named ``.1``: it is
+            # already rotated then, and shifting again would keep the same records twice.
+            if not (first.exists() and os.path.samefile(self.path, first)):
+                for n in range(self.keep, 1, -1):
+                    if self.rotated(n - 1).exists():
+                        os.replace(self.rotated(n - 1), self.rotated(n))
+                first.unlink(missing_ok=True)  # only left when keep == 1: the oldest goes
+                _link_or_copy(self.path, first)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(self.path.parent)
+        log.info(
+            "commands: rotated %s (over %d bytes) to %s; %d unfinished record(s) kept",
+            self.path,
+            self.max_bytes,
+            self.rotated(1).name,
+            len(carried),
+        )
+
+    def records(self, *, rotated: bool = False) -> Iterator[dict[str, Any]]:
+        """Every readable record, oldest first; torn or foreign lines are skipped (and logged). With
+        ``rotated``, the old files' records come first (oldest file first)."""
+        if rotated:
+            for n in range(self.keep, 0, -1):
+                yield from _read_records(self.rotated(n))
+        yield from _read_records(self.path)
 
     def results(self, limit: int) -> list[dict[str, Any]]:
-        """The ``limit`` most recent result records, newest first."""
-        found = [r for r in self.records() if r.get("type") == "result"]
-        return found[::-1][:limit]
+        """The ``limit`` most recent result records, newest first (the old files included, when needed)."""
+        found = [r for r in _read_records(self.path) if r.get("type") == "result"]
+        if len(found) < limit:
+            found = [r for r in self.records(rotated=True) if r.get("type") == "result"]
+        seen: set[str] = set()
+        newest_first: list[dict[str, Any]] = []
+        for r in reversed(found):
+            # The same record can be in two files only after a crash in the middle of a rotation.
+            key = json.dumps(r, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                newest_first.append(r)
+        return newest_first[:limit]
 
     def unfinished(self) -> list[dict[str, Any]]:
-        """``started`` records that have no result: the commands a crash interrupted."""
-        started: dict[str, dict[str, Any]] = {}
-        for r in self.records():
-            if r.get("type") == "started":
-                started[str(r.get("id"))] = r
-            elif r.get("type") == "result":
-                started.pop(str(r.get("id")), None)
-        return list(started.values())
+        """``started`` records that have no result: the commands a crash interrupted. Only the current file
+        is read: rotation carries the unfinished records into it."""
+        return _unfinished(_read_records(self.path))
+
+
+def _read_records(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        data = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return
+    for n, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("commands: %s line %d is not JSON (torn write?); skipped", path, n)
+            continue
+        if isinstance(record, dict):
+            yield record
+
+
+def _unfinished(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    started: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.get("type") == "started":
+            started[str(r.get("id"))] = r
+        elif r.get("type") == "result":
+            started.pop(str(r.get("id")), None)
+    return list(started.values())
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """``target`` becomes a second name of ``source`` (a hard link: no copy, and atomic); on a filesystem
+    without hard links, a copy written aside and renamed into place."""
+    try:
+        os.link(source, target)
+        return
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+            raise
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+            shutil.copyfileobj(src, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 class CommandRunner:
@@ -173,6 +280,12 @@ class CommandRunner:
         self._reported_invalid: str | None = None
         self._stuck: str | None = None  # the file's hash when its first entry could not be removed
 
+    @classmethod
+    def from_settings(cls, settings: CommandSettings, ctx: CommandContext) -> CommandRunner:
+        """The runner for the config's ``commands`` section: its file, and its results file's rotation."""
+        journal = Journal(results_path(settings.file), max_bytes=settings.results_max_bytes, keep=settings.results_keep)
+        return cls(settings.file, ctx, journal)
+
     # --- start-up ---------------------------------------------------------------------------------------
 
     def recover(self) -> list[CommandResult]:
@@ -191,11 +304,20 @@ class CommandRunner:
                 log.warning("commands: %s (id %s) was interrupted by a restart: %s", result.command, result.id, message)
             if not self._recovered:
                 # Do not report an invalid file again after a restart if it is still the one last reported.
-                last = next(iter(self.journal.results(1)), None)
-                if last is not None and last.get("file_sha256"):
-                    self._reported_invalid = str(last["file_sha256"])
+                self._reported_invalid = self._last_invalid_report()
             self._recovered = True
             return out
+
+    def _last_invalid_report(self) -> str | None:
+        """The hash of the command file as last reported invalid, unless an entry was taken from the file since
+        (then it was fixed, and the same broken content again is news). API results do not count."""
+        last: str | None = None
+        for r in self.journal.records(rotated=True):
+            if r.get("type") == "started" and r.get("source") == "file":
+                last = None
+            elif r.get("type") == "result" and r.get("file_sha256"):
+                last = str(r["file_sha256"])
+        return last
 
     # --- the file ---------------------------------------------------------------------------------------
 
@@ -227,7 +349,10 @@ class CommandRunner:
             if sha != self._reported_invalid:
                 self._reported_invalid = sha
                 log.warning("commands: %s; nothing was run", e)
-                result = CommandResult("", "error", f"{e}; nothing was run", extra={"file_sha256": sha})
+                extra: dict[str, Any] = {"file": str(self.command_file), "file_sha256": sha}
+                if e.line is not None:
+                    extra["line"] = e.line
+                result = CommandResult("", "error", f"{e}; nothing was run", extra=extra)
                 self._finish(self._new_id(), result)
             return None
         self._reported_invalid = None

@@ -150,7 +150,12 @@ def _describe(value: object) -> str:
 
 
 class CommandFileError(PermanentError):
-    """The command file is not valid YAML or not a list: it is reported once and nothing in it runs."""
+    """The command file is not valid YAML or not a list: it is reported once and nothing in it runs.
+    ``line`` (1-based) is where the problem is, when YAML could tell."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
 
 
 @dataclass(frozen=True)
@@ -190,12 +195,19 @@ def parse_command_file(text: str, source: str = "command file") -> CommandFile:
     try:
         values = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        raise CommandFileError(f"{source} is not valid YAML: {_describe_yaml_error(e)}", _line(e)) from e
     except yaml.YAMLError as e:
         raise CommandFileError(f"{source} is not valid YAML: {cut(str(e))}") from e
     if values is None:
         return CommandFile(text, (), ())
     if not isinstance(values, list) or not isinstance(root, yaml.SequenceNode):
-        raise CommandFileError(f"{source}: expected a list of commands, got {type(values).__name__}")
+        line = root.start_mark.line + 1 if root is not None else None
+        raise CommandFileError(
+            f"{source} line {line}: expected a list of commands ('- sync', one a line),"
+            f" got {_kind(values)} {_describe(values)}",
+            line,
+        )
     spans = _entry_spans(text, root)
     entries = tuple(
         Entry(
@@ -207,6 +219,34 @@ def parse_command_file(text: str, source: str = "command file") -> CommandFile:
         for i, (value, node) in enumerate(zip(values, root.value, strict=True))
     )
     return CommandFile(text, entries, spans)
+
+
+def _line(e: yaml.MarkedYAMLError) -> int | None:
+    mark = e.problem_mark or e.context_mark
+    return mark.line + 1 if mark is not None else None
+
+
+def _describe_yaml_error(e: yaml.MarkedYAMLError) -> str:
+    """PyYAML's message on one line, without its ``in "<unicode string>"`` and source excerpt:
+    ``line 3, column 1: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence
+    from line 2, column 3)``."""
+
+    def at(mark: yaml.Mark | None) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "somewhere"
+
+    where = at(e.problem_mark or e.context_mark)
+    since = f" from {at(e.context_mark)}" if e.context_mark is not None else ""
+    if e.problem and e.context and e.problem.startswith("but "):  # "expected X" + "but found Y"
+        return cut(f"{where}: {e.context}{since} {e.problem}")
+    text = f"{where}: {e.problem or e.context or 'cannot be read'}"
+    if e.problem and e.context:
+        text += f" ({e.context}{since})"
+    return cut(text)
+
+
+def _kind(value: object) -> str:
+    names = {dict: "a mapping", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+    return names.get(type(value), f"a {type(value).__name__}")
 
 
 def _end_index(node: yaml.Node) -> int:

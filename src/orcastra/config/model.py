@@ -486,10 +486,17 @@ class LeaderElectionSettings(_Section):
     ttl_seconds: Annotated[float, Field(ge=3)] = 15.0
 
 
+DEFAULT_RESULTS_MAX_BYTES = 1024 * 1024
+DEFAULT_RESULTS_KEEP = 2
+
+
 class CommandSettings(_Section):
-    """The command file (a later feature; validated now)."""
+    """Operator commands: the watched command file, and its results file (``<file>.results.jsonl``), which
+    is rotated to ``.1``, ``.2``... once it grows past ``results_max_bytes``."""
 
     file: AbsolutePath = DEFAULT_COMMAND_FILE
+    results_max_bytes: Annotated[int, Field(ge=4096)] = DEFAULT_RESULTS_MAX_BYTES
+    results_keep: Annotated[int, Field(ge=1, le=100)] = DEFAULT_RESULTS_KEEP
 
 
 class ApiSettings(_Section):
