@@ -7,25 +7,30 @@ Engines report afterwards; the lab is torn down at the end of the module unless 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from orcastra.bootstrap import run_bootstrap
+from orcastra.bootstrap import BootstrapRun, run_bootstrap
 from orcastra.bootstrap.engine import SwarmEngine
 from orcastra.config.model import Config
 from orcastra.engine import EngineSettings
+from orcastra.errors import EngineError
 from orcastra.executor import AuditLog
 from orcastra.lab import Lab, LabEnv
 from orcastra.snapshot import Node
+
+from .util import free_port, start_orcastra, stop_process, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -51,7 +56,8 @@ def engine(host: str) -> SwarmEngine:
 @pytest.fixture
 def bare(boot_lab: tuple[Lab, LabEnv]) -> tuple[Lab, LabEnv]:
     """Every node out of any swarm: the starting point of each test."""
-    _, env = boot_lab
+    lab, _ = boot_lab
+    hosts = lab.env().node_hosts  # every node of the lab, also one a test added
 
     def leave(host: str) -> None:
         with engine(host) as e:
@@ -60,23 +66,69 @@ def bare(boot_lab: tuple[Lab, LabEnv]) -> tuple[Lab, LabEnv]:
 
     # All at once: one after the other, the later managers' leaves wait out timeouts on a Raft that has
     # already lost its quorum (measured: 33 s for three managers).
-    with ThreadPoolExecutor(max_workers=len(env.node_hosts)) as pool:
-        list(pool.map(leave, env.node_hosts.values()))
+    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+        list(pool.map(leave, hosts.values()))
     return boot_lab
 
 
-def config_for(lab: Lab, env: LabEnv, manager_target: int) -> Config:
+def config_for(
+    lab: Lab,
+    env: LabEnv,
+    manager_target: int,
+    *,
+    roles: Mapping[str, str] | None = None,
+    bootstrap: Mapping[str, Any] | None = None,
+) -> Config:
+    """Every node of ``env`` in the inventory (role manager unless ``roles`` says otherwise)."""
     addresses = {s.name: s.address for s in lab.status()}
     return Config.model_validate(
         {
             "docker": {"host": env.docker_host},
             "nodes": {
-                name: {"endpoint": host, "ip": addresses[name], "role": "manager"}
+                name: {"endpoint": host, "ip": addresses[name], "role": (roles or {}).get(name, "manager")}
                 for name, host in env.node_hosts.items()
             },
-            "bootstrap": {"mode": "once", "manager_target": manager_target},
+            "bootstrap": {"mode": "once", "manager_target": manager_target, **(bootstrap or {})},
         }
     )
+
+
+def without(config: Config, *names: str) -> Config:
+    """The same config with these nodes left out of the inventory."""
+    return config.model_copy(update={"nodes": {k: v for k, v in config.nodes.items() if k not in names}})
+
+
+def roles_of(env: LabEnv) -> dict[str, str]:
+    return {n.hostname: n.role for n in nodes_of(env)}
+
+
+def set_role(env: LabEnv, hostname: str, role: str) -> None:
+    """What an operator's `docker node promote/demote` does."""
+    with engine(env.docker_host) as e:
+        node = next(n for n in e.list_nodes() if n.hostname == hostname)
+        assert e.set_role(node.id, role)
+
+
+def wait_roles(env: LabEnv, expected: dict[str, str]) -> None:
+    """Until the Swarm lists exactly these nodes, Ready, with these roles (managers reachable)."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        try:
+            nodes = nodes_of(env)
+        except EngineError:  # no Swarm yet (a daemon about to bootstrap it), or a leader election
+            nodes = ()
+        seen = {n.hostname: n.role for n in nodes}
+        if seen == expected and all(
+            n.ready and (n.role == "worker" or n.manager_reachability == "reachable") for n in nodes
+        ):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"roles never became {expected}: {[(n.hostname, n.state, n.role) for n in nodes]}")
+        time.sleep(0.5)
+
+
+def summary(run: BootstrapRun) -> list[tuple[str, str]]:
+    return [(a.kind, a.node) for a in run.plan.actions]
 
 
 def nodes_of(env: LabEnv) -> tuple[Node, ...]:
@@ -218,3 +270,129 @@ def test_orcastra_run_once_with_bootstrap_mode_builds_the_swarm(bare: tuple[Lab,
     assert sorted(n.hostname for n in nodes) == ["node1", "node2", "node3"]
     assert sorted(n.role for n in nodes) == ["manager", "manager", "manager"]
     assert "bootstrap:" in result.stderr
+
+
+def test_a_worker_is_promoted_when_managers_are_below_the_target(bare: tuple[Lab, LabEnv]) -> None:
+    lab, env = bare
+    cfg = config_for(lab, env, 3)
+    assert run_bootstrap(cfg, dry_run=False, audit=None).ok
+    wait_roles(env, {"node1": "manager", "node2": "manager", "node3": "manager"})
+    node3_id = next(n.id for n in nodes_of(env) if n.hostname == "node3")
+    set_role(env, "node3", "worker")  # an operator's `docker node demote node3`
+    wait_roles(env, {"node1": "manager", "node2": "manager", "node3": "worker"})
+
+    run = run_bootstrap(cfg, dry_run=False, audit=None)
+
+    assert run.ok, run
+    assert summary(run) == [("promote-node", "node3")]
+    wait_roles(env, {"node1": "manager", "node2": "manager", "node3": "manager"})
+    assert next(n.id for n in nodes_of(env) if n.hostname == "node3") == node3_id  # promoted, not re-joined
+    assert run_bootstrap(cfg, dry_run=False, audit=None).plan.actions == ()
+
+
+def test_managers_beyond_the_target_are_demoted_but_never_its_own_node(bare: tuple[Lab, LabEnv]) -> None:
+    lab, _ = bare
+    env = lab.up(nodes=4, swarm=False)  # a fourth bare daemon (kept for the module; `bare` handles it)
+    assert sorted(env.node_hosts) == ["node1", "node2", "node3", "node4"]
+    assert run_bootstrap(config_for(lab, env, 3), dry_run=False, audit=None).ok
+    wait_roles(env, {"node1": "manager", "node2": "manager", "node3": "manager", "node4": "worker"})
+    set_role(env, "node4", "manager")  # 4 managers: one more than the target
+    wait_roles(env, {"node1": "manager", "node2": "manager", "node3": "manager", "node4": "manager"})
+
+    # node1 is Orcastra's own Engine (docker.host). Its inventory role is worker, which would make it the
+    # first to demote: it must be skipped, and the last inventory manager demoted instead.
+    cfg = config_for(lab, env, 3, roles={"node1": "worker"})
+    run = run_bootstrap(cfg, dry_run=False, audit=None)
+
+    assert run.ok, run
+    assert summary(run) == [("demote-node", "node4")]
+    wait_roles(env, {"node1": "manager", "node2": "manager", "node3": "manager", "node4": "worker"})
+    assert run_bootstrap(cfg, dry_run=False, audit=None).plan.actions == ()
+
+
+def test_two_managers_are_never_demoted_to_one_and_a_third_node_restores_three(
+    bare: tuple[Lab, LabEnv], caplog: pytest.LogCaptureFixture
+) -> None:
+    lab, env = bare
+    full = config_for(lab, env, 3)
+    two = without(full, "node3")
+    assert run_bootstrap(two, dry_run=False, audit=None).ok  # 2 nodes: target lowered to 1
+    wait_roles(env, {"node1": "manager", "node2": "worker"})
+    set_role(env, "node2", "manager")
+    wait_roles(env, {"node1": "manager", "node2": "manager"})
+
+    caplog.set_level(logging.WARNING, logger="orcastra.bootstrap")
+    run = run_bootstrap(two, dry_run=False, audit=None)
+
+    assert run.plan.actions == ()
+    assert "2 managers but the target is 1: refusing to go down to a single manager" in caplog.text
+    assert roles_of(env) == {"node1": "manager", "node2": "manager"}
+
+    # With node3 back in the inventory, the target is 3 again: it joins as the third manager.
+    run = run_bootstrap(full, dry_run=False, audit=None)
+    assert run.ok, run
+    assert summary(run) == [("join-swarm", "node3")]
+    wait_roles(env, {"node1": "manager", "node2": "manager", "node3": "manager"})
+
+
+def audit_records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def joined_ok(audit: Path, node: str) -> int:
+    return sum(
+        r["action"] == "join-swarm" and r["target"] == f"node/{node}" and r["result"] == "ok"
+        for r in audit_records(audit)
+    )
+
+
+def test_loop_removes_a_node_down_too_long_and_joins_it_again_when_it_is_back(
+    bare: tuple[Lab, LabEnv], tmp_path: Path
+) -> None:
+    """`orcastra run` with bootstrap.mode loop and remove_down_after_seconds: a manager whose dockerd is killed
+    is demoted and removed once Down long enough (never down to a single manager), and joins again when back."""
+    lab, env = bare
+    config = config_for(
+        lab, env, 3, bootstrap={"mode": "loop", "loop_interval_seconds": 1, "remove_down_after_seconds": 2}
+    ).model_dump(mode="json", exclude_defaults=True)
+    audit = tmp_path / "audit.jsonl"
+    config["audit"] = {"path": str(audit)}
+    config["api"] = {"listen": f"127.0.0.1:{free_port()}"}
+    path = tmp_path / "orcastra.yml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    log = tmp_path / "run.log"
+    proc = start_orcastra(["--config", str(path), "run"], env.docker_host, log)
+    try:
+        wait_roles(env, {"node1": "manager", "node2": "manager", "node3": "manager"})
+        # The manager lists a joined node before its join call returns: wait for the daemon's own result.
+        wait_for("node3's join audited", lambda: joined_ok(audit, "node3") == 1, timeout=WAIT_SECONDS)
+        old_id = next(n.id for n in nodes_of(env) if n.hostname == "node3")
+
+        lab.kill("node3")  # a power loss: Swarm marks it Down after ~10 s
+        wait_for(
+            "node3's entry removed from the node list",
+            lambda: all(n.id != old_id for n in nodes_of(env)),
+            timeout=120,
+            interval=0.5,
+        )
+        done = {(r["action"], r["target"]): r for r in audit_records(audit) if r["result"] == "ok"}
+        assert ("demote-node", "node/node3") in done  # a manager is demoted before it can be removed
+        assert "has been down for" in done[("remove-node", "node/node3")]["reason"]
+        # Two managers left: the target drops to 1, which is never reached by demoting automatically.
+        assert roles_of(env) == {"node1": "manager", "node2": "manager"}
+        wait_for(
+            "the 2 -> 1 refusal in the log",
+            lambda: "2 managers but the target is 1: refusing" in log.read_text(),
+            timeout=10,
+        )
+
+        lab.start("node3")  # back: its entry is gone, so it is joined again (a new node ID), as a manager
+        wait_roles(env, {"node1": "manager", "node2": "manager", "node3": "manager"})
+        new_id = next(n.id for n in nodes_of(env) if n.hostname == "node3")
+        assert new_id != old_id
+        wait_for("node3's second join audited", lambda: joined_ok(audit, "node3") == 2, timeout=WAIT_SECONDS)
+        assert proc.poll() is None, log.read_text()[-3000:]
+    finally:
+        stop_process(proc)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -13,7 +14,7 @@ from pydantic import ValidationError
 
 from orcastra.actions import Action, SetNodeAvailability
 from orcastra.engine.adapter import EngineAdapter, EngineSettings
-from orcastra.errors import EngineConflictError, EngineNotFoundError
+from orcastra.errors import EngineConflictError, EngineNotFoundError, EngineServerError
 from orcastra.reboot.plan import (
     LOCK_LABEL,
     RebootLock,
@@ -304,13 +305,14 @@ def test_settings_defaults_and_per_node_command() -> None:
 
 
 class FakeClient:
-    """The few docker-py calls the lock makes: inspect the Swarm, update it at a version."""
+    """The few docker-py calls the Swarm-label methods make: inspect the Swarm, update it at a version."""
 
     def __init__(self, engine: FakeEngine) -> None:
         self.engine = engine
 
     def inspect_swarm(self) -> dict[str, object]:
-        return {"Spec": {"Labels": dict(self.engine.labels)}, "Version": {"Index": self.engine.swarm_version}}
+        spec = {"Name": "default", "Labels": dict(self.engine.labels), "Raft": {"SnapshotInterval": 10000}}
+        return {"Spec": spec, "Version": {"Index": self.engine.swarm_version}}
 
     def _url(self, path: str) -> str:
         return path
@@ -320,30 +322,36 @@ class FakeClient:
 
     def _result(self, posted: tuple[dict[str, Any], int]) -> None:
         spec, version = posted
+        self.engine.writes += 1
+        if self.engine.foreign_write_before is not None and self.engine.writes in self.engine.foreign_write_before:
+            # Another writer changed the Swarm between our read and our write (e.g. `pause`).
+            self.engine.labels["orcastra.paused"] = "true"
+            self.engine.swarm_version += 1
         if version != self.engine.swarm_version or self.engine.steal_next_write:
             self.engine.steal_next_write = False
             raise EngineConflictError("update out of sequence")
+        assert spec["Raft"] == {"SnapshotInterval": 10000}, "the rest of the SwarmSpec must be sent back as read"
         self.engine.labels = dict(spec["Labels"])
         self.engine.swarm_version += 1
 
 
 class FakeEngine(EngineAdapter):
-    """A 3-node Swarm in memory: node2 runs one task; draining moves it to node3, a reboot bumps UpdatedAt."""
+    """A 3-node Swarm in memory: node2 runs one task; draining moves it to node3, a reboot bumps UpdatedAt.
+    The Swarm-label methods are the adapter's own, over ``FakeClient``."""
 
     def __init__(self) -> None:
         super().__init__(EngineSettings(host="unix:///nowhere"))
         self.labels: dict[str, str] = {}
         self.swarm_version = 10
         self.steal_next_write = False
+        self.writes = 0
+        self.foreign_write_before: set[int] | None = None  # write numbers (1-based) preceded by a foreign write
         self.nodes = {h: node(h, role="manager" if h == "node1" else "worker") for h in ("node1", "node2", "node3")}
         self.task_node = "node2"
         self.rebooted = False
 
     def _call(self, what: str, fn: Callable[[Any], T]) -> T:
         return fn(FakeClient(self))
-
-    def swarm_labels(self) -> dict[str, str]:
-        return dict(self.labels)
 
     def snapshot(self) -> Snapshot:
         tasks = (task("t1", "app", self.task_node),)
@@ -479,3 +487,127 @@ def test_scheduled_reboot_runs_sentinels_only_inside_the_window() -> None:
     assert message is not None
     assert message.startswith("rebooted node2")
     assert ran == ["sentinel node1", "sentinel node2", "sentinel node3", "reboot-it node2"]
+
+
+# --- compare-and-set of Swarm labels (the adapter's own methods, over FakeClient) -------------------------------
+
+
+def test_swarm_labels_with_version_reads_both() -> None:
+    engine = FakeEngine()
+    engine.labels = {"a": "1"}
+    assert engine.swarm_labels_with_version() == ({"a": "1"}, 10)
+    assert engine.swarm_labels() == {"a": "1"}
+
+
+def test_set_swarm_labels_sets_and_removes_at_the_version_read() -> None:
+    engine = FakeEngine()
+    engine.labels = {"keep": "x", "drop": "y"}
+    _, version = engine.swarm_labels_with_version()
+    engine.set_swarm_labels({"new": "z", "drop": None, "absent": None}, version)
+    assert engine.labels == {"keep": "x", "new": "z"}
+    assert engine.swarm_version == version + 1
+
+
+def test_set_swarm_labels_refuses_a_stale_version_and_writes_nothing() -> None:
+    engine = FakeEngine()
+    _, version = engine.swarm_labels_with_version()
+    engine.set_swarm_label("orcastra.paused", "true")  # someone else wrote the Swarm since we read it
+    with pytest.raises(EngineConflictError) as e:
+        engine.set_swarm_labels({LOCK_LABEL: "node2|me|1"}, version)
+    assert f"version {version} -> {version + 1}" in str(e.value)
+    assert engine.labels == {"orcastra.paused": "true"}
+    assert engine.writes == 1
+
+
+def test_set_swarm_labels_write_rejected_when_the_swarm_changes_in_between() -> None:
+    engine = FakeEngine()
+    engine.foreign_write_before = {1}
+    _, version = engine.swarm_labels_with_version()
+    with pytest.raises(EngineConflictError):
+        engine.set_swarm_labels({LOCK_LABEL: "node2|me|1"}, version)
+    assert LOCK_LABEL not in engine.labels
+
+
+def test_lock_take_does_not_overwrite_a_lock_taken_in_between(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine, clock = FakeEngine(), FakeClock()
+    theirs = RebootLock("node3", "other", clock.now + 60).format()
+    real_read = engine.swarm_labels_with_version
+
+    def read_then_lose_the_race() -> tuple[dict[str, str], int]:
+        # We read a free lock; another instance takes it before our write, which must then fail and re-read.
+        labels, version = real_read()
+        if LOCK_LABEL not in engine.labels and engine.writes == 0:
+            engine.labels[LOCK_LABEL] = theirs
+            engine.swarm_version += 1
+        return labels, version
+
+    monkeypatch.setattr(engine, "swarm_labels_with_version", read_then_lose_the_race)
+    with pytest.raises(RebootLocked):
+        reboot_node(
+            engine, apply_fn(engine), REBOOT, "node2", run_command=engine.reboot, clock=clock, sleep=clock.sleep
+        )
+    assert engine.labels[LOCK_LABEL] == theirs
+    assert not engine.rebooted
+
+
+def test_reboot_keeps_its_lock_when_another_label_of_the_swarm_changes() -> None:
+    # Writes: 1 take, 2 renew after the drain, 3 renew after the command, 4 release. A `pause` lands right
+    # before the first renew and before the release: each is retried at the new version, the label is kept.
+    engine, clock = FakeEngine(), FakeClock()
+    engine.foreign_write_before = {2, 5}
+    message = reboot_node(
+        engine, apply_fn(engine), REBOOT, "node2", run_command=engine.reboot, clock=clock, sleep=clock.sleep
+    )
+    assert message.startswith("rebooted node2")
+    assert LOCK_LABEL not in engine.labels
+    assert engine.labels == {"orcastra.paused": "true"}
+
+
+def test_reboot_lock_uses_the_adapter_not_its_internals() -> None:
+    source = (Path(__file__).parents[2] / "src" / "orcastra" / "reboot" / "run.py").read_text()
+    assert "._call(" not in source
+    assert "_post_json" not in source
+
+
+def test_a_failed_read_while_waiting_for_the_drain_is_retried_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine, clock = FakeEngine(), FakeClock()
+    real_snapshot = engine.snapshot
+    reads = {"n": 0}
+
+    def flaky_snapshot() -> Snapshot:
+        reads["n"] += 1
+        if reads["n"] == 3:  # 1: reboot_node, 2: drain, 3: first wait-drained read
+            raise EngineServerError("list tasks failed: rpc error: code = Unknown desc = raft: no leader")
+        return real_snapshot()
+
+    monkeypatch.setattr(engine, "snapshot", flaky_snapshot)
+    message = reboot_node(
+        engine, apply_fn(engine), REBOOT, "node2", run_command=engine.reboot, clock=clock, sleep=clock.sleep
+    )
+    assert message.startswith("rebooted node2")
+    assert reads["n"] > 3
+
+
+def test_the_drain_wait_times_out_with_its_step_name_when_reads_keep_failing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine, clock = FakeEngine(), FakeClock()
+    real_snapshot = engine.snapshot
+    reads = {"n": 0}
+
+    def failing_after_drain() -> Snapshot:
+        reads["n"] += 1
+        if reads["n"] >= 3:
+            raise EngineServerError("list tasks failed: no leader")
+        return real_snapshot()
+
+    monkeypatch.setattr(engine, "snapshot", failing_after_drain)
+    settings_ = REBOOT.model_copy(update={"drain_timeout_seconds": 1.0})
+    with pytest.raises(RebootStepError) as e:
+        reboot_node(
+            engine, apply_fn(engine), settings_, "node2", run_command=engine.reboot, clock=clock, sleep=clock.sleep
+        )
+    assert e.value.step == "wait-drained"
+    assert "no leader" in str(e.value)
+    assert not engine.rebooted
+    assert engine.nodes["node2"].availability == "drain"

@@ -338,21 +338,48 @@ class EngineAdapter:
         )
 
     def swarm_labels(self) -> dict[str, str]:
-        raw: JSON = self._call("inspect swarm", lambda c: c.inspect_swarm())
-        return {str(k): str(v) for k, v in ((raw.get("Spec") or {}).get("Labels") or {}).items()}
+        return self.swarm_labels_with_version()[0]
+
+    def swarm_labels_with_version(self) -> tuple[dict[str, str], int]:
+        """The Swarm's own labels and the Swarm object's ``version``: what ``set_swarm_labels`` compares with."""
+        raw = self._inspect_swarm()
+        return _swarm_labels(raw), _swarm_version(raw)
 
     def set_swarm_label(self, key: str, value: str | None) -> None:
-        """Set (or remove, with None) one label of the Swarm itself, at the Swarm's ``version``: the place for
-        cluster-wide settings every Orcastra instance shares (e.g. paused)."""
+        """Set (or remove, with None) one label of the Swarm itself, at the Swarm's current ``version``: the
+        place for cluster-wide settings every Orcastra instance shares (e.g. paused). Last writer wins on the
+        key; a write racing another one fails with EngineConflictError."""
+        raw = self._inspect_swarm()
+        self._write_swarm_labels(raw, {key: value}, _swarm_version(raw))
+
+    def set_swarm_labels(self, changes: Mapping[str, str | None], version: int) -> None:
+        """Compare-and-set: apply ``changes`` (None removes a key) to the Swarm's labels only if the Swarm is
+        still at ``version`` (from ``swarm_labels_with_version``). A Swarm changed since raises
+        EngineConflictError and nothing is written; the write itself is sent at that version, so a change in
+        between is rejected by the Swarm ("update out of sequence") with the same error."""
+        raw = self._inspect_swarm()
+        current = _swarm_version(raw)
+        if current != version:
+            raise EngineConflictError(
+                f"the Swarm changed since its labels were read (version {version} -> {current})",
+                endpoint=self.settings.host,
+            )
+        self._write_swarm_labels(raw, changes, version)
+
+    def _inspect_swarm(self) -> JSON:
         raw: JSON = self._call("inspect swarm", lambda c: c.inspect_swarm())
+        return raw
+
+    def _write_swarm_labels(self, raw: JSON, changes: Mapping[str, str | None], version: int) -> None:
+        # POST /swarm/update replaces the whole SwarmSpec: send back the spec as read, labels changed.
         spec: JSON = dict(raw.get("Spec") or {})
-        labels = dict(spec.get("Labels") or {})
-        if value is None:
-            labels.pop(key, None)
-        else:
-            labels[key] = value
+        labels = _swarm_labels(raw)
+        for key, value in changes.items():
+            if value is None:
+                labels.pop(key, None)
+            else:
+                labels[key] = value
         spec["Labels"] = labels
-        version = int((raw.get("Version") or {}).get("Index") or 0)
         self._call(
             "update swarm",
             lambda c: c._result(c._post_json(c._url("/swarm/update"), data=spec, params={"version": version})),
@@ -371,6 +398,14 @@ class EngineAdapter:
                 f"cannot watch events on {self.settings.host}: {cut(str(e))}", endpoint=self.settings.host
             ) from e
         return EventStream(stream)
+
+
+def _swarm_labels(raw: JSON) -> dict[str, str]:
+    return {str(k): str(v) for k, v in ((raw.get("Spec") or {}).get("Labels") or {}).items()}
+
+
+def _swarm_version(raw: JSON) -> int:
+    return int((raw.get("Version") or {}).get("Index") or 0)
 
 
 class EventStream:

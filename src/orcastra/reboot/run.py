@@ -116,33 +116,21 @@ def settings_of(config_like: RebootSettings | _HasReboot) -> RebootSettings:
 # --- the lock: a Swarm label written at the Swarm's version -----------------------------------------------
 
 
-def _swarm_labels_and_version(engine: EngineAdapter) -> tuple[dict[str, Any], dict[str, str], int]:
-    raw: dict[str, Any] = engine._call("inspect swarm", lambda c: c.inspect_swarm())
-    spec = dict(raw.get("Spec") or {})
-    labels = {str(k): str(v) for k, v in (spec.get("Labels") or {}).items()}
-    return spec, labels, int((raw.get("Version") or {}).get("Index") or 0)
-
-
 def compare_and_set_lock(engine: EngineAdapter, expected: str | None, new: str | None) -> bool:
-    """Write the lock label only if it still reads ``expected``, at the version read (a concurrent write makes
-    ours "out of sequence": False). ``adapter.set_swarm_label`` re-reads the version itself, which a lock
-    cannot use: the check and the write must see the same Swarm version."""
-    spec, labels, version = _swarm_labels_and_version(engine)
-    if labels.get(LOCK_LABEL) != expected:
-        return False
-    if new is None:
-        labels.pop(LOCK_LABEL, None)
-    else:
-        labels[LOCK_LABEL] = new
-    spec["Labels"] = labels
-    try:
-        engine._call(
-            "update swarm",
-            lambda c: c._result(c._post_json(c._url("/swarm/update"), data=spec, params={"version": version})),
-        )
-    except EngineConflictError:
-        return False
-    return True
+    """Write the lock label only if it still reads ``expected``. The check and the write are made at the same
+    Swarm version (``set_swarm_labels`` is a compare-and-set); when the Swarm changed in between, it is read
+    again: a change of another label (e.g. ``orcastra.paused``) must not make us lose our own lock, a changed
+    lock label makes this return False."""
+    for _ in range(CAS_ATTEMPTS):
+        labels, version = engine.swarm_labels_with_version()
+        if labels.get(LOCK_LABEL) != expected:
+            return False
+        try:
+            engine.set_swarm_labels({LOCK_LABEL: new}, version)
+        except EngineConflictError:
+            continue
+        return True
+    return False
 
 
 def read_lock(engine: EngineAdapter) -> RebootLock | None:
@@ -161,8 +149,8 @@ class _Lock:
 
     def take(self) -> None:
         for _ in range(CAS_ATTEMPTS):
-            text = self.engine.swarm_labels().get(LOCK_LABEL)
-            current = parse_lock(text)
+            labels, version = self.engine.swarm_labels_with_version()
+            current = parse_lock(labels.get(LOCK_LABEL))
             if current is not None and lock_blocks(current, self.holder, self.clock()):
                 raise RebootLocked(
                     f"the reboot lock is held by {current.holder} for {current.node} until "
@@ -171,9 +159,13 @@ class _Lock:
             if current is not None and current.holder != self.holder:
                 log.warning("reboot lock of %s (%s) has expired: taking it over", current.holder, current.node)
             new = self._fresh()
-            if compare_and_set_lock(self.engine, text, new):
-                self.value = new
-                return
+            try:
+                # Written at the version the decision above was made on: a lock taken in between wins.
+                self.engine.set_swarm_labels({LOCK_LABEL: new}, version)
+            except EngineConflictError:
+                continue
+            self.value = new
+            return
         raise RebootLocked("the reboot lock kept changing under us: another reboot is starting")
 
     def renew(self) -> None:
@@ -245,7 +237,10 @@ def _wait_drained(
 ) -> None:
     deadline = clock() + settings.drain_timeout_seconds
     while True:
-        waiting = tasks_left_on(engine.snapshot(), node.id, moved)
+        try:
+            waiting = tasks_left_on(engine.snapshot(), node.id, moved)
+        except OrcastraError as e:  # a busy manager (e.g. a leader election) is no reason to abort; keep asking
+            waiting = [f"error: {e}"]
         if not waiting:
             return
         if clock() >= deadline:
