@@ -300,6 +300,10 @@ class SwarmData:
             out.append(s)
         return out
 
+    def unknown_services(self, refs: set[str]) -> list[str]:
+        known = {s["ID"] for s in self.services} | {s["Spec"]["Name"] for s in self.services}
+        return sorted(r for r in refs if r not in known)
+
     def filtered_tasks(self, filters: dict[str, set[str]]) -> list[JSON]:
         service_ids = None
         if "service" in filters:
@@ -424,7 +428,10 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send(200, data.encoded("services"), path)
         elif path == "/tasks":
-            if filters:
+            unknown = data.unknown_services(filters.get("service", set()))
+            if unknown:  # as the real Engine: a service filter naming no service is a 404, not an empty list
+                self._json({"message": f"service {unknown[0]} not found"}, path, 404)
+            elif filters:
                 self._json(data.filtered_tasks(filters), path)
             else:
                 self._send(200, data.encoded("tasks"), path)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.fake_engine import Cluster, FakeEngine
-from bench.reconcile_cost import LabServices, groups_for, machine
+from bench.reconcile_cost import LabServices, groups_for, lab_env, machine
 from orcastra import __version__
 
 RESULTS = Path(__file__).parent / "results"
@@ -119,14 +119,16 @@ def orcastra_run(docker_host: str, workdir: Path, lease: bool) -> Iterator[tuple
 
 
 @contextmanager
-def lab_engine(services: int, replicas: int, keep: bool) -> Iterator[tuple[str, str]]:
+def lab_engine(services: int, replicas: int, keep: bool, name: str) -> Iterator[tuple[str, str]]:
     """The lab with ``services`` bench services running; yields (docker_host, engine version)."""
+    with lab_env(name) as env:
+        yield from _lab_services(env, services, replicas, keep)
+
+
+def _lab_services(env: Any, services: int, replicas: int, keep: bool) -> Iterator[tuple[str, str]]:
     import docker
     import docker.errors
 
-    from orcastra.lab import Lab
-
-    env = Lab().env()
     api = docker.APIClient(base_url=env.docker_host, version="auto", timeout=120)
     lab = LabServices(api, env.image, replicas=replicas)
     had_lease = bool(api.services(filters={"name": LEASE_NAME}))
@@ -154,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--replicas", type=int, default=3, help="tasks per service on the lab (1 keeps it light)")
     ap.add_argument("--fake", action="store_true", help="the fake Engine instead of the lab (no lease: read-only)")
     ap.add_argument("--keep", action="store_true", help="leave the lab services in place")
+    ap.add_argument("--lab", default="orcastra", help="lab name (brought up and down again if not up)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -165,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fake = stack.enter_context(FakeEngine(Cluster(nodes=3, services=args.services, groups=groups)))
             host, engine_version = fake.docker_host, "fake 20.10.24 (API 1.41)"
         else:
-            host, engine_version = stack.enter_context(lab_engine(args.services, args.replicas, args.keep))
+            host, engine_version = stack.enter_context(lab_engine(args.services, args.replicas, args.keep, args.lab))
         proc, port, log_path = stack.enter_context(orcastra_run(host, workdir, lease=not args.fake))
         ready_s = wait_healthy(proc, port, log_path)
         print(f"footprint: orcastra run (pid {proc.pid}) healthy after {ready_s:.1f}s; sampling {args.seconds:.0f}s")

@@ -1,7 +1,8 @@
 """Reconcile cost as the cluster grows: Engine calls, bytes read, CPU and wall time of one cycle.
 
-One cycle is what the daemon does on every trigger: ``run_cycle`` = one snapshot (GET /nodes, /services,
-/tasks) and the plan of every registered controller; plan-only (no executor), so only Orcastra's own cost is
+One cycle is what the daemon does on every trigger: ``run_cycle`` = one snapshot (GET /nodes, /services, the
+tasks desired to run, and the task history of anchor-group services only) and the plan of every registered
+controller; plan-only (no executor), so only Orcastra's own cost is
 measured. Sizes: 10, 100, 1,000 and 5,000 services of 3 tasks each with 50 anchor groups (``min(50, S/4)``):
 - against the fake Engine (bench/fake_engine.py, run in a child process so its CPU is not counted), which
   serves stack-shaped objects and one shutdown history task per slot;
@@ -10,7 +11,8 @@ measured. Sizes: 10, 100, 1,000 and 5,000 services of 3 tasks each with 50 ancho
   nodes so every group is colocated (nothing to do: the idle cost), measures, and removes all it created.
 Per size: the median of ``--cycles`` cycles after one warm-up cycle. CPU is ``time.process_time`` of this
 process around the cycle. Baselines measured in the same run, since the machine is noisy: ``json.loads`` of
-the same three payloads (CPU) and one GET /_ping round trip (wall).
+the three unfiltered list payloads (CPU: what a controller reading ``nodes()``/``services()``/``tasks()`` with
+the SDK decodes before doing anything) and one GET /_ping round trip (wall).
 
 Targets (issue 6): calls per cycle constant; CPU per cycle at 1,000 services <= 100 ms; growth linear or
 better (the fitted exponent of CPU ~ services^k over sizes >= 100).
@@ -34,8 +36,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-import requests
 
 from bench.fake_engine import STACK, Cluster, _plan_services, _ServicePlan
 from orcastra import __version__
@@ -69,7 +69,7 @@ class SizeResult:
     bytes: int
     cpu_s: float
     wall_s: float
-    loads_cpu_s: float  # baseline: json.loads of the same payloads
+    loads_cpu_s: float  # baseline: json.loads of the unfiltered nodes/services/tasks payloads
     ping_wall_s: float  # baseline: one GET /_ping round trip
     cycles: int
     actions: int
@@ -83,38 +83,22 @@ class SizeResult:
         return self.wall_s / self.ping_wall_s if self.ping_wall_s else math.nan
 
 
-class ByteCounter:
-    """Bytes of response bodies the adapter's docker client reads: a response hook on its requests session
-    (docker.APIClient is a requests.Session). Streamed responses (/events) are not read here."""
-
-    def __init__(self, engine: EngineAdapter) -> None:
-        self.total = 0
-        engine.ping()  # connects (GET /version for the API version) so the client exists
-        client: Any = engine._client  # the bench reaches in on purpose: counting must add no request
-        client.hooks["response"].append(self._hook)
-
-    def _hook(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
-        if not kwargs.get("stream"):
-            self.total += len(response.content)
-        return response
-
-
 def measure(
     engine_kind: str, docker_host: str, *, services: int, groups: int, cycles: int, config: Config
 ) -> SizeResult:
     controllers: list[Controller] = [factory() for factory in registry().values()]
     with EngineAdapter(EngineSettings(host=docker_host)) as engine:
-        counter = ByteCounter(engine)
+        engine.ping()  # connects (GET /version for the API version)
         first = run_cycle(engine, None, config, controllers)  # warm-up: imports, connection pool
         calls, sizes, cpus, walls = [], [], [], []
         for _ in range(cycles):
-            before_bytes = counter.total
+            before_bytes = engine.bytes_read
             cpu0, wall0 = time.process_time(), time.perf_counter()
             result = run_cycle(engine, None, config, controllers)
             cpus.append(time.process_time() - cpu0)
             walls.append(time.perf_counter() - wall0)
             calls.append(result.engine_calls)
-            sizes.append(counter.total - before_bytes)
+            sizes.append(engine.bytes_read - before_bytes)
         loads, ping = baselines(engine, cycles)
     return SizeResult(
         engine=engine_kind,
@@ -133,7 +117,9 @@ def measure(
 
 
 def baselines(engine: EngineAdapter, repeats: int) -> tuple[float, float]:
-    """Median CPU of json.loads of the three list payloads; median wall time of one GET /_ping."""
+    """Median CPU of json.loads of the three unfiltered list payloads (what a controller reading the SDK's
+    ``nodes()``/``services()``/``tasks()`` decodes, before any work of its own); median wall time of one
+    GET /_ping."""
     client: Any = engine._client
     payloads = [client.get(client._url(p)).content for p in ("/nodes", "/services", "/tasks")]
     loads = []
@@ -287,14 +273,37 @@ class LabServices:
             del self.labelled[hostname]
 
 
+@contextmanager
+def lab_env(name: str) -> Iterator[Any]:
+    """The named lab's LabEnv; a lab that is not up is brought up for the bench and taken down after."""
+    from orcastra.errors import LabError
+    from orcastra.lab import Lab
+
+    lab = Lab(name=name)
+    try:
+        yield lab.env()
+        return
+    except LabError:
+        pass
+    print(f"  lab {name} is not up: bringing it up for the benchmark (and down after)")
+    try:
+        yield lab.up()
+    finally:
+        lab.down()
+
+
 def run_lab(
-    sizes: Sequence[int], cycles: int, replicas: int, config: Config, keep: bool = False
+    sizes: Sequence[int], cycles: int, replicas: int, config: Config, *, keep: bool = False, lab: str = "orcastra"
+) -> tuple[list[SizeResult], str]:
+    with lab_env(lab) as env:
+        return _run_lab(env, sizes, cycles, replicas, config, keep=keep)
+
+
+def _run_lab(
+    env: Any, sizes: Sequence[int], cycles: int, replicas: int, config: Config, *, keep: bool
 ) -> tuple[list[SizeResult], str]:
     import docker
 
-    from orcastra.lab import Lab
-
-    env = Lab().env()
     api = docker.APIClient(base_url=env.docker_host, version="auto", timeout=120)
     version = str(api.version().get("Version", ""))
     services = LabServices(api, env.image, replicas)
@@ -396,6 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-lab", action="store_true", help="skip the real lab Swarm")
     ap.add_argument("--lab-sizes", type=int, nargs="*", default=list(LAB_SIZES))
     ap.add_argument("--lab-replicas", type=int, default=3)
+    ap.add_argument("--lab", default="orcastra", help="lab name (brought up and down again if not up)")
     ap.add_argument("--keep-lab-services", action="store_true", help="leave them for bench.footprint")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, fake engine only, 2 cycles (smoke test)")
     ap.add_argument("--json", type=Path, default=None)
@@ -409,7 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = run_fake(sizes, cycles, config)
     lab_version = None
     if not (args.quick or args.no_lab):
-        lab_rows, lab_version = run_lab(args.lab_sizes, cycles, args.lab_replicas, config, args.keep_lab_services)
+        lab_rows, lab_version = run_lab(
+            args.lab_sizes, cycles, args.lab_replicas, config, args.keep_lab_services, args.lab
+        )
         rows += lab_rows
 
     v = verdict(rows)

@@ -42,7 +42,7 @@ from orcastra.observe import ApiServer, HealthState, Metrics
 from orcastra.operate import PAUSED_LABEL, DaemonCommands
 from orcastra.rebalancer import MoveInFlight, Rebalancer
 from orcastra.reconcile import CycleResult, run_cycle
-from orcastra.snapshot import Snapshot
+from orcastra.snapshot import LIVE_DESIRED_STATES, Snapshot
 from orcastra.usage import MemoryView
 from orcastra.wiring import make_engine, make_executor, node_engine
 
@@ -258,12 +258,11 @@ class TaskPoller(Watcher):
                 if not ids or self.trigger.stopped:
                     continue
                 try:
-                    tasks = engine.list_tasks({"service": list(ids), "desired-state": ["running"]})
+                    fp = engine.task_states({"service": list(ids), "desired-state": sorted(LIVE_DESIRED_STATES)})
                 except OrcastraError as e:
                     log.debug("task poll: %s", e)
                     engine.close()
                     continue
-                fp = frozenset((t.id, t.node_id, t.state, t.desired_state) for t in tasks)
                 with self._lock:
                     changed = self._fingerprint is not None and fp != self._fingerprint
                     self._fingerprint = fp
@@ -636,12 +635,11 @@ class Daemon:
         log.info("HTTP listener on %s (/healthz, /metrics, /v1/commands)", listen)
 
     def start_commands(self) -> None:
-        """The command file: recover what a crash interrupted, then watch the file (the leader runs it)."""
+        """The command file: watched by every instance, run by the leader only. The leader's first pass also
+        reports what a crash interrupted (a follower must not: it would mark the leader's running command)."""
         path = self.config.commands.file
-        self.command_runner = CommandRunner(path, self.commands)
+        self.command_runner = CommandRunner.from_settings(self.config.commands, self.commands)
         if path.parent.is_dir():
-            for result in self.command_runner.recover():
-                log.warning("command %s: %s", result.command, result.message)
             self._watchers.append(CommandFileWatcher(self, self.command_runner))
         else:
             log.info("command file %s: its directory does not exist; commands only through the API", path)
@@ -661,7 +659,10 @@ class Daemon:
             raise OrcastraError("bootstrap refused: " + "; ".join(str(f) for f in run.plan.findings))
         if not run.ok:
             raise OrcastraError("bootstrap: " + "; ".join(done))
-        return "bootstrap: " + ("; ".join(done) if done else "nothing to do")
+        said = "; ".join(done) if done else "nothing to do"
+        if run.plan.findings:  # e.g. an inventory node not reachable: the operator should see it
+            said += " (" + "; ".join(str(f) for f in run.plan.findings) + ")"
+        return "bootstrap: " + said
 
     def rebalance_now(self) -> str:
         """The `rebalance` command: read memory now and run one rebalancing cycle (cooldowns honoured; the

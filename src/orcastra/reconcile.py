@@ -25,6 +25,14 @@ def plan_all(snapshot: Snapshot, config: Config, controllers: Sequence[Controlle
     return plan
 
 
+def history_needed(snapshot: Snapshot, config: Config, controllers: Sequence[Controller]) -> frozenset[str]:
+    """The services whose finished tasks some controller reads; the snapshot reads only those in full."""
+    out: set[str] = set()
+    for controller in controllers:
+        out.update(controller.history_needed(snapshot, config))
+    return frozenset(out)
+
+
 @dataclass
 class CycleResult:
     plan: Plan
@@ -51,7 +59,7 @@ def run_cycle(
     snapshot = Snapshot((), (), ())
     attempt = 0
     for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
-        snapshot = engine.snapshot()
+        snapshot = engine.snapshot(history=lambda first: history_needed(first, config, controllers))
         plan = plan_all(snapshot, config, controllers)
         outcomes = executor.apply(plan.actions, snapshot) if plan.actions and executor is not None else []
         all_outcomes.extend(outcomes)

@@ -61,6 +61,10 @@ class Service:
     memory_limit_bytes: int = 0
 
 
+LIVE_DESIRED_STATES = frozenset({"running", "ready"})
+"""Desired states of tasks Swarm runs or is about to run: a task it restarts waits in desired state ``ready``
+until its restart delay has passed, then goes to ``running``."""
+
 TERMINAL_TASK_STATES = frozenset({"complete", "shutdown", "failed", "rejected", "remove", "orphaned"})
 """Task states a task never leaves (swarmkit api.TaskState >= COMPLETE)."""
 

@@ -292,3 +292,39 @@ def test_backoff_sets_a_wake_up_time() -> None:
         (task("app_db", "n1", state="failed", at=NOW - 1), task("app_web", "n1"), task("app_worker", "n1")),
     )
     assert plan(s).plan.wake_at == NOW + 1  # first retry 2 s after the failure
+
+
+def test_task_history_is_asked_for_every_group_service_only() -> None:
+    from orcastra.controllers.colocation import group_service_ids
+
+    followers = service("app_cache", labels={FOLLOW_LABEL: "db"})
+    s = snap((node("n1"),), (service("app_db"), *DEPS, followers, service("app_other")), ())
+    assert group_service_ids(s, SETTINGS) == {"app_db", "app_web", "app_worker", "app_cache"}
+    assert group_service_ids(s, ColocationSettings()) == {"app_db", "app_cache"}
+
+
+def _down_node_snapshot(extra: tuple[Task, ...], down_since: float) -> Snapshot:
+    down = Node(
+        id="n1", version=1, hostname="n1", role="worker", availability="active", state="down",
+        labels=frozen_labels({KEY: "true"}), updated_at=down_since,
+    )  # fmt: skip
+    old = task("app_db", "n1", at=NOW - 600)  # still "running" on the node that died
+    return snap((down, node("n2")), (service("app_db"), *DEPS), (old, *extra))
+
+
+def test_anchor_on_a_down_node_with_a_replacement_waiting_out_its_restart_delay_is_left_to_swarm() -> None:
+    waiting = Task(
+        id="new", service_id="app_db", node_id="", slot=1, desired_state="ready", state="ready",
+        updated_at=NOW - 2, created_at=NOW - 2,
+    )  # fmt: skip
+    p = plan(_down_node_snapshot((waiting,), down_since=NOW - 2))
+    assert "app_db" not in service_changes(p)
+    assert "backing off" in p.groups[0].why
+
+
+def test_anchor_on_a_down_node_gets_the_pending_grace_from_when_the_node_went_down() -> None:
+    p = plan(_down_node_snapshot((), down_since=NOW - 5))
+    assert "app_db" not in service_changes(p)
+    assert "its node n1 is down" in p.groups[0].why
+    late = plan(_down_node_snapshot((), down_since=NOW - 5), now=NOW + 60)
+    assert service_changes(late)["app_db"].force

@@ -87,3 +87,46 @@ def test_parse_time_handles_nanoseconds_and_garbage() -> None:
     assert parse_time("1970-01-01T01:00:10+01:00") == 10.0
     assert parse_time("nonsense") == 0.0
     assert parse_time(None) == 0.0
+
+
+# --- list bodies decoded from bytes (msgspec) -------------------------------------------------------------
+
+
+def test_decode_lists_take_nulls_missing_and_unknown_fields() -> None:
+    import json
+
+    from orcastra.engine.parse import decode_nodes, decode_services, decode_task_states, decode_tasks
+
+    nodes = decode_nodes(json.dumps([NODE, {"ID": "bare", "Spec": None, "Status": None, "NewField": [1]}]).encode())
+    assert (nodes[0].hostname, nodes[0].engine_version, nodes[0].memory_bytes) == ("node1", "20.10.24", 8)
+    assert (nodes[1].id, nodes[1].state, nodes[1].hostname, dict(nodes[1].labels)) == ("bare", "unknown", "", {})
+    services = decode_services(
+        json.dumps([SERVICE, {"ID": "s2", "Spec": {"Name": "x", "Labels": None, "TaskTemplate": None}}]).encode()
+    )
+    assert services[0] == parse_service(SERVICE)
+    assert (services[1].name, services[1].mode, services[1].replicas, services[1].constraints) == (
+        "x",
+        "replicated",
+        1,
+        (),
+    )
+    raw = [task("t1", "n1id"), {"ID": "t2", "Status": None, "Slot": None}, {**task("t3", ""), "Spec": {"big": 1}}]
+    tasks = decode_tasks(json.dumps(raw).encode())
+    assert tasks[0] == parse_task(task("t1", "n1id"))
+    assert abs(tasks[0].updated_at - 1795478400.123457) < 1e-6  # 2026-11-24T00:00:00.123456789Z, to the microsecond
+    assert (tasks[1].state, tasks[1].slot, tasks[1].updated_at) == ("", None, 0.0)
+    assert decode_task_states(json.dumps(raw[:1]).encode()) == frozenset({("t1", "n1id", "running", "running")})
+
+
+def test_decode_errors_name_the_call_and_the_place() -> None:
+    import pytest
+
+    from orcastra.engine.parse import decode_services, decode_tasks
+    from orcastra.errors import EngineError
+
+    with pytest.raises(EngineError, match=r"list services: unexpected answer.*\$\[0\]\.Spec\.Name"):
+        decode_services(b'[{"ID": "s", "Spec": {"Name": 7}}]')
+    with pytest.raises(EngineError, match=r"list tasks: the Engine's answer is not valid JSON"):
+        decode_tasks(b'[{"ID": ')
+    with pytest.raises(EngineError, match=r"[Ee]xpected `array`"):
+        decode_tasks(b'{"message": "oops"}')

@@ -7,7 +7,7 @@ enforces it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -44,6 +44,11 @@ class Controller(Protocol):
     name: str
 
     def plan(self, snapshot: Snapshot, config: Config) -> Plan: ...
+
+    def history_needed(self, snapshot: Snapshot, config: Config) -> Collection[str]:
+        """IDs of the services whose finished tasks ``plan`` reads (the rest of the snapshot holds only tasks
+        desired to run). Asked on a snapshot of nodes and services only: tasks are read after."""
+        ...
 
 
 def registry() -> dict[str, Callable[[], Controller]]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from orcastra.actions import Action, UpdateNodeLabels, UpdateService
 from orcastra.controllers import Finding, Plan
 from orcastra.placement import has_constraint
-from orcastra.snapshot import TERMINAL_TASK_STATES, Service, Snapshot, Task
+from orcastra.snapshot import LIVE_DESIRED_STATES, TERMINAL_TASK_STATES, Service, Snapshot, Task
 
 if TYPE_CHECKING:
     from orcastra.config import Config
@@ -398,11 +398,23 @@ class _Planner:
     def plan_anchor_restart(self, group: AnchorGroup, anchor: Service, attempts: int) -> tuple[float | None, str]:
         if anchor.mode == "replicated" and anchor.replicas == 0:
             return None, "anchor is scaled to 0"
-        tasks = tuple(t for t in self.snapshot.tasks_of(anchor.id) if t.desired_state == "running")
-        newest = _newest(tasks) or _newest(self.snapshot.tasks_of(anchor.id))
+        snap = self.snapshot
+        every = snap.tasks_of(anchor.id)
+        # Swarm's own next try: desired running, or ready while it waits out the restart delay. A task still
+        # "running" on a node that is not Ready is dead; Swarm replaces it by itself.
+        live = tuple(t for t in every if t.desired_state in LIVE_DESIRED_STATES and not self.on_lost_node(t))
+        lost = tuple(t for t in every if t.desired_state in LIVE_DESIRED_STATES and self.on_lost_node(t))
+        newest = _newest(live) or _newest(lost) or _newest(every)
         problem = _task_problem(newest)
-        if newest is not None and newest.state not in TERMINAL_TASK_STATES and newest.state != "running":
-            # Still on its way (pending, assigned, preparing: an image pull can take a while).
+        if newest is not None and newest in lost:
+            node = snap.node(newest.node_id)
+            problem = f"its node {self.hostname(newest.node_id)} is {node.state if node else 'gone'}"
+            # Swarm reschedules the tasks of a node it sees down: give it the same grace as a pending task.
+            lost_at = max(newest.updated_at, node.updated_at if node is not None else 0.0)
+            since = lost_at + self.settings.pending_grace_seconds
+        elif newest is not None and newest.state not in TERMINAL_TASK_STATES and newest.state != "running":
+            # Still on its way (ready for a restart delay, pending, assigned, preparing: an image pull can
+            # take a while).
             since = (newest.created_at or newest.updated_at) + self.settings.pending_grace_seconds
         elif newest is not None:
             since = newest.updated_at
@@ -427,6 +439,13 @@ class _Planner:
         next_delay = group.retry_intervals[min(attempts + 1, len(group.retry_intervals) - 1)]
         self.wake(self.now + next_delay)
         return self.now + next_delay, f"anchor not running ({problem}); restarting (attempt {attempts + 1})"
+
+    def on_lost_node(self, task: Task) -> bool:
+        """Assigned to a node that is not Ready (down, disconnected) or no longer exists."""
+        if not task.node_id:
+            return False
+        node = self.snapshot.node(task.node_id)
+        return node is None or not node.ready
 
     def plan_dependent(self, group: AnchorGroup, name: str, where: _AnchorPlacement) -> DependentStatus:
         anchor_nodes, labels_moving = where.nodes, where.labels_moving
@@ -461,7 +480,7 @@ class _Planner:
             anchor_hosts = ", ".join(sorted(self.hostname(n) for n in anchor_nodes))
             why = f"running on {', '.join(misplaced)}, anchor on {anchor_hosts}"
         elif not running:
-            newest = _newest(tuple(t for t in snap.tasks_of(dep.id) if t.desired_state == "running"))
+            newest = _newest(tuple(t for t in snap.tasks_of(dep.id) if t.desired_state in LIVE_DESIRED_STATES))
             why = f"no running task ({_task_problem(newest)})"
         else:
             why = f"{len(running)}/{desired} running"
@@ -539,3 +558,18 @@ class Colocation:
     def plan(self, snapshot: Snapshot, config: Config) -> Plan:
         # The snapshot's own time stands in for "now", keeping the planner free of clocks.
         return plan_colocation(snapshot, ColocationSettings.from_config(config), snapshot.taken_at).plan
+
+    def history_needed(self, snapshot: Snapshot, config: Config) -> frozenset[str]:
+        """Every service of an anchor group: restart backoff and the misplaced grace read finished tasks."""
+        return group_service_ids(snapshot, ColocationSettings.from_config(config))
+
+
+def group_service_ids(snapshot: Snapshot, settings: ColocationSettings) -> frozenset[str]:
+    groups, _ = resolve_groups(snapshot, settings)
+    out = set()
+    for g in groups:
+        for name in (g.anchor, *g.dependents):
+            svc = snapshot.service(name)
+            if svc is not None:
+                out.add(svc.id)
+    return frozenset(out)

@@ -224,3 +224,6 @@ class Pins:
 
     def plan(self, snapshot: Snapshot, config: Config) -> Plan:
         return plan_pins(snapshot, snapshot.taken_at)
+
+    def history_needed(self, snapshot: Snapshot, config: Config) -> frozenset[str]:
+        return frozenset()  # reads running tasks only

@@ -125,3 +125,6 @@ class StaticLabels:
 
     def plan(self, snapshot: Snapshot, config: Config) -> Plan:
         return plan_static_labels(snapshot, StaticLabelSettings.from_config(config))
+
+    def history_needed(self, snapshot: Snapshot, config: Config) -> frozenset[str]:
+        return frozenset()  # reads running tasks only
