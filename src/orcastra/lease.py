@@ -93,7 +93,8 @@ class LeaderLease:
             if svc.version != s.seen_version:
                 s.seen_version, s.seen_at = svc.version, now
             if holder == self.holder:
-                if s.last_renewed is None or now - s.last_renewed >= self.ttl / 3:
+                # ttl/4: the keeper ticks every ttl/3, so a tick a little early still renews.
+                if s.last_renewed is None or now - s.last_renewed >= self.ttl / 4:
                     self.engine.update_service(svc, set_labels=self._labels(self.holder))
                     s.last_renewed = now
                 s.is_leader = True

@@ -10,6 +10,7 @@ The daemon feeds ``Metrics`` and ``HealthState`` after each cycle; the server th
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -33,8 +34,10 @@ log = logging.getLogger(__name__)
 
 # A cycle is a handful of list calls plus a few updates: milliseconds normally, seconds when the Engine is slow.
 CYCLE_DURATION_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-# serve_forever checks for shutdown this often, so it bounds how long stop() waits.
-SHUTDOWN_POLL_INTERVAL_SECONDS = 0.1
+# serve_forever checks for shutdown this often when nothing connects. stop() does not wait for it: it connects
+# once to wake the loop. (Every wake-up of an idle process costs CPU: at 0.1 s this thread alone was 0.15 % of
+# a core.)
+SHUTDOWN_POLL_INTERVAL_SECONDS = 5.0
 # A client that stalls mid-request must not hold a handler thread forever.
 REQUEST_TIMEOUT_SECONDS = 10.0
 # Extra routes (commands) take small JSON bodies; refuse anything larger before reading it.
@@ -396,6 +399,17 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("api: %s %s", self.address_string(), format % args)
 
 
+def _wake(server: _HttpServer) -> None:
+    """Connect once to the listening socket (a wildcard address through loopback) and hang up."""
+    host, port = server.server_address[:2]
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    with contextlib.suppress(OSError), socket.create_connection((str(host), int(port)), timeout=0.5):
+        pass
+
+
 class ApiServer:
     """HTTP listener for ``/healthz``, ``/metrics`` and optional extra ``routes`` keyed by (method, path).
 
@@ -456,9 +470,15 @@ class ApiServer:
         self._server = self._thread = None
         if server is None:
             return
-        # shutdown() waits for serve_forever to notice (at most one poll interval); handler threads are
-        # daemon threads and are not joined, so a stalled client cannot make stop() hang.
-        server.shutdown()
+        # shutdown() waits for serve_forever to notice, which it does when its select() returns: connect to
+        # the socket until it has. Handler threads are daemon threads and are not joined, so a stalled client
+        # cannot make stop() hang.
+        stopper = threading.Thread(target=server.shutdown, name="orcastra-api-stop", daemon=True)
+        stopper.start()
+        deadline = time.monotonic() + 2 * SHUTDOWN_POLL_INTERVAL_SECONDS
+        while stopper.is_alive() and time.monotonic() < deadline:
+            _wake(server)
+            stopper.join(timeout=0.05)
         server.server_close()
         if thread is not None:
             thread.join(timeout=5.0)

@@ -112,6 +112,7 @@ def test_tls_from_the_config_file_takes_a_snapshot(tls_lab: TlsLab, tmp_path: Pa
 
     with EngineAdapter(settings) as engine:
         snapshot = engine.snapshot()
+        assert engine.reads_through_pool  # the lean GET path, with the endpoint's CA and client certificate
     assert hostnames(snapshot.nodes) == NODE_NAMES
 
 
@@ -199,6 +200,7 @@ def test_ssh_takes_a_snapshot(ssh: SshEndpoint) -> None:
     host = f"ssh://root@{ssh.alias}:{ssh.port}"
     with recorded_resource_warnings(), EngineAdapter(EngineSettings(host=host)) as engine:
         snapshot = engine.snapshot()
+        assert engine.reads_through_pool
         info_name = engine.info()["Name"]
     assert hostnames(snapshot.nodes) == NODE_NAMES
     # dial-stdio reached node1's own Engine, as DOCKER_HOST in the ssh session said.

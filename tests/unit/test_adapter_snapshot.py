@@ -34,6 +34,7 @@ def test_without_history_three_calls_read_every_task(engine: EngineAdapter) -> N
     before = engine.calls
     snap = engine.snapshot()
     assert engine.calls - before == 3
+    assert engine.reads_through_pool
     assert len(snap.tasks) == 12 * 3 * 2  # running + one shutdown task per slot
     assert len(snap.nodes) == 3
     assert len(snap.services) == 12
@@ -68,3 +69,13 @@ def test_no_history_wanted_is_three_calls(engine: EngineAdapter) -> None:
 def test_a_service_gone_between_reads_falls_back_to_every_task(engine: EngineAdapter) -> None:
     snap = engine.snapshot(history=lambda first: {"removed-meanwhile"})
     assert len(snap.tasks) == 12 * 3 * 2
+
+
+def test_an_error_status_keeps_its_type_and_the_engines_message(engine: EngineAdapter) -> None:
+    import pytest
+
+    from orcastra.errors import EngineNotFoundError
+
+    with pytest.raises(EngineNotFoundError, match="service nope not found"):
+        engine.list_tasks({"service": ["nope"]})
+    assert engine.snapshot().nodes  # the connection is still usable

@@ -353,6 +353,10 @@ class FakeEngine(EngineAdapter):
     def _call(self, what: str, fn: Callable[[Any], T]) -> T:
         return fn(FakeClient(self))
 
+    def _get_json(self, what: str, path: str) -> dict[str, Any]:
+        assert path == "/swarm", path
+        return FakeClient(self).inspect_swarm()
+
     def snapshot(self) -> Snapshot:
         tasks = (task("t1", "app", self.task_node),)
         return Snapshot(nodes=tuple(self.nodes.values()), services=(APP,), tasks=tasks)

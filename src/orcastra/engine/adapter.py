@@ -22,7 +22,11 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import docker.tls
+import msgspec
+import requests
 import requests.exceptions
+import requests.utils
+import urllib3.exceptions
 
 from orcastra.engine.parse import (
     JSON,
@@ -31,7 +35,6 @@ from orcastra.engine.parse import (
     decode_task_states,
     decode_tasks,
     parse_node,
-    parse_service,
 )
 from orcastra.errors import (
     EngineClientError,
@@ -104,6 +107,50 @@ class _Client(docker.APIClient):  # type: ignore[misc]
         return merged
 
 
+def _get_through_requests(c: Any, path: str, params: str | None) -> bytes:
+    # Streamed, then read whole in one call: requests would assemble a non-streamed body from 10 KiB chunks.
+    response = c._get(c._url(path), params=params, stream=True)
+    try:
+        c._raise_for_status(response)
+        body: bytes = response.raw.read(decode_content=True)
+    except BaseException:
+        response.close()
+        raise
+    response.raw.release_conn()
+    return body
+
+
+def _get_through_pool(c: Any, pool: Any, path: str, params: str | None, *, what: str, host: str) -> bytes:
+    """GET on the client's own urllib3 pool (same transport, TLS settings and pooled connections as every
+    other call), skipping requests' per-request work: preparing and re-encoding the URL, merging the
+    environment, hooks, cookies. That work is most of a small request's CPU, and the task poll makes one twice
+    a second; a snapshot's reads also go this way. Transport failures are raised as requests' ConnectionError
+    so the adapter maps them like any other call's."""
+    target = urllib.parse.urlsplit(c._url(path)).path + (f"?{params}" if params else "")
+    try:
+        response = pool.urlopen(
+            "GET",
+            target,
+            headers=c.headers,
+            retries=False,
+            redirect=False,
+            preload_content=False,
+            release_conn=False,
+            timeout=c.timeout,
+        )
+    except (urllib3.exceptions.HTTPError, OSError) as e:
+        raise requests.exceptions.ConnectionError(e) from e
+    try:
+        body: bytes = response.read(decode_content=True)
+    except (urllib3.exceptions.HTTPError, OSError) as e:
+        response.close()
+        raise requests.exceptions.ConnectionError(e) from e
+    response.release_conn()
+    if response.status >= 400:
+        raise _status_error(what, host, response.status, _error_message(body))
+    return body
+
+
 @functools.lru_cache(maxsize=64)
 def _filters_query(filters: tuple[tuple[str, tuple[str, ...]], ...]) -> str:
     """``filters=<JSON>`` percent-encoded, kept for the next call with the same filters (the task poll sends
@@ -132,6 +179,36 @@ def _ssh_url_with_config_port(url: str) -> str:
     return urllib.parse.urlunparse(parsed._replace(netloc=f"{parsed.netloc}:{port}"))
 
 
+def _status_error(what: str, host: str, status: int | None, message: str) -> EngineError:
+    """An Engine answer with an error status -> the error type that says what to do about it."""
+    msg = cut(message)
+    text = f"{what} failed on {host}: {msg}"
+    if status == 404:
+        return EngineNotFoundError(text, endpoint=host, status=status)
+    if status == 409 or _is_out_of_sequence(msg):
+        return EngineConflictError(text, endpoint=host, status=status)
+    if status == 503 and ("not a swarm manager" in msg or "not part of a swarm" in msg):
+        return NotASwarmManagerError(
+            f"{host} is not a manager of an active Swarm ({msg}); point Orcastra at a manager",
+            endpoint=host,
+            status=status,
+        )
+    if status is not None and 400 <= status < 500:
+        return EngineClientError(text, endpoint=host, status=status)
+    return EngineServerError(text, endpoint=host, status=status)
+
+
+def _error_message(body: bytes) -> str:
+    """The Engine's ``{"message": ...}`` error body, or the body itself."""
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace")
+    if isinstance(decoded, dict) and isinstance(decoded.get("message"), str):
+        return str(decoded["message"])
+    return body.decode("utf-8", "replace")
+
+
 def _is_out_of_sequence(message: str) -> bool:
     # swarmkit rejects a spec update whose version is stale with "update out of sequence"; older engines
     # return it as a 500 (rpc error code = Unknown), newer ones may map it to 409.
@@ -146,7 +223,8 @@ class EngineAdapter:
         self._client: Any = None
         self._lock = threading.Lock()
         self.calls = 0  # Engine API calls made (for metrics and benchmarks)
-        self.bytes_read = 0  # bytes of list answers read (for benchmarks)
+        self.bytes_read = 0  # bytes of answers read by GETs (for benchmarks)
+        self._pool: tuple[Any, Any] | None = None  # (client, its urllib3 pool for list reads)
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -180,6 +258,7 @@ class EngineAdapter:
         if self._client is not None:
             self._client.close()
             self._client = None
+        self._pool = None
 
     def __enter__(self) -> EngineAdapter:
         return self
@@ -199,22 +278,7 @@ class EngineAdapter:
             try:
                 return fn(client)
             except docker.errors.APIError as e:
-                status = e.status_code
-                msg = cut(str(e.explanation or e))
-                text = f"{what} failed on {host}: {msg}"
-                if status == 404:
-                    raise EngineNotFoundError(text, endpoint=host, status=status) from e
-                if status == 409 or _is_out_of_sequence(msg):
-                    raise EngineConflictError(text, endpoint=host, status=status) from e
-                if status == 503 and ("not a swarm manager" in msg or "not part of a swarm" in msg):
-                    raise NotASwarmManagerError(
-                        f"{host} is not a manager of an active Swarm ({msg}); point Orcastra at a manager",
-                        endpoint=host,
-                        status=status,
-                    ) from e
-                if status is not None and 400 <= status < 500:
-                    raise EngineClientError(text, endpoint=host, status=status) from e
-                raise EngineServerError(text, endpoint=host, status=status) from e
+                raise _status_error(what, host, e.status_code, str(e.explanation or e)) from e
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
                 self.close()
                 raise EngineUnreachableError(
@@ -248,23 +312,25 @@ class EngineAdapter:
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            nodes = decode_nodes(self._get_list("list nodes", "/nodes"))
-            services = decode_services(self._get_list("list services", "/services"))
+            nodes = decode_nodes(self._get_bytes("list nodes", "/nodes"))
+            services = decode_services(self._get_bytes("list services", "/services"))
             if history is None:
-                return Snapshot(nodes, services, decode_tasks(self._get_list("list tasks", "/tasks")), time.time())
+                return Snapshot(nodes, services, decode_tasks(self._get_bytes("list tasks", "/tasks")), time.time())
             running = decode_tasks(
-                self._get_list("list running tasks", "/tasks", {"desired-state": sorted(LIVE_DESIRED_STATES)}),
+                self._get_bytes("list running tasks", "/tasks", {"desired-state": sorted(LIVE_DESIRED_STATES)}),
                 "list running tasks",
             )
             wanted = sorted(set(history(Snapshot(nodes, services, ()))))
             if not wanted:
                 return Snapshot(nodes, services, running, time.time())
             try:
-                body = self._get_list("list task history", "/tasks", {"service": wanted, "desired-state": ["shutdown"]})
+                body = self._get_bytes(
+                    "list task history", "/tasks", {"service": wanted, "desired-state": ["shutdown"]}
+                )
             except EngineNotFoundError:
                 # A service went away between the two reads (the Engine refuses a filter naming an unknown
                 # service): read every task instead, correct at the cost of a bigger answer.
-                return Snapshot(nodes, services, decode_tasks(self._get_list("list tasks", "/tasks")), time.time())
+                return Snapshot(nodes, services, decode_tasks(self._get_bytes("list tasks", "/tasks")), time.time())
             seen = {t.id for t in running}
             older = tuple(
                 t
@@ -276,42 +342,75 @@ class EngineAdapter:
             if gc_was_enabled:
                 gc.enable()
 
-    def _get_list(self, what: str, path: str, filters: Mapping[str, list[str]] | None = None) -> bytes:
+    def _get_json(self, what: str, path: str) -> JSON:
+        """One GET of an object (inspect), decoded to plain dicts and lists (msgspec, no schema)."""
+        body = self._get_bytes(what, path)
+        try:
+            decoded = msgspec.json.decode(body)
+        except msgspec.DecodeError as e:
+            raise EngineError(f"{what}: the Engine's answer is not valid JSON: {e}", endpoint=self.settings.host) from e
+        if not isinstance(decoded, dict):
+            raise EngineError(f"{what}: expected a JSON object from the Engine", endpoint=self.settings.host)
+        return decoded
+
+    def _get_bytes(self, what: str, path: str, filters: Mapping[str, list[str]] | None = None) -> bytes:
         """GET a list endpoint and return the raw body, for ``parse.decode_*`` (msgspec) to read: most of a
         large cycle's CPU was JSON decoding into dicts the SDK's ``nodes()``/``tasks()`` build. The SDK's own
         helpers ``_url``/``_get``/``_result`` build the request exactly as those methods do."""
         params = _filters_query(tuple((k, tuple(v)) for k, v in filters.items())) if filters else None
 
         def get(c: Any) -> bytes:
-            # Streamed, then read whole in one call: requests would assemble a non-streamed body from 10 KiB
-            # chunks, about a third of a large cycle's CPU. The connection goes back to the pool after.
-            response = c._get(c._url(path), params=params, stream=True)
-            try:
-                c._raise_for_status(response)
-                body: bytes = response.raw.read(decode_content=True)
-            except BaseException:
-                response.close()
-                raise
-            response.raw.release_conn()
+            pool = self._list_pool(c)
+            if pool is None:
+                body = _get_through_requests(c, path, params)
+            else:
+                body = _get_through_pool(c, pool, path, params, what=what, host=self.settings.host)
             self.bytes_read += len(body)
             return body
 
         return self._call(what, get)
 
+    @property
+    def reads_through_pool(self) -> bool:
+        """Whether GETs go straight to the transport's connection pool (after the first call)."""
+        return self._pool is not None and self._pool[1] is not None
+
+    def _list_pool(self, c: Any) -> Any:
+        """The urllib3 connection pool the client's own transport adapter (unix socket, TLS, ssh) would use
+        for this endpoint, looked up once per client; None where it cannot be used as is (a proxy applies, or
+        an older requests without ``get_connection_with_tls_context``) and list reads go through requests."""
+        if self._pool is not None and self._pool[0] is c:
+            return self._pool[1]
+        pool: Any = None
+        url = c._url("/")
+        try:
+            env = c.merge_environment_settings(url, {}, False, None, None)
+            if not requests.utils.select_proxy(url, env.get("proxies") or {}):
+                request = requests.Request("GET", url).prepare()
+                adapter = c.get_adapter(url)
+                pool = adapter.get_connection_with_tls_context(request, env["verify"], None, env["cert"])
+                if url.startswith("https://"):
+                    # What requests does before each send: the endpoint's CA and client certificate on the pool.
+                    adapter.cert_verify(pool, url, env["verify"], env["cert"])
+        except (AttributeError, TypeError, KeyError, ValueError) as e:
+            log.debug("list reads go through requests for %s: %s", self.settings.host, e)
+            pool = None
+        self._pool = (c, pool)
+        return pool
+
     def list_tasks(self, filters: Mapping[str, list[str]]) -> tuple[Task, ...]:
         """One filtered GET /tasks."""
-        return decode_tasks(self._get_list("list tasks", "/tasks", filters))
+        return decode_tasks(self._get_bytes("list tasks", "/tasks", filters))
 
     def task_states(self, filters: Mapping[str, list[str]]) -> frozenset[tuple[str, str, str, str]]:
         """One filtered GET /tasks reduced to (id, node, state, desired state) per task: the cheap check
         between full snapshots (the task poll), decoding only those four fields."""
-        return decode_task_states(self._get_list("poll tasks", "/tasks", filters), "poll tasks")
+        return decode_task_states(self._get_bytes("poll tasks", "/tasks", filters), "poll tasks")
 
     def find_service(self, name: str) -> Service | None:
         """The service called exactly ``name`` (the Engine's name filter matches prefixes), or None."""
-        raw: list[JSON] = self._call(f"find service {name}", lambda c: c.services(filters={"name": [name]}))
-        for r in raw:
-            svc = parse_service(r)
+        what = f"find service {name}"
+        for svc in decode_services(self._get_bytes(what, "/services", {"name": [name]}), what):
             if svc.name == name:
                 return svc
         return None
@@ -330,7 +429,7 @@ class EngineAdapter:
         )
 
     def inspect_node(self, node_id: str) -> Node:
-        raw: JSON = self._call(f"inspect node {node_id}", lambda c: c.inspect_node(node_id))
+        raw = self._get_json(f"inspect node {node_id}", f"/nodes/{urllib.parse.quote(node_id, safe='')}")
         return parse_node(raw)
 
     # --- writes -----------------------------------------------------------------------------------
@@ -362,7 +461,7 @@ class EngineAdapter:
         """Change a service at the snapshot's ``version``: its current spec is read (one inspect), checked
         to still be at that version (else EngineConflictError, nothing written), changed, and written back
         with that version, so a concurrent ``docker stack deploy`` or another writer is never overwritten."""
-        raw: JSON = self._call(f"inspect service {service.name}", lambda c: c.inspect_service(service.id))
+        raw = self._get_json(f"inspect service {service.name}", f"/services/{urllib.parse.quote(service.id, safe='')}")
         current = int((raw.get("Version") or {}).get("Index") or 0)
         if current != service.version:
             raise EngineConflictError(
@@ -432,8 +531,7 @@ class EngineAdapter:
         self._write_swarm_labels(raw, changes, version)
 
     def _inspect_swarm(self) -> JSON:
-        raw: JSON = self._call("inspect swarm", lambda c: c.inspect_swarm())
-        return raw
+        return self._get_json("inspect swarm", "/swarm")
 
     def _write_swarm_labels(self, raw: JSON, changes: Mapping[str, str | None], version: int) -> None:
         # POST /swarm/update replaces the whole SwarmSpec: send back the spec as read, labels changed.
