@@ -420,7 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lab_version = None
     if not (args.quick or args.no_lab):
         lab_rows, lab_version = run_lab(
-            args.lab_sizes, cycles, args.lab_replicas, config, args.keep_lab_services, args.lab
+            args.lab_sizes, cycles, args.lab_replicas, config, keep=args.keep_lab_services, lab=args.lab
         )
         rows += lab_rows
 

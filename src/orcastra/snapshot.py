@@ -2,6 +2,11 @@
 
 Built once per reconcile cycle by the Engine adapter (a constant number of list calls) and never
 mutated; planners read it and return actions. Nothing here touches the Engine.
+
+Node, Service and Task are frozen msgspec structs rather than dataclasses: a large Swarm builds thousands
+per cycle, and a struct is built about fifteen times faster than a frozen dataclass of the same fields
+(measured: 3,000 tasks in 1 ms instead of 17 ms). They behave the same way for planners: keyword or
+positional construction, read-only attributes, equality; ``msgspec.structs.replace`` makes changed copies.
 """
 
 from __future__ import annotations
@@ -9,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+
+import msgspec
 
 EMPTY_LABELS: Mapping[str, str] = MappingProxyType({})
 
@@ -18,8 +25,7 @@ def frozen_labels(labels: Mapping[str, str] | None) -> Mapping[str, str]:
     return MappingProxyType(dict(labels or {}))
 
 
-@dataclass(frozen=True)
-class Node:
+class Node(msgspec.Struct, frozen=True, gc=False):
     """A Swarm node as the manager reports it (GET /nodes)."""
 
     id: str
@@ -29,7 +35,7 @@ class Node:
     availability: str  # "active" | "pause" | "drain"
     state: str  # "ready" | "down" | "unknown" | "disconnected"
     addr: str = ""
-    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY_LABELS)
+    labels: Mapping[str, str] = msgspec.field(default_factory=lambda: EMPTY_LABELS)
     spec_name: str = ""  # Spec.Name: usually empty; kept so a spec update sends it back unchanged
     leader: bool = False
     manager_reachability: str = ""  # "reachable" | "unreachable" | "" for workers
@@ -43,14 +49,13 @@ class Node:
         return self.state == "ready"
 
 
-@dataclass(frozen=True)
-class Service:
+class Service(msgspec.Struct, frozen=True, gc=False):
     """A Swarm service (GET /services): the parts of its spec the controllers read."""
 
     id: str
     version: int
     name: str
-    labels: Mapping[str, str] = field(default_factory=lambda: EMPTY_LABELS)
+    labels: Mapping[str, str] = msgspec.field(default_factory=lambda: EMPTY_LABELS)
     mode: str = "replicated"  # "replicated" | "global" | "replicated-job" | "global-job"
     replicas: int | None = None
     constraints: tuple[str, ...] = ()
@@ -69,8 +74,7 @@ TERMINAL_TASK_STATES = frozenset({"complete", "shutdown", "failed", "rejected", 
 """Task states a task never leaves (swarmkit api.TaskState >= COMPLETE)."""
 
 
-@dataclass(frozen=True)
-class Task:
+class Task(msgspec.Struct, frozen=True, gc=False):
     """A Swarm task (GET /tasks)."""
 
     id: str

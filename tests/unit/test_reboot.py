@@ -3,12 +3,13 @@ when a drain is done, the reboot/sentinel command rendering, the settings' valid
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
+import msgspec.structs
 import pytest
 from pydantic import ValidationError
 
@@ -366,14 +367,14 @@ class FakeEngine(EngineAdapter):
 
     def set_availability(self, hostname: str, availability: str) -> None:
         n = self.nodes[hostname]
-        self.nodes[hostname] = dataclasses.replace(n, availability=availability, version=n.version + 1)
+        self.nodes[hostname] = msgspec.structs.replace(n, availability=availability, version=n.version + 1)
         if hostname == "node2" and availability == "drain":
             self.task_node = "node3"
 
     def reboot(self, command: str, timeout: float) -> CommandResult:
         self.rebooted = True
         n = self.nodes["node2"]
-        self.nodes["node2"] = dataclasses.replace(n, updated_at=n.updated_at + 1)
+        self.nodes["node2"] = msgspec.structs.replace(n, updated_at=n.updated_at + 1)
         return CommandResult(0, "")
 
 
