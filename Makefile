@@ -30,7 +30,7 @@ bench: setup
 	$(VENV)/python -m bench.colocation --rounds 20 --dependents 3
 	$(VENV)/python -m bench.rebalance
 	$(VENV)/python -m bench.reconcile_cost
-	$(VENV)/python -m bench.footprint --seconds 300
+	$(VENV)/python -m bench.footprint --seconds 300 --replicas 1
 
 lab-down: setup
 	$(VENV)/orcastra lab down
