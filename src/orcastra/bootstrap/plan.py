@@ -136,7 +136,7 @@ def plan_bootstrap(
                 f"{m.label} left the Swarm and is not node {m.node.id[:12]} any more; removing its Down entry"
                 if why == "stale"
                 else f"{m.label} has been {m.node.state} for "
-                f"{observation.now - m.node.updated_at:.0f} s (> {remove_down_after_seconds:g} s); removing it"
+                f"{observation.now - m.node.updated_at:.1f} s (limit {remove_down_after_seconds:g} s); removing it"
             )
             if m.manager:
                 # Swarm refuses to remove a manager; demoting an unreachable manager shrinks the Raft
