@@ -135,11 +135,13 @@ class Snapshot:
         A task on a node that went Down keeps reporting "running" (its node cannot tell the manager
         otherwise); counting it would pin labels to a dead node, so the node must be Ready too.
         """
-        out = []
-        for t in self.tasks_of(service_id):
-            if t.desired_state != "running" or t.state != "running":
-                continue
-            node = self.node(t.node_id)
-            if node is not None and node.ready:
-                out.append(t)
-        return tuple(out)
+        return tuple(
+            t
+            for t in self.tasks_of(service_id)
+            if t.desired_state == "running" and t.state == "running" and self.on_ready_node(t)
+        )
+
+    def on_ready_node(self, task: Task) -> bool:
+        """Assigned to a node that exists and is Ready (a task on a Down node cannot report that it died)."""
+        node = self.node(task.node_id)
+        return node is not None and node.ready

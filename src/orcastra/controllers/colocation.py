@@ -402,8 +402,9 @@ class _Planner:
         every = snap.tasks_of(anchor.id)
         # Swarm's own next try: desired running, or ready while it waits out the restart delay. A task still
         # "running" on a node that is not Ready is dead; Swarm replaces it by itself.
-        live = tuple(t for t in every if t.desired_state in LIVE_DESIRED_STATES and not self.on_lost_node(t))
-        lost = tuple(t for t in every if t.desired_state in LIVE_DESIRED_STATES and self.on_lost_node(t))
+        wanted = tuple(t for t in every if t.desired_state in LIVE_DESIRED_STATES)
+        lost = tuple(t for t in wanted if t.node_id and not snap.on_ready_node(t))
+        live = tuple(t for t in wanted if t not in lost)
         newest = _newest(live) or _newest(lost) or _newest(every)
         problem = _task_problem(newest)
         if newest is not None and newest in lost:
@@ -439,13 +440,6 @@ class _Planner:
         next_delay = group.retry_intervals[min(attempts + 1, len(group.retry_intervals) - 1)]
         self.wake(self.now + next_delay)
         return self.now + next_delay, f"anchor not running ({problem}); restarting (attempt {attempts + 1})"
-
-    def on_lost_node(self, task: Task) -> bool:
-        """Assigned to a node that is not Ready (down, disconnected) or no longer exists."""
-        if not task.node_id:
-            return False
-        node = self.snapshot.node(task.node_id)
-        return node is None or not node.ready
 
     def plan_dependent(self, group: AnchorGroup, name: str, where: _AnchorPlacement) -> DependentStatus:
         anchor_nodes, labels_moving = where.nodes, where.labels_moving

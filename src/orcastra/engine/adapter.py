@@ -87,23 +87,10 @@ class _Client(docker.APIClient):  # type: ignore[misc]
     environment.
     """
 
-    _environment: dict[tuple[str, str], dict[str, Any]]
-
     def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict[str, Any]:
-        # requests re-reads the proxy and CA variables of the environment on every request (about a third of
-        # a small request's CPU, which the task poll makes twice a second). An endpoint's settings cannot
-        # change while it runs: they are worked out once per scheme and host and reused.
-        cacheable = not proxies and verify is None and cert is None
-        key = tuple(urllib.parse.urlsplit(str(url))[:2]) if cacheable else None
-        if not hasattr(self, "_environment"):
-            self._environment = {}
-        if key is not None and key in self._environment:
-            return {**self._environment[key], "stream": stream}
         merged: dict[str, Any] = super().merge_environment_settings(url, proxies, stream, verify, cert)
         if verify is None and isinstance(self.verify, str):
             merged["verify"] = self.verify
-        if key is not None:
-            self._environment[key] = merged  # type: ignore[index]
         return merged
 
 
@@ -224,7 +211,7 @@ class EngineAdapter:
         self._lock = threading.Lock()
         self.calls = 0  # Engine API calls made (for metrics and benchmarks)
         self.bytes_read = 0  # bytes of answers read by GETs (for benchmarks)
-        self._pool: tuple[Any, Any] | None = None  # (client, its urllib3 pool for list reads)
+        self._pool: tuple[Any, Any] | None = None  # (client, its urllib3 pool for GETs, or None)
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -314,8 +301,12 @@ class EngineAdapter:
         try:
             nodes = decode_nodes(self._get_bytes("list nodes", "/nodes"))
             services = decode_services(self._get_bytes("list services", "/services"))
-            if history is None:
+
+            def with_every_task() -> Snapshot:
                 return Snapshot(nodes, services, decode_tasks(self._get_bytes("list tasks", "/tasks")), time.time())
+
+            if history is None:
+                return with_every_task()
             running = decode_tasks(
                 self._get_bytes("list running tasks", "/tasks", {"desired-state": sorted(LIVE_DESIRED_STATES)}),
                 "list running tasks",
@@ -330,13 +321,10 @@ class EngineAdapter:
             except EngineNotFoundError:
                 # A service went away between the two reads (the Engine refuses a filter naming an unknown
                 # service): read every task instead, correct at the cost of a bigger answer.
-                return Snapshot(nodes, services, decode_tasks(self._get_bytes("list tasks", "/tasks")), time.time())
+                return with_every_task()
+            # A task that went from running to shutdown between the two reads is kept as the first read saw it.
             seen = {t.id for t in running}
-            older = tuple(
-                t
-                for t in decode_tasks(body, "list task history")
-                if t.desired_state not in LIVE_DESIRED_STATES and t.id not in seen
-            )
+            older = tuple(t for t in decode_tasks(body, "list task history") if t.id not in seen)
             return Snapshot(nodes, services, running + older, time.time())
         finally:
             if gc_was_enabled:
@@ -354,13 +342,13 @@ class EngineAdapter:
         return decoded
 
     def _get_bytes(self, what: str, path: str, filters: Mapping[str, list[str]] | None = None) -> bytes:
-        """GET a list endpoint and return the raw body, for ``parse.decode_*`` (msgspec) to read: most of a
-        large cycle's CPU was JSON decoding into dicts the SDK's ``nodes()``/``tasks()`` build. The SDK's own
-        helpers ``_url``/``_get``/``_result`` build the request exactly as those methods do."""
+        """One GET (a list, or an inspect) with optional ``filters``; the raw body, for ``parse.decode_*``
+        (msgspec) to read. Straight on the transport's pool when it can be (``_get_through_pool``), else
+        through requests as the SDK's own methods do."""
         params = _filters_query(tuple((k, tuple(v)) for k, v in filters.items())) if filters else None
 
         def get(c: Any) -> bytes:
-            pool = self._list_pool(c)
+            pool = self._pool_for(c)
             if pool is None:
                 body = _get_through_requests(c, path, params)
             else:
@@ -375,10 +363,10 @@ class EngineAdapter:
         """Whether GETs go straight to the transport's connection pool (after the first call)."""
         return self._pool is not None and self._pool[1] is not None
 
-    def _list_pool(self, c: Any) -> Any:
+    def _pool_for(self, c: Any) -> Any:
         """The urllib3 connection pool the client's own transport adapter (unix socket, TLS, ssh) would use
         for this endpoint, looked up once per client; None where it cannot be used as is (a proxy applies, or
-        an older requests without ``get_connection_with_tls_context``) and list reads go through requests."""
+        an older requests without ``get_connection_with_tls_context``) and GETs go through requests."""
         if self._pool is not None and self._pool[0] is c:
             return self._pool[1]
         pool: Any = None
@@ -393,7 +381,7 @@ class EngineAdapter:
                     # What requests does before each send: the endpoint's CA and client certificate on the pool.
                     adapter.cert_verify(pool, url, env["verify"], env["cert"])
         except (AttributeError, TypeError, KeyError, ValueError) as e:
-            log.debug("list reads go through requests for %s: %s", self.settings.host, e)
+            log.debug("GETs go through requests for %s: %s", self.settings.host, e)
             pool = None
         self._pool = (c, pool)
         return pool

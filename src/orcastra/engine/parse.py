@@ -1,4 +1,4 @@
-"""Engine JSON -> frozen snapshot dataclasses. The one place that knows the Engine's field names.
+"""Engine JSON -> the frozen snapshot structs. The one place that knows the Engine's field names.
 
 Field names follow the Engine API reference (v1.41 .. v1.5x, unchanged for these objects):
 Node{ID, Version.Index, Spec{Name, Labels, Role, Availability}, Description{Hostname, Engine, Resources},
@@ -10,8 +10,8 @@ They are declared once, as msgspec structs naming only the fields Orcastra reads
 from the raw bytes straight into them: msgspec skips every other field (a task's whole spec, networks, the
 service's endpoint...) without building Python objects for it, which is what makes a cycle cheap on a large
 Swarm (a task list of 6,000 tasks decodes in about 15 ms; ``json.loads`` of the same bytes takes ten times
-that). Already-decoded objects (``inspect`` answers from the SDK) go through ``msgspec.convert`` into the same
-structs. Every field is optional: a missing or null value gives the default, never an error; a value of the
+that). Already-decoded objects (an ``inspect`` answer, a test's dict) go through ``msgspec.convert`` into the
+same structs. Every field is optional: a missing or null value gives the default, never an error; a value of the
 wrong type is an ``EngineError`` naming where it was.
 """
 
