@@ -32,9 +32,9 @@ from typing import Any, TypeVar
 import docker
 
 from orcastra import __version__
-from orcastra.controllers.colocation import anchor_label_key
-from orcastra.engine.parse import parse_time
-from orcastra.lab import Lab, LabEnv
+from orcastra.adapters.engine.parse import parse_time
+from orcastra.features.colocation.plan import anchor_label_key
+from orcastra_lab import Lab, LabEnv
 
 STACK = "bench"
 ANCHOR = f"{STACK}_db"

@@ -36,8 +36,10 @@ import scipy  # type: ignore[import-untyped]
 from scipy.optimize import Bounds, LinearConstraint, milp  # type: ignore[import-untyped]
 from scipy.sparse import coo_array  # type: ignore[import-untyped]
 
-from orcastra.controllers.colocation import AnchorGroup, anchor_constraint
-from orcastra.controllers.rebalance import (
+from orcastra.domain.snapshot import Node, Service, Snapshot, Task, frozen_labels
+from orcastra.domain.usage import MemoryView, NodeMemory, TaskMemory
+from orcastra.features.colocation.plan import AnchorGroup, anchor_constraint
+from orcastra.features.rebalance import (
     MoveProblem,
     RebalanceHistory,
     RebalancePolicy,
@@ -45,9 +47,7 @@ from orcastra.controllers.rebalance import (
     evaluate,
     plan_rebalance,
 )
-from orcastra.controllers.rebalance.plan import build_problem
-from orcastra.snapshot import Node, Service, Snapshot, Task, frozen_labels
-from orcastra.usage import MemoryView, NodeMemory, TaskMemory
+from orcastra.features.rebalance.plan import build_problem
 
 RESULTS = Path(__file__).parent / "results"
 NOW = 1_000_000.0

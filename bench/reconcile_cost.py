@@ -39,11 +39,11 @@ from typing import Any
 
 from bench.fake_engine import STACK, Cluster, _plan_services, _ServicePlan
 from orcastra import __version__
+from orcastra.adapters.engine import EngineAdapter
+from orcastra.adapters.engine.adapter import EngineSettings
 from orcastra.config import Config, load_config
-from orcastra.controllers import Controller, registry
-from orcastra.engine import EngineAdapter
-from orcastra.engine.adapter import EngineSettings
-from orcastra.reconcile import run_cycle
+from orcastra.features import Controller, registry
+from orcastra.runtime.reconcile import run_cycle
 
 RESULTS = Path(__file__).parent / "results"
 FAKE_SIZES = (10, 100, 1_000, 5_000)
@@ -276,8 +276,8 @@ class LabServices:
 @contextmanager
 def lab_env(name: str) -> Iterator[Any]:
     """The named lab's LabEnv; a lab that is not up is brought up for the bench and taken down after."""
-    from orcastra.errors import LabError
-    from orcastra.lab import Lab
+    from orcastra_lab import Lab
+    from orcastra_lab.errors import LabError
 
     lab = Lab(name=name)
     try:

@@ -97,7 +97,3 @@ class EngineServerError(EngineError, TemporaryError):
 
 class NotASwarmManagerError(EngineError, PermanentError):
     """The endpoint is not a manager of an active Swarm, so nodes and services cannot be listed."""
-
-
-class LabError(OrcastraError):
-    """The local lab could not do what was asked (not root, a missing program, a node that never got Ready)."""

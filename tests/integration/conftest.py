@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from orcastra.errors import LabError
-from orcastra.lab import Lab, LabEnv
+from orcastra_lab import Lab, LabEnv
+from orcastra_lab.errors import LabError
 
 LAB_NODES = 3
 LAB_MANAGERS = 1

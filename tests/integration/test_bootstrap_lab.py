@@ -21,14 +21,14 @@ from typing import Any
 import pytest
 import yaml
 
-from orcastra.bootstrap import BootstrapRun, run_bootstrap
-from orcastra.bootstrap.engine import SwarmEngine
+from orcastra.adapters.engine import EngineSettings
+from orcastra.adapters.engine.swarm import SwarmEngine
 from orcastra.config.model import Config
-from orcastra.engine import EngineSettings
+from orcastra.domain.snapshot import Node
 from orcastra.errors import EngineError
-from orcastra.executor import AuditLog
-from orcastra.lab import Lab, LabEnv
-from orcastra.snapshot import Node
+from orcastra.runtime.bootstrap import BootstrapRun, run_bootstrap
+from orcastra.runtime.executor import AuditLog
+from orcastra_lab import Lab, LabEnv
 
 from .util import free_port, start_orcastra, stop_process, wait_for
 
@@ -321,7 +321,7 @@ def test_two_managers_are_never_demoted_to_one_and_a_third_node_restores_three(
     set_role(env, "node2", "manager")
     wait_roles(env, {"node1": "manager", "node2": "manager"})
 
-    caplog.set_level(logging.WARNING, logger="orcastra.bootstrap")
+    caplog.set_level(logging.WARNING, logger="orcastra.features.bootstrap")
     run = run_bootstrap(two, dry_run=False, audit=None)
 
     assert run.plan.actions == ()

@@ -22,13 +22,13 @@ from typing import Any
 import docker
 import pytest
 
-from orcastra.controllers.colocation import (
+from orcastra.features.colocation.plan import (
     RESTART_AT_LABEL,
     RESTART_ATTEMPTS_LABEL,
     anchor_constraint,
     anchor_label_key,
 )
-from orcastra.lab import Lab, LabEnv
+from orcastra_lab import Lab, LabEnv
 
 from .util import (
     free_port,

@@ -30,10 +30,10 @@ from typing import Any
 import docker
 import pytest
 
-from orcastra.config.labels import OWNED_LABELS_KEY
-from orcastra.controllers.pins import pin_label_key
-from orcastra.lab import LabEnv
-from orcastra.operate import PAUSED_LABEL
+from orcastra.domain.labels import OWNED_LABELS_KEY
+from orcastra.features.rebalance.pins import pin_label_key
+from orcastra.runtime.handlers import PAUSED_LABEL
+from orcastra_lab import LabEnv
 
 from .util import (
     free_port,

@@ -16,8 +16,8 @@ import docker
 import pytest
 
 from orcastra.commands import CommandRunner, parse_command_file
-from orcastra.lab import LabEnv
-from orcastra.operate import PAUSED_LABEL, DaemonCommands
+from orcastra.runtime.handlers import PAUSED_LABEL, DaemonCommands
+from orcastra_lab import LabEnv
 
 from .util import free_port, run_orcastra, start_orcastra, stop_process, wait_for
 

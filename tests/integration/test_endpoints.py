@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from orcastra.adapters.engine import EngineAdapter, EngineSettings
 from orcastra.config import load_config
-from orcastra.engine import EngineAdapter, EngineSettings
+from orcastra.domain.snapshot import Node
 from orcastra.errors import EngineUnreachableError
-from orcastra.lab import LabEnv
-from orcastra.snapshot import Node
-from orcastra.wiring import engine_settings
+from orcastra.runtime.wiring import engine_settings
+from orcastra_lab import LabEnv
 
 from .endpoint_fixtures import (
     KeyPair,

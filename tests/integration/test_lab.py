@@ -14,10 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from orcastra.cli import cli
-from orcastra.lab import Lab, LabEnv
-from orcastra.lab.host import is_alive, mounts_under, pids_with_path_in_cmdline
-from orcastra.lab.network import link_exists, netns_exists
-from orcastra.lab.state import ProcessRecord, load_state
+from orcastra_lab import Lab, LabEnv
+from orcastra_lab.host import is_alive, mounts_under, pids_with_path_in_cmdline
+from orcastra_lab.network import link_exists, netns_exists
+from orcastra_lab.state import ProcessRecord, load_state
 
 from .util import nodes_by_hostname, wait_for
 

@@ -16,13 +16,13 @@ import docker
 import httpx
 import pytest
 
+from orcastra.adapters.engine.adapter import EngineAdapter, EngineSettings
+from orcastra.adapters.memory import collect_memory
+from orcastra.adapters.memory.engine_stats import read_engine_stats
+from orcastra.adapters.memory.node_exporter import read_node_exporters
 from orcastra.config.model import Config
-from orcastra.engine.adapter import EngineAdapter, EngineSettings
-from orcastra.lab import Lab, LabEnv
-from orcastra.memory import collect_memory
-from orcastra.memory.engine_stats import read_engine_stats
-from orcastra.memory.node_exporter import read_node_exporters
-from orcastra.usage import NodeMemory
+from orcastra.domain.usage import NodeMemory
+from orcastra_lab import Lab, LabEnv
 
 from .util import wait_for
 

@@ -16,13 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
+from orcastra.adapters.memory import collect_memory
+from orcastra.adapters.memory.engine_stats import used_memory
+from orcastra.adapters.memory.node_exporter import read_node_exporters
+from orcastra.adapters.memory.prometheus import read_prometheus
 from orcastra.config.model import Config, PrometheusSource
-from orcastra.memory import collect_memory
-from orcastra.memory.engine_stats import used_memory
-from orcastra.memory.node_exporter import read_node_exporters
-from orcastra.memory.prometheus import read_prometheus
-from orcastra.snapshot import Node, Service, Snapshot, Task
-from orcastra.usage import MemoryProblem
+from orcastra.domain.snapshot import Node, Service, Snapshot, Task
+from orcastra.domain.usage import MemoryProblem
 
 from .util import free_port
 

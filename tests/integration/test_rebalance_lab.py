@@ -20,8 +20,8 @@ from typing import Any
 import docker
 import pytest
 
-from orcastra.controllers.pins import MOVED_AT_LABEL, MOVED_TO_LABEL, pin_label_key
-from orcastra.lab import Lab, LabEnv
+from orcastra.features.rebalance.pins import MOVED_AT_LABEL, MOVED_TO_LABEL, pin_label_key
+from orcastra_lab import Lab, LabEnv
 
 from .test_colocation_lab import docker_cli
 from .util import (

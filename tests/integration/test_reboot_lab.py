@@ -26,13 +26,13 @@ from typing import Any
 import docker
 import pytest
 
-from orcastra.controllers.colocation import anchor_label_key
-from orcastra.engine.adapter import EngineAdapter, EngineSettings
-from orcastra.executor import AuditLog, EngineExecutor
-from orcastra.lab import Lab, LabEnv
-from orcastra.reboot.plan import LOCK_LABEL
-from orcastra.reboot.run import RebootStepError, reboot_node
-from orcastra.reboot.settings import RebootSettings
+from orcastra.adapters.engine.adapter import EngineAdapter, EngineSettings
+from orcastra.features.colocation.plan import anchor_label_key
+from orcastra.features.reboot.plan import LOCK_LABEL
+from orcastra.features.reboot.settings import RebootSettings
+from orcastra.runtime.executor import AuditLog, EngineExecutor
+from orcastra.runtime.reboot import RebootStepError, reboot_node
+from orcastra_lab import Lab, LabEnv
 
 from .util import (
     free_port,

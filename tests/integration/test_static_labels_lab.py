@@ -11,12 +11,12 @@ from typing import Any
 import docker
 import pytest
 
+from orcastra.adapters.engine import EngineAdapter, EngineSettings
 from orcastra.config import load_config
-from orcastra.config.labels import OWNED_LABELS_KEY
-from orcastra.controllers.static_labels import StaticLabels
-from orcastra.engine import EngineAdapter, EngineSettings
-from orcastra.executor import AuditLog, EngineExecutor
-from orcastra.reconcile import plan_all, run_cycle
+from orcastra.domain.labels import OWNED_LABELS_KEY
+from orcastra.features.static_labels.plan import StaticLabels
+from orcastra.runtime.executor import AuditLog, EngineExecutor
+from orcastra.runtime.reconcile import plan_all, run_cycle
 
 from .util import (
     node_labels,

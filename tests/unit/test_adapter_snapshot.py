@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from orcastra.engine import EngineAdapter
-from orcastra.engine.adapter import EngineSettings
-from orcastra.snapshot import Snapshot
+from orcastra.adapters.engine import EngineAdapter
+from orcastra.adapters.engine.adapter import EngineSettings
+from orcastra.domain.snapshot import Snapshot
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 
 import pytest
 
-from orcastra.actions import UpdateNodeLabels, UpdateService, merge_node_label_updates
-from orcastra.controllers.colocation import (
+from orcastra.domain.actions import UpdateNodeLabels, UpdateService, merge_node_label_updates
+from orcastra.domain.snapshot import Node, Service, Snapshot, Task, frozen_labels
+from orcastra.features.colocation.plan import (
     DEPENDENTS_PENDING_LABEL,
     FOLLOW_LABEL,
     RESTART_AT_LABEL,
@@ -19,7 +20,6 @@ from orcastra.controllers.colocation import (
     anchor_label_key,
     plan_colocation,
 )
-from orcastra.snapshot import Node, Service, Snapshot, Task, frozen_labels
 
 KEY = anchor_label_key("app_db")
 CONSTRAINT = anchor_constraint("app_db")
@@ -295,7 +295,7 @@ def test_backoff_sets_a_wake_up_time() -> None:
 
 
 def test_task_history_is_asked_for_every_group_service_only() -> None:
-    from orcastra.controllers.colocation import group_service_ids
+    from orcastra.features.colocation.plan import group_service_ids
 
     followers = service("app_cache", labels={FOLLOW_LABEL: "db"})
     s = snap((node("n1"),), (service("app_db"), *DEPS, followers, service("app_other")), ())

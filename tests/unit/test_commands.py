@@ -17,7 +17,7 @@ from typing import Any, Literal, cast
 import pytest
 from pydantic import ValidationError
 
-from orcastra.actions import UpdateNodeLabels
+from orcastra.adapters.http import ApiServer, Request
 from orcastra.commands import journal as journal_module
 from orcastra.commands.api import command_routes, do_command, load_token
 from orcastra.commands.dispatch import CommandResult, run_command
@@ -34,10 +34,11 @@ from orcastra.commands.model import (
 )
 from orcastra.commands.watch import CommandWatcher
 from orcastra.config.model import ApiSettings, CommandSettings, Config
+from orcastra.domain.actions import UpdateNodeLabels
 from orcastra.errors import ConfigError, EngineNotFoundError
-from orcastra.executor import Outcome
-from orcastra.observe import ApiServer, HealthState, Metrics, Request
-from orcastra.operate import MAX_LISTED_ACTIONS, DaemonCommands
+from orcastra.runtime.executor import Outcome
+from orcastra.runtime.handlers import MAX_LISTED_ACTIONS, DaemonCommands
+from orcastra.runtime.observe import HealthState, Metrics, status_routes
 
 TOKEN = "s3cret-token"
 
@@ -965,7 +966,7 @@ def test_do_command_through_a_real_listener(tmp_path: Path) -> None:
     ctx = FakeContext(fail={"reboot_node": EngineNotFoundError("no such node: n9")})
     runner = make_runner(tmp_path / "commands.yml", ctx)
     routes = command_routes(runner.submit, TOKEN, results=runner.results)
-    with ApiServer("127.0.0.1:0", Metrics(), HealthState(60.0), routes=routes) as api:
+    with ApiServer("127.0.0.1:0", routes, builtin=status_routes(Metrics(), HealthState(60.0))) as api:
         listen = f"127.0.0.1:{api.port}"
         assert do_command(listen, TOKEN, ["restart", "app"]) == (0, "restart app: restart_service app done")
         assert do_command(listen, TOKEN, ["reboot", "n9"]) == (1, "reboot n9: no such node: n9 (failed)")

@@ -12,16 +12,9 @@ from collections.abc import Iterator, Mapping
 import pytest
 
 from orcastra import __version__
+from orcastra.adapters.http import ApiServer, Request, Response, json_response, parse_listen_address
 from orcastra.errors import PermanentError
-from orcastra.observe import (
-    ApiServer,
-    HealthState,
-    Metrics,
-    Request,
-    Response,
-    json_response,
-    parse_listen_address,
-)
+from orcastra.runtime.observe import HealthState, Metrics, status_routes
 
 STALE_AFTER_SECONDS = 60.0
 NOW = 1_000_000.0
@@ -56,7 +49,7 @@ def health() -> HealthState:
 
 @pytest.fixture
 def server(metrics: Metrics, health: HealthState) -> Iterator[ApiServer]:
-    with ApiServer("127.0.0.1:0", metrics, health) as api:
+    with ApiServer("127.0.0.1:0", builtin=status_routes(metrics, health)) as api:
         yield api
 
 
@@ -198,7 +191,7 @@ def test_parse_listen_address_rejects(listen: str, message: str) -> None:
 
 def test_server_reports_bad_listen_as_permanent_error(metrics: Metrics, health: HealthState) -> None:
     with pytest.raises(PermanentError, match="invalid listen address"):
-        ApiServer("localhost", metrics, health)
+        ApiServer("localhost", builtin=status_routes(metrics, health))
 
 
 # --- ApiServer over HTTP ------------------------------------------------------------------------------
@@ -279,9 +272,9 @@ def test_other_methods_on_known_paths_are_405(server: ApiServer, method: str) ->
 
 
 def test_requests_are_logged_at_debug(server: ApiServer, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="orcastra.observe"):
+    with caplog.at_level(logging.DEBUG, logger="orcastra.adapters.http"):
         fetch(server, "/healthz")
-    records = [r for r in caplog.records if r.name == "orcastra.observe" and "GET /healthz" in r.getMessage()]
+    records = [r for r in caplog.records if r.name == "orcastra.adapters.http" and "GET /healthz" in r.getMessage()]
     assert records
     assert all(r.levelno == logging.DEBUG for r in records)
 
@@ -290,7 +283,7 @@ def test_port_in_use_is_a_permanent_error_naming_the_address(
     server: ApiServer, metrics: Metrics, health: HealthState
 ) -> None:
     listen = f"127.0.0.1:{server.port}"
-    second = ApiServer(listen, metrics, health)
+    second = ApiServer(listen, builtin=status_routes(metrics, health))
     with pytest.raises(PermanentError, match=rf"cannot listen on {listen}: .*in use"):
         second.start()
     second.stop()  # nothing bound: must be a no-op
@@ -299,7 +292,7 @@ def test_port_in_use_is_a_permanent_error_naming_the_address(
 
 
 def test_stop_closes_the_socket_and_is_idempotent(metrics: Metrics, health: HealthState) -> None:
-    api = ApiServer("127.0.0.1:0", metrics, health)
+    api = ApiServer("127.0.0.1:0", builtin=status_routes(metrics, health))
     api.stop()  # before start: no-op
     api.start()
     port = api.port
@@ -322,7 +315,7 @@ def test_extra_route(metrics: Metrics, health: HealthState) -> None:
         return Response(202, b"queued\n", "text/plain")
 
     routes = {("POST", "/commands/resync"): command}
-    with ApiServer("127.0.0.1:0", metrics, health, routes=routes) as api:
+    with ApiServer("127.0.0.1:0", builtin=status_routes(metrics, health), routes=routes) as api:
         status, headers, _ = fetch(api, "/commands/resync", method="POST", body=b"{}")
         assert status == 401
         assert headers["WWW-Authenticate"] == "Bearer"
@@ -351,7 +344,7 @@ def test_failing_route_is_500_and_logged(
     def broken(request: Request) -> Response:
         raise RuntimeError("boom")
 
-    with ApiServer("127.0.0.1:0", metrics, health, routes={("GET", "/broken"): broken}) as api:
+    with ApiServer("127.0.0.1:0", builtin=status_routes(metrics, health), routes={("GET", "/broken"): broken}) as api:
         status, _, body = fetch(api, "/broken")
     assert status == 500
     assert json.loads(body) == {"error": "internal error"}
@@ -360,12 +353,16 @@ def test_failing_route_is_500_and_logged(
 
 def test_routes_may_not_replace_builtin_endpoints(metrics: Metrics, health: HealthState) -> None:
     with pytest.raises(ValueError, match="GET /healthz"):
-        ApiServer("127.0.0.1:0", metrics, health, routes={("GET", "/healthz"): lambda r: json_response(200, {})})
+        ApiServer(
+            "127.0.0.1:0",
+            builtin=status_routes(metrics, health),
+            routes={("GET", "/healthz"): lambda r: json_response(200, {})},
+        )
 
 
 def test_oversized_body_is_refused(metrics: Metrics, health: HealthState) -> None:
     routes = {("POST", "/commands/x"): lambda r: json_response(200, {})}
-    with ApiServer("127.0.0.1:0", metrics, health, routes=routes) as api:
+    with ApiServer("127.0.0.1:0", builtin=status_routes(metrics, health), routes=routes) as api:
         # Only the header claims a large body: the server must refuse before reading, and sending no bytes
         # keeps unread data (and a TCP reset) out of the test.
         status, _, _ = fetch(api, "/commands/x", method="POST", headers={"Content-Length": str(64 * 1024 + 1)})

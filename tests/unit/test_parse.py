@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from orcastra.engine.parse import parse_node, parse_service, parse_task
-from orcastra.snapshot import Snapshot
+from orcastra.adapters.engine.parse import parse_node, parse_service, parse_task
+from orcastra.domain.snapshot import Snapshot
 
 NODE = {
     "ID": "n1id",
@@ -80,7 +80,7 @@ def test_running_tasks_ignores_tasks_on_down_nodes_and_not_running() -> None:
 
 
 def test_parse_time_handles_nanoseconds_and_garbage() -> None:
-    from orcastra.engine.parse import parse_time
+    from orcastra.adapters.engine.parse import parse_time
 
     assert parse_time("1970-01-01T00:00:10.5Z") == 10.5
     assert parse_time("1970-01-01T00:00:10.123456789Z") == 10.123456
@@ -95,7 +95,7 @@ def test_parse_time_handles_nanoseconds_and_garbage() -> None:
 def test_decode_lists_take_nulls_missing_and_unknown_fields() -> None:
     import json
 
-    from orcastra.engine.parse import decode_nodes, decode_services, decode_task_states, decode_tasks
+    from orcastra.adapters.engine.parse import decode_nodes, decode_services, decode_task_states, decode_tasks
 
     nodes = decode_nodes(json.dumps([NODE, {"ID": "bare", "Spec": None, "Status": None, "NewField": [1]}]).encode())
     assert (nodes[0].hostname, nodes[0].engine_version, nodes[0].memory_bytes) == ("node1", "20.10.24", 8)
@@ -121,7 +121,7 @@ def test_decode_lists_take_nulls_missing_and_unknown_fields() -> None:
 def test_decode_errors_name_the_call_and_the_place() -> None:
     import pytest
 
-    from orcastra.engine.parse import decode_services, decode_tasks
+    from orcastra.adapters.engine.parse import decode_services, decode_tasks
     from orcastra.errors import EngineError
 
     with pytest.raises(EngineError, match=r"list services: unexpected answer.*\$\[0\]\.Spec\.Name"):

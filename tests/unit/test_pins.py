@@ -6,8 +6,9 @@ from collections.abc import Mapping
 
 import pytest
 
-from orcastra.actions import UpdateNodeLabels, UpdateService
-from orcastra.controllers.pins import (
+from orcastra.domain.actions import UpdateNodeLabels, UpdateService
+from orcastra.domain.snapshot import Node, Service, Snapshot, frozen_labels
+from orcastra.features.rebalance.pins import (
     MOVED_AT_LABEL,
     MOVED_FROM_LABEL,
     pin_constraint,
@@ -16,7 +17,6 @@ from orcastra.controllers.pins import (
     plan_pins,
     recorded_moves,
 )
-from orcastra.snapshot import Node, Service, Snapshot, frozen_labels
 
 NOW = 5000.0
 KEY = pin_label_key("app_db")

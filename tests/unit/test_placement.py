@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orcastra.placement import constraint_matches, node_satisfies, parse_constraint
-from orcastra.snapshot import Node, frozen_labels
+from orcastra.domain.placement import constraint_matches, node_satisfies, parse_constraint
+from orcastra.domain.snapshot import Node, frozen_labels
 
 NODE = Node(
     id="abc123", version=1, hostname="node-1", role="manager", availability="active", state="ready",

@@ -12,8 +12,10 @@ from types import MappingProxyType
 import pytest
 
 from orcastra.config import Config
-from orcastra.controllers.colocation import AnchorGroup, anchor_constraint
-from orcastra.controllers.rebalance import (
+from orcastra.domain.snapshot import Node, Service, Snapshot, Task, frozen_labels
+from orcastra.domain.usage import MemoryView, NodeMemory, TaskMemory, TaskSource
+from orcastra.features.colocation.plan import AnchorGroup, anchor_constraint
+from orcastra.features.rebalance import (
     MoveProblem,
     MoveRecord,
     RebalanceHistory,
@@ -25,8 +27,6 @@ from orcastra.controllers.rebalance import (
     record_move,
     update_history,
 )
-from orcastra.snapshot import Node, Service, Snapshot, Task, frozen_labels
-from orcastra.usage import MemoryView, NodeMemory, TaskMemory, TaskSource
 
 NOW = 100_000.0
 TOTAL = 1000

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from orcastra.actions import UpdateNodeLabels, UpdateService
 from orcastra.config import load_config
-from orcastra.controllers.pins import pin_constraint, pin_label_key
-from orcastra.controllers.rebalance import PlannedMove
-from orcastra.rebalancer import MoveInFlight, Rebalancer, unit_converged
-from orcastra.snapshot import Node, Service, Snapshot, Task, frozen_labels
+from orcastra.domain.actions import UpdateNodeLabels, UpdateService
+from orcastra.domain.snapshot import Node, Service, Snapshot, Task, frozen_labels
+from orcastra.features.rebalance import PlannedMove
+from orcastra.features.rebalance.pins import pin_constraint, pin_label_key
+from orcastra.runtime.rebalancer import MoveInFlight, Rebalancer, unit_converged
 
 MOVE = PlannedMove(
     unit="app_db", services=("app_db", "app_web"), pin_service="app_db", from_node="n1", to_node="n2",

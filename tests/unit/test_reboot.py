@@ -13,10 +13,11 @@ import msgspec.structs
 import pytest
 from pydantic import ValidationError
 
-from orcastra.actions import Action, SetNodeAvailability
-from orcastra.engine.adapter import EngineAdapter, EngineSettings
+from orcastra.adapters.engine.adapter import EngineAdapter, EngineSettings
+from orcastra.domain.actions import Action, SetNodeAvailability
+from orcastra.domain.snapshot import Node, Service, Snapshot, Task
 from orcastra.errors import EngineConflictError, EngineNotFoundError, EngineServerError
-from orcastra.reboot.plan import (
+from orcastra.features.reboot.plan import (
     LOCK_LABEL,
     RebootLock,
     in_window,
@@ -26,7 +27,8 @@ from orcastra.reboot.plan import (
     reboot_refusal,
     tasks_left_on,
 )
-from orcastra.reboot.run import (
+from orcastra.features.reboot.settings import RebootSchedule, RebootSettings
+from orcastra.runtime.reboot import (
     CommandResult,
     RebootLocked,
     RebootRefused,
@@ -35,8 +37,6 @@ from orcastra.reboot.run import (
     render_command,
     run_scheduled_reboot,
 )
-from orcastra.reboot.settings import RebootSchedule, RebootSettings
-from orcastra.snapshot import Node, Service, Snapshot, Task
 
 T = TypeVar("T")
 
@@ -569,7 +569,7 @@ def test_reboot_keeps_its_lock_when_another_label_of_the_swarm_changes() -> None
 
 
 def test_reboot_lock_uses_the_adapter_not_its_internals() -> None:
-    source = (Path(__file__).parents[2] / "src" / "orcastra" / "reboot" / "run.py").read_text()
+    source = (Path(__file__).parents[2] / "src" / "orcastra" / "runtime" / "reboot.py").read_text()
     assert "._call(" not in source
     assert "_post_json" not in source
 

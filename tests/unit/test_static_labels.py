@@ -6,14 +6,14 @@ from collections.abc import Mapping
 
 import pytest
 
-from orcastra.actions import UpdateNodeLabels, merge_node_label_updates
-from orcastra.controllers.static_labels import (
+from orcastra.domain.actions import UpdateNodeLabels, merge_node_label_updates
+from orcastra.domain.snapshot import Node, Snapshot, frozen_labels
+from orcastra.features.static_labels.plan import (
     OWNED_LABELS_KEY,
     StaticLabelSettings,
     plan_node_labels,
     plan_static_labels,
 )
-from orcastra.snapshot import Node, Snapshot, frozen_labels
 
 
 def node(hostname: str, labels: Mapping[str, str] | None = None, version: int = 7) -> Node:

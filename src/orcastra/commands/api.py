@@ -18,11 +18,11 @@ from urllib.parse import parse_qs
 
 import httpx
 
+from orcastra.adapters.http import Request, Response, Route, json_response, parse_listen_address
 from orcastra.commands.dispatch import CommandResult
 from orcastra.commands.model import Command, Malformed, parse_entry, parse_words
 from orcastra.config.model import ApiSettings
 from orcastra.errors import ConfigError, ConfigProblem, cut
-from orcastra.observe import Request, Response, Route, json_response, parse_listen_address
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,20 @@
 that lists every problem with its file, field path and what was expected.
 """
 
-from orcastra.config.labels import (
+from orcastra.config.load import DEFAULT_CONFIG_PATH, load_config, resolve_config_path
+from orcastra.config.model import (
+    ApiSettings,
+    AuditSettings,
+    CommandSettings,
+    Config,
+    DockerSettings,
+    LeaderElectionSettings,
+    LoggingSettings,
+    ReconcileSettings,
+    RunSettings,
+    TlsSettings,
+)
+from orcastra.domain.labels import (
     LABEL_KEY_RE,
     LABEL_VALUE_RE,
     ORCASTRA_LABEL_PREFIX,
@@ -12,24 +25,11 @@ from orcastra.config.labels import (
     check_label_key,
     check_label_value,
 )
-from orcastra.config.load import DEFAULT_CONFIG_PATH, load_config, resolve_config_path
-from orcastra.config.model import (
-    AnchorSettings,
-    ApiSettings,
-    AuditSettings,
-    BootstrapSettings,
-    CommandSettings,
-    Config,
-    DockerSettings,
-    LabelSettings,
-    LeaderElectionSettings,
-    LoggingSettings,
-    NodeSettings,
-    RebalanceSettings,
-    ReconcileSettings,
-    RunSettings,
-    TlsSettings,
-)
+from orcastra.features.bootstrap.settings import BootstrapSettings
+from orcastra.features.colocation.settings import AnchorSettings
+from orcastra.features.inventory import NodeSettings
+from orcastra.features.rebalance.settings import RebalanceSettings
+from orcastra.features.static_labels.settings import LabelSettings
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",

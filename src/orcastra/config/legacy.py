@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orcastra.config.source import FILE_NOT_FOUND, Document, read_yaml
-from orcastra.config.wording import describe
+from orcastra.domain.wording import describe
 from orcastra.errors import ConfigProblem
 
 NODES_FILE_VAR = "NODES_FILE"

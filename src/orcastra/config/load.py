@@ -20,7 +20,7 @@ from orcastra.config.legacy import LegacyFile, read_legacy_files
 from orcastra.config.model import Config
 from orcastra.config.report import error_messages
 from orcastra.config.source import FILE_NOT_FOUND, Document, loc_part, read_yaml
-from orcastra.config.wording import describe, format_path
+from orcastra.domain.wording import describe, format_path
 from orcastra.errors import ConfigError, ConfigProblem
 
 DEFAULT_CONFIG_PATH = Path("/etc/orcastra/orcastra.yml")

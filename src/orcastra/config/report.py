@@ -15,7 +15,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import AliasChoices, BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from orcastra.config.wording import describe, number
+from orcastra.domain.wording import describe, number
 
 Loc = tuple[str | int, ...]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from orcastra.config.wording import format_path
+from orcastra.domain.wording import format_path
 from orcastra.errors import ConfigProblem
 
 Loc = tuple[str | int, ...]

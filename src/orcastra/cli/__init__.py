@@ -1,0 +1,180 @@
+"""The ``orcastra`` command line: run, plan, status, validate, do, and the command groups of plugins
+(``lab`` from the ``orcastra_lab`` package)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import click
+
+from orcastra import __version__
+from orcastra.errors import OrcastraError
+
+if TYPE_CHECKING:
+    from orcastra.config import Config
+    from orcastra.domain.snapshot import Snapshot
+    from orcastra.features.rebalance import RebalancePlan
+
+
+def _fail(err: OrcastraError) -> NoReturn:
+    click.echo(f"orcastra: {err}", err=True)
+    sys.exit(err.exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="orcastra")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Configuration file (default: $ORCASTRA_CONFIG or /etc/orcastra/orcastra.yml).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None) -> None:
+    """Orcastra: anchor-following, node labels and rebalancing for Docker Swarm."""
+    ctx.obj = {"config_path": config_path}
+
+
+def _load(ctx: click.Context) -> tuple[Config, Path]:
+    """The configuration for run/plan/status. A file named explicitly must exist; the default may not."""
+    from orcastra.config import load_config, resolve_config_path
+
+    explicit: Path | None = ctx.obj["config_path"]
+    path = resolve_config_path(explicit, os.environ)
+    required = explicit is not None or bool(os.environ.get("ORCASTRA_CONFIG"))
+    try:
+        return load_config(path, os.environ, required=required), path
+    except OrcastraError as err:
+        _fail(err)
+
+
+def _read_swarm(ctx: click.Context) -> tuple[Config, Snapshot]:
+    """The configuration and one snapshot of the Swarm, for the read-only commands."""
+    from orcastra.runtime.wiring import make_engine
+
+    config, _ = _load(ctx)
+    try:
+        with make_engine(config) as engine:
+            return config, engine.snapshot()
+    except OrcastraError as err:
+        _fail(err)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, default=None, help="Run one cycle and exit (RUN_ONCE).")
+@click.option("--dry-run", is_flag=True, default=None, help="Log what would change; change nothing (DRY_RUN).")
+@click.pass_context
+def run(ctx: click.Context, once: bool | None, dry_run: bool | None) -> None:
+    """Run the controllers: at start, on Engine events, on config change and every resync."""
+    from orcastra.runtime.daemon import Daemon
+    from orcastra.runtime.wiring import setup_logging
+
+    config, path = _load(ctx)
+    setup_logging(config)
+    once = bool(once) or config.run.once
+    dry = bool(dry_run) or config.run.dry_run
+    daemon = Daemon(config, path if path.exists() else None, os.environ, dry_run=dry)
+    try:
+        if once:
+            ok = daemon.run_single_cycle()
+            daemon.shutdown()
+            sys.exit(0 if ok else 1)
+        daemon.run_forever()
+    except OrcastraError as err:
+        daemon.shutdown()
+        _fail(err)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.pass_context
+def plan(ctx: click.Context, as_json: bool) -> None:
+    """Print what the next cycle would do, and why. Changes nothing."""
+    from orcastra.cli.render import render_plan
+    from orcastra.features import registry
+    from orcastra.runtime.reconcile import plan_all
+
+    config, snapshot = _read_swarm(ctx)
+    result = plan_all(snapshot, config, [f() for f in registry().values()])
+    rebalance = _plan_rebalance_once(config, snapshot) if config.rebalance.enabled else None
+    click.echo(render_plan(result, rebalance, as_json=as_json))
+
+
+def _plan_rebalance_once(config: Config, snapshot: Snapshot) -> RebalancePlan:
+    from orcastra.runtime.rebalance_once import one_shot_rebalance_plan
+
+    return one_shot_rebalance_plan(config, snapshot)[0]
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show nodes (state, role, labels; * = set by Orcastra) and anchor groups (colocated or why not)."""
+    from orcastra.cli.render import render_status
+    from orcastra.features.colocation.plan import ColocationSettings, plan_colocation
+
+    config, snapshot = _read_swarm(ctx)
+    groups = plan_colocation(snapshot, ColocationSettings.from_config(config), snapshot.taken_at).groups
+    click.echo(render_status(snapshot, groups, as_json=as_json))
+
+
+@cli.command(name="do", context_settings={"ignore_unknown_options": True})
+@click.argument("words", nargs=-1, required=True)
+@click.pass_context
+def do(ctx: click.Context, words: tuple[str, ...]) -> None:
+    """Run an operator command on the running Orcastra (its HTTP API): sync, restart SERVICE, rebalance,
+    drain NODE, activate NODE, reboot NODE, pause, resume, relabel, bootstrap. Needs api.token."""
+    from orcastra.commands import do_command, load_token
+
+    config, _ = _load(ctx)
+    try:
+        token = load_token(config.api)
+    except OrcastraError as err:
+        _fail(err)
+    code, text = do_command(config.api.listen, token, list(words))
+    click.echo(text, err=code != 0)
+    sys.exit(code)
+
+
+@cli.command()
+@click.argument("file", required=False, type=click.Path(path_type=Path))
+@click.pass_context
+def validate(ctx: click.Context, file: Path | None) -> None:
+    """Check a configuration FILE (default: --config / ORCASTRA_CONFIG); report every problem at once."""
+    from orcastra.config import load_config, resolve_config_path
+
+    path = file if file is not None else resolve_config_path(ctx.obj["config_path"], os.environ)
+    try:
+        config = load_config(path, os.environ)
+    except OrcastraError as err:
+        _fail(err)
+    click.echo(f"{path}: valid ({len(config.nodes)} nodes, {len(config.anchors)} anchors)")
+
+
+def _register_plugins() -> None:
+    """Add the command groups other installed packages declare under the ``orcastra.cli`` entry point
+    group (``orcastra lab`` comes from the ``orcastra_lab`` package this way: the product never imports
+    the lab). A plugin that fails to load is reported on stderr and skipped; the product's commands work."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="orcastra.cli"):
+        try:
+            command = ep.load()
+        except Exception as e:  # a broken plugin must not take the product's own commands down
+            click.echo(f"orcastra: plugin {ep.name!r} ({ep.value}) could not be loaded: {e}", err=True)
+            continue
+        if isinstance(command, click.Command):
+            cli.add_command(command, ep.name)
+
+
+_register_plugins()
+
+
+def main() -> None:
+    """Entry point of the ``orcastra`` script."""
+    cli(prog_name="orcastra")

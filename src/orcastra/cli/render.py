@@ -1,0 +1,224 @@
+"""Human (table) and JSON renderings of plans and snapshots for ``orcastra plan`` and ``orcastra status``."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+
+from orcastra.domain.actions import Action, SetNodeAvailability, UpdateNodeLabels
+from orcastra.domain.labels import OWNED_LABELS_KEY
+from orcastra.domain.plan import Plan
+from orcastra.domain.snapshot import Snapshot
+from orcastra.features.colocation.plan import GroupStatus
+from orcastra.features.rebalance import RebalancePlan
+from orcastra.features.static_labels.plan import owned_keys
+from orcastra.runtime.rebalancer import moves_table
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def action_json(a: Action) -> dict[str, object]:
+    out: dict[str, object] = {"action": a.kind, "target": a.target, "change": a.describe()}
+    if isinstance(a, SetNodeAvailability):
+        return out | {"node_version": a.node_version, "availability": a.availability, "reason": a.reason}
+    if isinstance(a, UpdateNodeLabels):
+        out |= {"node_version": a.node_version}
+    else:
+        out |= {
+            "service_version": a.service_version,
+            "add_constraints": list(a.add_constraints),
+            "remove_constraints": list(a.remove_constraints),
+            "force": a.force,
+        }
+    out |= {
+        "set_labels": dict(a.set_labels),
+        "remove_labels": list(a.remove_labels),
+        "controller": a.controller,
+        "reason": a.reason,
+    }
+    return out
+
+
+def rebalance_json(r: RebalancePlan) -> dict[str, object]:
+    return {
+        "note": ONE_SHOT_NOTE,
+        "moves": [
+            {
+                "unit": m.unit,
+                "services": list(m.services),
+                "pin_service": m.pin_service,
+                "from_node": m.from_node,
+                "to_node": m.to_node,
+                "bytes": m.bytes,
+                "estimated": m.estimated,
+                "from_before_percent": m.from_before_percent,
+                "from_after_percent": m.from_after_percent,
+                "to_before_percent": m.to_before_percent,
+                "to_after_percent": m.to_after_percent,
+                "reason": m.reason,
+            }
+            for m in r.moves
+        ],
+        "nodes": [
+            {
+                "node": n.hostname,
+                "used_percent": n.used_percent,
+                "overloaded": n.overloaded,
+                "overloaded_for_seconds": n.overloaded_for_seconds,
+                "note": n.note,
+            }
+            for n in r.nodes
+        ],
+        "findings": [{"subject": f.subject, "level": f.level, "message": f.message} for f in r.findings],
+    }
+
+
+ONE_SHOT_NOTE = "one-shot plan: nodes above high are treated as if they had stayed there for the sustained period"
+
+
+def render_rebalance(r: RebalancePlan) -> str:
+    out = ["", f"rebalance ({ONE_SHOT_NOTE}):"]
+    nodes = [
+        [
+            n.hostname,
+            "-" if n.used_percent is None else f"{n.used_percent:.1f}%",
+            "OVERLOADED" if n.overloaded else "",
+            n.note,
+        ]
+        for n in r.nodes
+    ]
+    out.append(table(["NODE", "MEMORY", "", "NOTE"], nodes))
+    out.append("")
+    if r.moves:
+        out.append(
+            table(
+                ["MOVE", "FROM -> TO", "MEMORY", "FROM BEFORE -> AFTER", "TO BEFORE -> AFTER", "REASON"],
+                moves_table(r.moves),
+            )
+        )
+    else:
+        out.append("no moves")
+    out += [f"{f.level}: {f.subject}: {f.message}" for f in r.findings]
+    return "\n".join(out)
+
+
+def render_plan(plan: Plan, rebalance: RebalancePlan | None = None, *, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(
+            {
+                "rebalance": rebalance_json(rebalance) if rebalance is not None else None,
+                "actions": [action_json(a) for a in plan.actions],
+                "findings": [{"subject": f.subject, "level": f.level, "message": f.message} for f in plan.findings],
+            },
+            indent=2,
+        )
+    out = []
+    if plan.actions:
+        rows = [[a.controller, a.target, a.describe(), a.reason] for a in plan.actions]
+        out.append(table(["CONTROLLER", "TARGET", "CHANGE", "REASON"], rows))
+    else:
+        out.append("nothing to do: the Swarm matches the configuration")
+    if plan.findings:
+        out.append("")
+        out += [f"{f.level}: {f.subject}: {f.message}" for f in plan.findings]
+    if rebalance is not None:
+        out.append(render_rebalance(rebalance))
+    return "\n".join(out)
+
+
+def _when(ts: float | None, now: float) -> str:
+    if ts is None:
+        return ""
+    return time.strftime("%H:%M:%S", time.localtime(ts)) + f" (in {max(0.0, ts - now):.0f}s)"
+
+
+def group_json(g: GroupStatus, now: float) -> dict[str, object]:
+    return {
+        "anchor": g.anchor,
+        "source": g.source,
+        "anchor_nodes": list(g.anchor_nodes),
+        "colocated": g.colocated,
+        "why": g.why,
+        "restart_attempts": g.restart_attempts,
+        "next_restart_at": g.next_restart_at,
+        "next_restart": _when(g.next_restart_at, now),
+        "dependents": [
+            {
+                "service": d.name,
+                "nodes": list(d.nodes),
+                "running": d.running,
+                "desired": d.desired,
+                "has_constraint": d.has_constraint,
+                "colocated": d.colocated,
+                "why": d.why,
+            }
+            for d in g.dependents
+        ],
+    }
+
+
+def render_groups(groups: Sequence[GroupStatus], now: float) -> str:
+    if not groups:
+        return "no anchor groups (declare anchors: in the config or orcastra.follow labels on services)"
+    rows = []
+    for g in groups:
+        state = "colocated" if g.colocated else "NOT colocated"
+        backoff = f"; restart attempts {g.restart_attempts}" if g.restart_attempts else ""
+        if g.next_restart_at is not None:
+            backoff += f"; next restart {_when(g.next_restart_at, now)}"
+        rows.append([g.anchor, "anchor", ",".join(g.anchor_nodes) or "-", state, (g.why or "") + backoff])
+        for d in g.dependents:
+            count = f"{d.running}/{d.desired}" if d.desired is not None else str(d.running)
+            rows.append(
+                ["", f"  {d.name}", ",".join(d.nodes) or "-", f"{count} running", "ok" if d.colocated else d.why]
+            )
+    return table(["ANCHOR", "SERVICE", "NODES", "STATE", "WHY"], rows)
+
+
+def render_status(snapshot: Snapshot, groups: Sequence[GroupStatus], *, as_json: bool) -> str:
+    nodes = sorted(snapshot.nodes, key=lambda n: n.hostname)
+    now = snapshot.taken_at
+    if as_json:
+        return json.dumps(
+            {
+                "groups": [group_json(g, now) for g in groups],
+                "nodes": [
+                    {
+                        "id": n.id,
+                        "hostname": n.hostname,
+                        "state": n.state,
+                        "availability": n.availability,
+                        "role": n.role,
+                        "leader": n.leader,
+                        "addr": n.addr,
+                        "labels": dict(n.labels),
+                        "owned_labels": sorted(owned_keys(n)),
+                    }
+                    for n in nodes
+                ],
+            },
+            indent=2,
+        )
+    rows = []
+    for n in nodes:
+        owned = owned_keys(n)
+        labels = " ".join(
+            f"{k}={v}{'*' if k in owned else ''}" for k, v in sorted(n.labels.items()) if k != OWNED_LABELS_KEY
+        )
+        role = n.role + (" (leader)" if n.leader else "")
+        rows.append([n.hostname, n.state, n.availability, role, n.addr, labels or "-"])
+    return "\n".join(
+        [
+            table(["NODE", "STATE", "AVAILABILITY", "ROLE", "ADDR", "LABELS (* = set by Orcastra)"], rows),
+            "",
+            render_groups(groups, now),
+        ]
+    )

@@ -1,5 +1,0 @@
-"""The Docker Engine boundary: the only package that talks to the Engine API or sees its raw JSON."""
-
-from orcastra.engine.adapter import EngineAdapter, EngineEvent, EngineSettings
-
-__all__ = ["EngineAdapter", "EngineEvent", "EngineSettings"]

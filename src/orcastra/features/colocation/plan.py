@@ -1,0 +1,569 @@
+"""Anchor-following: dependents run on the node(s) where their anchor runs.
+
+Mechanism (Swarm cannot say "run where service X runs"):
+- every node running a task of anchor ``S`` carries the node label ``orcastra.anchor.S=true`` (``S`` is the
+  full service name, ``<stack>_<name>``, so keys never collide across stacks);
+- every dependent carries the placement constraint ``node.labels.orcastra.anchor.S==true`` (added if missing);
+- when the anchor moves, the new node gets the label first, then the old node loses it; Swarm's constraint
+  enforcer then evicts the dependents' tasks from the old node and the orchestrator starts them beside the
+  anchor. A forced update is used only when that did not happen within a grace period.
+
+An anchor with no running task is restarted (forced update) with exponential backoff; the attempt count
+and time live in the anchor service's own labels (``orcastra.restart.*``), so the backoff survives an
+Orcastra restart and a move to another manager. It resets only once the group is colocated.
+
+Pure: ``plan_colocation(snapshot, settings, now)`` reads the snapshot and returns actions; no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from orcastra.domain.actions import Action, UpdateNodeLabels, UpdateService
+from orcastra.domain.placement import has_constraint
+from orcastra.domain.plan import Finding, Plan
+from orcastra.domain.snapshot import LIVE_DESIRED_STATES, TERMINAL_TASK_STATES, Service, Snapshot, Task
+
+if TYPE_CHECKING:
+    from orcastra.config import Config
+
+ANCHOR_LABEL_PREFIX = "orcastra.anchor."
+FOLLOW_LABEL = "orcastra.follow"
+RESTART_DEPENDENTS_LABEL = "orcastra.restart-dependents"
+RETRY_INTERVALS_LABEL = "orcastra.retry-intervals"
+RESTART_ATTEMPTS_LABEL = "orcastra.restart.attempts"
+RESTART_AT_LABEL = "orcastra.restart.at"
+DEPENDENTS_PENDING_LABEL = "orcastra.restart.dependents-pending"
+LABEL_TRUE = "true"
+
+DEFAULT_RETRY_INTERVALS_SECONDS = (2.0, 10.0, 60.0, 300.0, 900.0)
+PENDING_GRACE_SECONDS = 30.0
+MISPLACED_GRACE_SECONDS = 20.0
+
+
+def anchor_label_key(anchor: str) -> str:
+    return ANCHOR_LABEL_PREFIX + anchor
+
+
+def anchor_constraint(anchor: str) -> str:
+    return f"node.labels.{anchor_label_key(anchor)}==true"
+
+
+@dataclass(frozen=True)
+class AnchorGroup:
+    """An anchor service and the services that must run beside it (full Swarm service names)."""
+
+    anchor: str
+    dependents: tuple[str, ...]
+    restart_dependents: bool = True
+    retry_intervals: tuple[float, ...] = DEFAULT_RETRY_INTERVALS_SECONDS
+    source: str = "config"
+
+
+@dataclass(frozen=True)
+class ColocationSettings:
+    groups: tuple[AnchorGroup, ...] = ()
+    restart_dependents: bool = True
+    pending_grace_seconds: float = PENDING_GRACE_SECONDS
+    misplaced_grace_seconds: float = MISPLACED_GRACE_SECONDS
+
+    @classmethod
+    def from_config(cls, config: Config) -> ColocationSettings:
+        default_restart = config.reconcile.restart_dependents
+        groups = []
+        for name, a in sorted(config.anchors.items()):
+            stack = a.stack if a.stack is not None else config.stack
+            groups.append(
+                AnchorGroup(
+                    anchor=config.service_name(name, stack),
+                    dependents=tuple(config.service_name(d, stack) for d in a.dependents),
+                    restart_dependents=default_restart if a.restart_dependents is None else a.restart_dependents,
+                    retry_intervals=tuple(a.retry_intervals),
+                    source="config",
+                )
+            )
+        return cls(
+            groups=tuple(groups),
+            restart_dependents=default_restart,
+            pending_grace_seconds=config.reconcile.pending_grace_seconds,
+            misplaced_grace_seconds=config.reconcile.misplaced_grace_seconds,
+        )
+
+
+# --- group resolution: config + service labels ----------------------------------------------------------
+
+
+def _resolve_anchor_name(snapshot: Snapshot, target: str, stack: str | None) -> str:
+    """``orcastra.follow=db`` on a service of stack ``app`` means ``app_db`` if it exists, else ``db``."""
+    if stack and snapshot.service(f"{stack}_{target}") is not None:
+        return f"{stack}_{target}"
+    if stack and snapshot.service(target) is None:
+        return f"{stack}_{target}"
+    return target
+
+
+def _parse_intervals(raw: str) -> tuple[float, ...] | None:
+    try:
+        values = tuple(float(p) for p in raw.split(",") if p.strip())
+    except ValueError:
+        return None
+    if not values or any(v <= 0 for v in values) or list(values) != sorted(values):
+        return None
+    return values
+
+
+def resolve_groups(snapshot: Snapshot, settings: ColocationSettings) -> tuple[list[AnchorGroup], list[Finding]]:
+    """Merge the config's anchors with ``orcastra.follow`` labels on services; report conflicts (config wins)."""
+    findings: list[Finding] = []
+    groups: dict[str, AnchorGroup] = {g.anchor: g for g in settings.groups}
+    follower_of = {d: g.anchor for g in settings.groups for d in g.dependents}
+    from_labels: dict[str, list[str]] = {}
+    for svc in sorted(snapshot.services, key=lambda s: s.name):
+        target = svc.labels.get(FOLLOW_LABEL, "").strip()
+        if not target:
+            continue
+        anchor = _resolve_anchor_name(snapshot, target, svc.stack)
+        if anchor == svc.name:
+            findings.append(Finding(svc.name, f"{FOLLOW_LABEL}={target} names the service itself; ignored", "warning"))
+            continue
+        if svc.name in groups:
+            findings.append(
+                Finding(svc.name, f"is an anchor and also follows {anchor}; anchors cannot be chained", "warning")
+            )
+            continue
+        configured = follower_of.get(svc.name)
+        if configured is not None and configured != anchor:
+            findings.append(
+                Finding(
+                    svc.name,
+                    f"label {FOLLOW_LABEL}={target} says it follows {anchor}, the config says {configured}; "
+                    "the config wins",
+                    "warning",
+                )
+            )
+            continue
+        if configured is None:
+            from_labels.setdefault(anchor, []).append(svc.name)
+            follower_of[svc.name] = anchor
+    for anchor, deps in from_labels.items():
+        if anchor in follower_of:
+            findings.append(
+                Finding(anchor, f"is followed by {', '.join(deps)} but itself follows {follower_of[anchor]}", "warning")
+            )
+            continue
+        existing = groups.get(anchor)
+        if existing is not None:
+            groups[anchor] = AnchorGroup(
+                anchor=anchor,
+                dependents=existing.dependents + tuple(deps),
+                restart_dependents=existing.restart_dependents,
+                retry_intervals=existing.retry_intervals,
+                source="config+labels",
+            )
+            continue
+        restart = settings.restart_dependents
+        intervals: tuple[float, ...] = DEFAULT_RETRY_INTERVALS_SECONDS
+        anchor_svc = snapshot.service(anchor)
+        if anchor_svc is not None:
+            raw_restart = anchor_svc.labels.get(RESTART_DEPENDENTS_LABEL)
+            if raw_restart is not None:
+                restart = raw_restart.strip().lower() in ("true", "1", "yes", "on")
+            raw_intervals = anchor_svc.labels.get(RETRY_INTERVALS_LABEL)
+            if raw_intervals is not None:
+                parsed = _parse_intervals(raw_intervals)
+                if parsed is None:
+                    findings.append(
+                        Finding(
+                            anchor,
+                            f"label {RETRY_INTERVALS_LABEL}={raw_intervals!r} is not a non-decreasing list of "
+                            "positive seconds (e.g. 2,10,60); using the default",
+                            "warning",
+                        )
+                    )
+                else:
+                    intervals = parsed
+        groups[anchor] = AnchorGroup(anchor, tuple(deps), restart, intervals, source="labels")
+    return [groups[k] for k in sorted(groups)], findings
+
+
+# --- status --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DependentStatus:
+    name: str
+    nodes: tuple[str, ...]
+    running: int
+    desired: int | None
+    has_constraint: bool
+    colocated: bool
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class GroupStatus:
+    anchor: str
+    source: str
+    anchor_nodes: tuple[str, ...]
+    colocated: bool
+    why: str
+    dependents: tuple[DependentStatus, ...] = ()
+    restart_attempts: int = 0
+    next_restart_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ColocationPlan:
+    plan: Plan
+    groups: tuple[GroupStatus, ...]
+
+
+# --- planning ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _ServiceChange:
+    service: Service
+    add_constraints: list[str] = field(default_factory=list)
+    set_labels: dict[str, str] = field(default_factory=dict)
+    remove_labels: list[str] = field(default_factory=list)
+    force: bool = False
+    reasons: list[str] = field(default_factory=list)
+
+    def action(self) -> UpdateService:
+        return UpdateService(
+            service_id=self.service.id,
+            service_name=self.service.name,
+            service_version=self.service.version,
+            add_constraints=tuple(self.add_constraints),
+            set_labels=MappingProxyType(dict(self.set_labels)),
+            remove_labels=tuple(self.remove_labels),
+            force=self.force,
+            reason="; ".join(self.reasons),
+            controller=Colocation.name,
+        )
+
+
+def _int_label(labels: Mapping[str, str], key: str) -> int:
+    try:
+        return max(0, int(labels.get(key, "0")))
+    except ValueError:
+        return 0
+
+
+def _float_label(labels: Mapping[str, str], key: str) -> float:
+    try:
+        return float(labels.get(key, "0"))
+    except ValueError:
+        return 0.0
+
+
+def _newest(tasks: tuple[Task, ...]) -> Task | None:
+    return max(tasks, key=lambda t: (t.updated_at, t.created_at), default=None)
+
+
+def _task_problem(task: Task | None) -> str:
+    if task is None:
+        return "no task"
+    detail = task.error or task.message
+    return f"{task.state}" + (f": {detail}" if detail else "")
+
+
+@dataclass(frozen=True)
+class _AnchorPlacement:
+    """Where an anchor runs, since when, and whether its labels are being moved this cycle."""
+
+    nodes: frozenset[str]
+    started_at: float
+    labels_changed_at: float
+    labels_moving: bool
+
+
+class _Planner:
+    def __init__(self, snapshot: Snapshot, settings: ColocationSettings, now: float) -> None:
+        self.snapshot = snapshot
+        self.settings = settings
+        self.now = now
+        self.node_sets: dict[str, dict[str, str]] = {}
+        self.node_removes: dict[str, list[str]] = {}
+        self.node_reasons: dict[str, list[str]] = {}
+        self.changes: dict[str, _ServiceChange] = {}
+        self.findings: list[Finding] = []
+        self.wake_at: float | None = None
+
+    def wake(self, at: float) -> None:
+        self.wake_at = at if self.wake_at is None else min(self.wake_at, at)
+
+    def change(self, svc: Service) -> _ServiceChange:
+        return self.changes.setdefault(svc.id, _ServiceChange(svc))
+
+    def hostname(self, node_id: str) -> str:
+        node = self.snapshot.node(node_id)
+        return node.hostname if node is not None else node_id[:12]
+
+    def label_node(self, node_id: str, key: str, reason: str) -> None:
+        self.node_sets.setdefault(node_id, {})[key] = LABEL_TRUE
+        self.node_reasons.setdefault(node_id, []).append(reason)
+
+    def unlabel_node(self, node_id: str, key: str, reason: str) -> None:
+        self.node_removes.setdefault(node_id, []).append(key)
+        self.node_reasons.setdefault(node_id, []).append(reason)
+
+    def plan_group(self, group: AnchorGroup) -> GroupStatus:
+        snap = self.snapshot
+        key = anchor_label_key(group.anchor)
+        anchor = snap.service(group.anchor)
+        if anchor is None:
+            self.findings.append(Finding(group.anchor, "anchor service not found in the Swarm", "warning"))
+            return GroupStatus(group.anchor, group.source, (), False, "anchor service not found")
+
+        running = snap.running_tasks(anchor.id)
+        anchor_nodes = sorted({t.node_id for t in running})
+        labelled = sorted(n.id for n in snap.nodes if key in n.labels)
+        anchor_hosts = tuple(sorted(self.hostname(n) for n in anchor_nodes))
+
+        if anchor_nodes:
+            for node_id in anchor_nodes:
+                node = snap.node(node_id)
+                if node is not None and node.labels.get(key) != LABEL_TRUE:
+                    self.label_node(node_id, key, f"anchor {group.anchor} runs here")
+            for node_id in labelled:
+                if node_id not in anchor_nodes:
+                    self.unlabel_node(node_id, key, f"anchor {group.anchor} no longer runs here")
+        labels_moving = bool(anchor_nodes) and (set(anchor_nodes) != set(labelled))
+
+        restart_attempts = _int_label(anchor.labels, RESTART_ATTEMPTS_LABEL)
+        next_restart_at: float | None = None
+        why_not: list[str] = []
+
+        if not anchor_nodes:
+            next_restart_at, why = self.plan_anchor_restart(group, anchor, restart_attempts)
+            why_not.append(why)
+        elif anchor.labels.get(DEPENDENTS_PENDING_LABEL) == LABEL_TRUE:
+            # The anchor runs again after Orcastra restarted it: now restart its dependents (fresh
+            # connections to the restarted anchor), once.
+            c = self.change(anchor)
+            c.remove_labels.append(DEPENDENTS_PENDING_LABEL)
+            c.reasons.append("anchor runs again; dependents restarted")
+            for dep_name in group.dependents:
+                dep = snap.service(dep_name)
+                if dep is not None:
+                    dc = self.change(dep)
+                    dc.force = True
+                    dc.reasons.append(f"restart_dependents: anchor {group.anchor} was restarted")
+
+        anchor_started = max((t.updated_at for t in running), default=0.0)
+        labels_changed_at = max(
+            (n.updated_at for n_id in anchor_nodes if (n := snap.node(n_id)) is not None), default=0.0
+        )
+        where = _AnchorPlacement(frozenset(anchor_nodes), anchor_started, labels_changed_at, labels_moving)
+        dep_statuses = tuple(self.plan_dependent(group, dep_name, where) for dep_name in group.dependents)
+        colocated = bool(anchor_nodes) and all(d.colocated for d in dep_statuses)
+        why_not += [f"{d.name}: {d.why}" for d in dep_statuses if not d.colocated]
+        if colocated:
+            self.reset_backoff(anchor)
+            for dep_name in group.dependents:
+                dep = snap.service(dep_name)
+                if dep is not None:
+                    self.reset_backoff(dep)
+            restart_attempts = 0
+        return GroupStatus(
+            anchor=group.anchor,
+            source=group.source,
+            anchor_nodes=anchor_hosts,
+            colocated=colocated,
+            why="; ".join(why_not),
+            dependents=dep_statuses,
+            restart_attempts=restart_attempts,
+            next_restart_at=next_restart_at,
+        )
+
+    def reset_backoff(self, svc: Service) -> None:
+        stale = [k for k in (RESTART_ATTEMPTS_LABEL, RESTART_AT_LABEL) if k in svc.labels]
+        if stale:
+            c = self.change(svc)
+            c.remove_labels.extend(stale)
+            c.reasons.append("group colocated: backoff reset")
+
+    def backoff_due(self, svc: Service, intervals: tuple[float, ...], since: float) -> tuple[int, float, float]:
+        """(attempts so far, the delay of the next attempt, when it is due)."""
+        attempts = _int_label(svc.labels, RESTART_ATTEMPTS_LABEL)
+        delay = intervals[min(attempts, len(intervals) - 1)]
+        last = _float_label(svc.labels, RESTART_AT_LABEL) if attempts else since
+        return attempts, delay, last + delay
+
+    def plan_anchor_restart(self, group: AnchorGroup, anchor: Service, attempts: int) -> tuple[float | None, str]:
+        if anchor.mode == "replicated" and anchor.replicas == 0:
+            return None, "anchor is scaled to 0"
+        snap = self.snapshot
+        every = snap.tasks_of(anchor.id)
+        # Swarm's own next try: desired running, or ready while it waits out the restart delay. A task still
+        # "running" on a node that is not Ready is dead; Swarm replaces it by itself.
+        wanted = tuple(t for t in every if t.desired_state in LIVE_DESIRED_STATES)
+        lost = tuple(t for t in wanted if t.node_id and not snap.on_ready_node(t))
+        live = tuple(t for t in wanted if t not in lost)
+        newest = _newest(live) or _newest(lost) or _newest(every)
+        problem = _task_problem(newest)
+        if newest is not None and newest in lost:
+            node = snap.node(newest.node_id)
+            problem = f"its node {self.hostname(newest.node_id)} is {node.state if node else 'gone'}"
+            # Swarm reschedules the tasks of a node it sees down: give it the same grace as a pending task.
+            lost_at = max(newest.updated_at, node.updated_at if node is not None else 0.0)
+            since = lost_at + self.settings.pending_grace_seconds
+        elif newest is not None and newest.state not in TERMINAL_TASK_STATES and newest.state != "running":
+            # Still on its way (ready for a restart delay, pending, assigned, preparing: an image pull can
+            # take a while).
+            since = (newest.created_at or newest.updated_at) + self.settings.pending_grace_seconds
+        elif newest is not None:
+            since = newest.updated_at
+        else:
+            since = 0.0
+        attempts, delay, due = self.backoff_due(anchor, group.retry_intervals, since)
+        if self.now < due:
+            self.wake(due)
+            when = (
+                f"attempt {attempts + 1} at +{due - self.now:.0f}s"
+                if attempts
+                else f"restart at +{due - self.now:.0f}s"
+            )
+            return due, f"anchor not running ({problem}); backing off ({when})"
+        c = self.change(anchor)
+        c.force = True
+        c.set_labels[RESTART_ATTEMPTS_LABEL] = str(attempts + 1)
+        c.set_labels[RESTART_AT_LABEL] = f"{self.now:.0f}"
+        if group.restart_dependents:
+            c.set_labels[DEPENDENTS_PENDING_LABEL] = LABEL_TRUE
+        c.reasons.append(f"anchor has no running task ({problem}); restart attempt {attempts + 1} (after {delay:g}s)")
+        next_delay = group.retry_intervals[min(attempts + 1, len(group.retry_intervals) - 1)]
+        self.wake(self.now + next_delay)
+        return self.now + next_delay, f"anchor not running ({problem}); restarting (attempt {attempts + 1})"
+
+    def plan_dependent(self, group: AnchorGroup, name: str, where: _AnchorPlacement) -> DependentStatus:
+        anchor_nodes, labels_moving = where.nodes, where.labels_moving
+        snap = self.snapshot
+        dep = snap.service(name)
+        if dep is None:
+            self.findings.append(Finding(name, f"dependent of {group.anchor} not found in the Swarm", "warning"))
+            return DependentStatus(name, (), 0, None, False, False, "service not found")
+        constraint = anchor_constraint(group.anchor)
+        constrained = has_constraint(dep.constraints, constraint)
+        running = snap.running_tasks(dep.id)
+        nodes = tuple(sorted({self.hostname(t.node_id) for t in running}))
+        desired = dep.replicas if dep.mode == "replicated" else None
+        if not constrained:
+            c = self.change(dep)
+            c.add_constraints.append(constraint)
+            c.reasons.append(
+                f"placement constraint {constraint} missing (follows {group.anchor}); added. Put it in the stack "
+                "file to avoid a restart after every deploy"
+            )
+            self.findings.append(Finding(name, f"constraint {constraint} was missing: adding it", "warning"))
+            return DependentStatus(name, nodes, len(running), desired, False, False, "constraint missing (adding)")
+        if desired == 0:
+            return DependentStatus(name, nodes, len(running), desired, True, True, "scaled to 0")
+        if not anchor_nodes:
+            return DependentStatus(name, nodes, len(running), desired, True, False, "waiting for the anchor")
+        misplaced = sorted({self.hostname(t.node_id) for t in running if t.node_id not in anchor_nodes})
+        short = desired is not None and len(running) < desired
+        if not misplaced and not short and running:
+            return DependentStatus(name, nodes, len(running), desired, True, True)
+        if misplaced:
+            anchor_hosts = ", ".join(sorted(self.hostname(n) for n in anchor_nodes))
+            why = f"running on {', '.join(misplaced)}, anchor on {anchor_hosts}"
+        elif not running:
+            newest = _newest(tuple(t for t in snap.tasks_of(dep.id) if t.desired_state in LIVE_DESIRED_STATES))
+            why = f"no running task ({_task_problem(newest)})"
+        else:
+            why = f"{len(running)}/{desired} running"
+        if labels_moving:
+            return DependentStatus(name, nodes, len(running), desired, True, False, why + "; labels moving now")
+        # Labels are right. Swarm's constraint enforcer and orchestrator move the tasks by themselves; only
+        # when that has not happened within the grace period is a forced update worth its rolling restart.
+        # The grace counts from the last thing that could have set Swarm moving: the anchor starting, a
+        # label change on its node(s), the dependent's newest task.
+        newest_dep = _newest(snap.tasks_of(dep.id))
+        since = (
+            max(
+                where.started_at,
+                where.labels_changed_at,
+                newest_dep.created_at if newest_dep is not None else 0.0,
+            )
+            + self.settings.misplaced_grace_seconds
+        )
+        attempts, _, due = self.backoff_due(dep, group.retry_intervals, since)
+        if self.now < due:
+            self.wake(due)
+            return DependentStatus(
+                name, nodes, len(running), desired, True, False, f"{why}; waiting (retry at +{due - self.now:.0f}s)"
+            )
+        c = self.change(dep)
+        c.force = True
+        c.set_labels[RESTART_ATTEMPTS_LABEL] = str(attempts + 1)
+        c.set_labels[RESTART_AT_LABEL] = f"{self.now:.0f}"
+        c.reasons.append(f"not colocated with {group.anchor} ({why}); forced update, attempt {attempts + 1}")
+        return DependentStatus(name, nodes, len(running), desired, True, False, f"{why}; forcing an update")
+
+    def orphan_labels(self, groups: list[AnchorGroup]) -> None:
+        """Anchor labels of anchors no longer declared anywhere are removed (they are Orcastra's own)."""
+        known = {anchor_label_key(g.anchor) for g in groups}
+        for node in self.snapshot.nodes:
+            for key in node.labels:
+                if key.startswith(ANCHOR_LABEL_PREFIX) and key not in known:
+                    self.unlabel_node(node.id, key, f"{key[len(ANCHOR_LABEL_PREFIX) :]} is no longer an anchor")
+
+    def actions(self) -> list[Action]:
+        out: list[Action] = []
+        for node_id in sorted(set(self.node_sets) | set(self.node_removes)):
+            node = self.snapshot.node(node_id)
+            if node is None:
+                continue
+            out.append(
+                UpdateNodeLabels(
+                    node_id=node.id,
+                    hostname=node.hostname,
+                    node_version=node.version,
+                    set_labels=MappingProxyType(self.node_sets.get(node_id, {})),
+                    remove_labels=tuple(sorted(set(self.node_removes.get(node_id, [])))),
+                    reason="; ".join(self.node_reasons.get(node_id, [])),
+                    controller=Colocation.name,
+                )
+            )
+        out += [c.action() for c in self.changes.values()]
+        return out
+
+
+def plan_colocation(snapshot: Snapshot, settings: ColocationSettings, now: float) -> ColocationPlan:
+    groups, findings = resolve_groups(snapshot, settings)
+    planner = _Planner(snapshot, settings, now)
+    planner.findings.extend(findings)
+    statuses = tuple(planner.plan_group(g) for g in groups)
+    planner.orphan_labels(groups)
+    return ColocationPlan(Plan(tuple(planner.actions()), tuple(planner.findings), planner.wake_at), statuses)
+
+
+class Colocation:
+    """Registry entry: anchor-following."""
+
+    name = "colocation"
+
+    def plan(self, snapshot: Snapshot, config: Config) -> Plan:
+        # The snapshot's own time stands in for "now", keeping the planner free of clocks.
+        return plan_colocation(snapshot, ColocationSettings.from_config(config), snapshot.taken_at).plan
+
+    def history_needed(self, snapshot: Snapshot, config: Config) -> frozenset[str]:
+        """Every service of an anchor group: restart backoff and the misplaced grace read finished tasks."""
+        return group_service_ids(snapshot, ColocationSettings.from_config(config))
+
+
+def group_service_ids(snapshot: Snapshot, settings: ColocationSettings) -> frozenset[str]:
+    groups, _ = resolve_groups(snapshot, settings)
+    out = set()
+    for g in groups:
+        for name in (g.anchor, *g.dependents):
+            svc = snapshot.service(name)
+            if svc is not None:
+                out.add(svc.id)
+    return frozenset(out)

@@ -1,0 +1,229 @@
+"""Placement pins: how a rebalancing move lands on the node the planner chose, and stays there.
+
+A move of service ``S`` (an anchor, or a plain service) to node ``N``:
+- node ``N`` gets the Orcastra-owned label ``orcastra.place.S=true`` (and the node ``S`` was pinned to before,
+  if any, loses it: labels are added before they are removed);
+- ``S`` gets the placement constraint ``node.labels.orcastra.place.S==true`` if it lacks it (that update
+  reschedules its tasks, onto ``N``, the only node carrying the label); a later move only moves the label, and
+  Swarm's constraint enforcer moves the tasks;
+- ``S``'s own labels record the move (``orcastra.rebalance.moved-from/-to/-at``): the anti-flap memory of
+  recent moves lives in the Swarm and survives an Orcastra restart.
+
+Every cycle (``plan_pins``) keeps pins healthy:
+- a pin constraint removed by ``docker stack deploy`` is put back (the pin is not undone by a deploy);
+- a pin whose node is not Ready or not active (failed, drained, paused) for ``release_after_seconds`` is
+  released (label and constraint removed) so Swarm can run the service elsewhere: a pin must never keep a
+  service down;
+- labels of services that no longer exist, and constraints whose label no node carries, are removed.
+
+Pure: no I/O, no clock (``now`` is a parameter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from orcastra.domain.actions import Action, UpdateNodeLabels, UpdateService
+from orcastra.domain.placement import has_constraint
+from orcastra.domain.plan import Finding, Plan
+from orcastra.domain.snapshot import Node, Service, Snapshot
+
+if TYPE_CHECKING:
+    from orcastra.config import Config
+
+PIN_LABEL_PREFIX = "orcastra.place."
+MOVED_FROM_LABEL = "orcastra.rebalance.moved-from"
+MOVED_TO_LABEL = "orcastra.rebalance.moved-to"
+MOVED_AT_LABEL = "orcastra.rebalance.moved-at"
+RELEASE_AFTER_SECONDS = 30.0
+CONTROLLER = "pins"
+
+
+def pin_label_key(service: str) -> str:
+    return PIN_LABEL_PREFIX + service
+
+
+def pin_constraint(service: str) -> str:
+    return f"node.labels.{pin_label_key(service)}==true"
+
+
+def has_pin_constraint(svc: Service) -> bool:
+    return has_constraint(svc.constraints, pin_constraint(svc.name))
+
+
+def pinned_nodes(snapshot: Snapshot, service: str) -> list[Node]:
+    key = pin_label_key(service)
+    return [n for n in snapshot.nodes if n.labels.get(key) == "true"]
+
+
+@dataclass(frozen=True)
+class MoveRecordLabels:
+    """A move as recorded in the moved service's labels."""
+
+    service: str
+    from_node: str
+    to_node: str
+    at: float
+
+
+def recorded_moves(snapshot: Snapshot) -> tuple[MoveRecordLabels, ...]:
+    out = []
+    for s in snapshot.services:
+        if MOVED_AT_LABEL in s.labels:
+            try:
+                at = float(s.labels[MOVED_AT_LABEL])
+            except ValueError:
+                continue
+            out.append(
+                MoveRecordLabels(s.name, s.labels.get(MOVED_FROM_LABEL, ""), s.labels.get(MOVED_TO_LABEL, ""), at)
+            )
+    return tuple(out)
+
+
+def plan_move(
+    snapshot: Snapshot, pin_service: str, to_node: str, from_node: str, *, now: float, reason: str
+) -> list[Action]:
+    """The actions that move ``pin_service`` to ``to_node``: label the target, unlabel a previous pin, add
+    the constraint if missing, and record the move in the service's labels."""
+    svc = snapshot.service(pin_service)
+    target = snapshot.node_by_hostname(to_node)
+    if svc is None or target is None:
+        return []
+    key = pin_label_key(pin_service)
+    actions: list[Action] = [
+        UpdateNodeLabels(
+            node_id=target.id,
+            hostname=target.hostname,
+            node_version=target.version,
+            set_labels=MappingProxyType({key: "true"}),
+            reason=f"rebalance: pin {pin_service} here ({reason})",
+            controller="rebalance",
+        )
+    ]
+    for old in pinned_nodes(snapshot, pin_service):
+        if old.id != target.id:
+            actions.append(
+                UpdateNodeLabels(
+                    node_id=old.id,
+                    hostname=old.hostname,
+                    node_version=old.version,
+                    remove_labels=(key,),
+                    reason=f"rebalance: {pin_service} moves to {to_node}",
+                    controller="rebalance",
+                )
+            )
+    actions.append(
+        UpdateService(
+            service_id=svc.id,
+            service_name=svc.name,
+            service_version=svc.version,
+            add_constraints=() if has_pin_constraint(svc) else (pin_constraint(svc.name),),
+            set_labels=MappingProxyType(
+                {MOVED_FROM_LABEL: from_node, MOVED_TO_LABEL: to_node, MOVED_AT_LABEL: f"{now:.0f}"}
+            ),
+            reason=f"rebalance: move {from_node} -> {to_node} ({reason})",
+            controller="rebalance",
+        )
+    )
+    return actions
+
+
+def plan_release(snapshot: Snapshot, service: str, reason: str) -> list[Action]:
+    """Undo a pin: remove the label from every node and the constraint from the service."""
+    key = pin_label_key(service)
+    actions: list[Action] = [
+        UpdateNodeLabels(
+            node_id=n.id,
+            hostname=n.hostname,
+            node_version=n.version,
+            remove_labels=(key,),
+            reason=f"release pin of {service}: {reason}",
+            controller=CONTROLLER,
+        )
+        for n in pinned_nodes(snapshot, service)
+    ]
+    svc = snapshot.service(service)
+    if svc is not None and has_pin_constraint(svc):
+        actions.append(
+            UpdateService(
+                service_id=svc.id,
+                service_name=svc.name,
+                service_version=svc.version,
+                remove_constraints=(pin_constraint(svc.name),),
+                reason=f"release pin: {reason}",
+                controller=CONTROLLER,
+            )
+        )
+    return actions
+
+
+def plan_pins(snapshot: Snapshot, now: float, release_after_seconds: float = RELEASE_AFTER_SECONDS) -> Plan:
+    actions: list[Action] = []
+    findings: list[Finding] = []
+    wake_at: float | None = None
+    pinned: dict[str, list[Node]] = {}
+    for node in snapshot.nodes:
+        for key, value in node.labels.items():
+            if key.startswith(PIN_LABEL_PREFIX) and value == "true":
+                pinned.setdefault(key[len(PIN_LABEL_PREFIX) :], []).append(node)
+    for service, nodes in sorted(pinned.items()):
+        svc = snapshot.service(service)
+        if svc is None:
+            actions += plan_release(snapshot, service, "the service no longer exists")
+            continue
+        healthy = [n for n in nodes if n.ready and n.availability == "active"]
+        if not healthy:
+            since = max(n.updated_at for n in nodes)
+            if now - since >= release_after_seconds:
+                actions += plan_release(
+                    snapshot, service, f"pinned node {', '.join(n.hostname for n in nodes)} is not Ready/active"
+                )
+                findings.append(
+                    Finding(
+                        service, "pinned node is not available: pin released so Swarm can run it elsewhere", "warning"
+                    )
+                )
+            else:
+                due = since + release_after_seconds
+                wake_at = due if wake_at is None else min(wake_at, due)
+                findings.append(Finding(service, f"pinned node not available; releasing the pin at +{due - now:.0f}s"))
+            continue
+        if not has_pin_constraint(svc):
+            actions.append(
+                UpdateService(
+                    service_id=svc.id,
+                    service_name=svc.name,
+                    service_version=svc.version,
+                    add_constraints=(pin_constraint(svc.name),),
+                    reason=f"rebalance pin to {', '.join(n.hostname for n in healthy)} lost its constraint "
+                    "(a stack deploy?); restored",
+                    controller=CONTROLLER,
+                )
+            )
+    for svc in snapshot.services:
+        if has_pin_constraint(svc) and svc.name not in pinned:
+            actions.append(
+                UpdateService(
+                    service_id=svc.id,
+                    service_name=svc.name,
+                    service_version=svc.version,
+                    remove_constraints=(pin_constraint(svc.name),),
+                    reason="pin constraint without a pinned node (its tasks could never be scheduled); removed",
+                    controller=CONTROLLER,
+                )
+            )
+    return Plan(tuple(actions), tuple(findings), wake_at)
+
+
+class Pins:
+    """Registry entry: keeps rebalancing pins healthy every cycle."""
+
+    name = CONTROLLER
+
+    def plan(self, snapshot: Snapshot, config: Config) -> Plan:
+        return plan_pins(snapshot, snapshot.taken_at)
+
+    def history_needed(self, snapshot: Snapshot, config: Config) -> frozenset[str]:
+        return frozenset()  # reads running tasks only

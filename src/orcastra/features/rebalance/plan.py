@@ -1,0 +1,512 @@
+"""From a Swarm snapshot and memory readings to a rebalancing plan: which units may move, where, and why not.
+
+This module does the Swarm side (units, eligibility, placement, anti-flap, explanations); the choice
+among eligible moves is ``optimize.choose_moves`` on plain arrays. Pure: ``now`` is a parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from orcastra.domain.placement import NODE_LABEL_PREFIX, node_satisfies, parse_constraint
+from orcastra.domain.plan import Finding
+from orcastra.domain.snapshot import Node, Service, Snapshot
+from orcastra.domain.usage import MemoryView, NodeMemory, TaskMemory
+from orcastra.features.colocation.plan import ANCHOR_LABEL_PREFIX, AnchorGroup
+from orcastra.features.rebalance.optimize import MoveProblem, choose_moves
+from orcastra.features.rebalance.pins import PIN_LABEL_PREFIX
+from orcastra.features.rebalance.types import (
+    FALSE_VALUES,
+    LEASE_LABEL,
+    PREFERRED_NODE_LABEL,
+    REBALANCE_LABEL,
+    NodeReport,
+    PlannedMove,
+    RebalanceHistory,
+    RebalancePlan,
+    RebalancePolicy,
+)
+
+# Constraints on node labels Orcastra itself moves with a unit: a dependent's anchor constraint (the anchor
+# label follows the anchor) and the pin of an earlier move (controllers.pins re-points it to the new node).
+# Holding them against a target would forbid every move after the first, so the target check skips them.
+OWNED_LABEL_PREFIXES = (ANCHOR_LABEL_PREFIX, PIN_LABEL_PREFIX, "orcastra.rebalance.")
+MEASURED_SOURCES = frozenset({"engine-stats", "prometheus"})
+NEVER_MOVING_MODES = frozenset({"global", "replicated-job", "global-job"})
+
+
+@dataclass(frozen=True)
+class _Unit:
+    name: str  # anchor or service
+    services: tuple[Service, ...]  # pin service first
+
+    @property
+    def pin(self) -> Service:
+        return self.services[0]
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    unit: _Unit
+    source: int
+    bytes: int
+    estimated: bool
+    targets: tuple[int, ...]
+    preferred: int
+
+
+def format_bytes(n: float) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def format_seconds(s: float) -> str:
+    if s >= 3600:
+        return f"{s / 3600:.1f} h"
+    if s >= 120:
+        return f"{s / 60:.0f} min"
+    return f"{s:.0f} s"
+
+
+def _owned(constraint: str) -> bool:
+    c = parse_constraint(constraint)
+    if c is None or not c.key.casefold().startswith(NODE_LABEL_PREFIX):
+        return False
+    label = c.key[len(NODE_LABEL_PREFIX) :]
+    return label.startswith(OWNED_LABEL_PREFIXES)
+
+
+class _Planner:
+    def __init__(
+        self,
+        *,
+        snapshot: Snapshot,
+        memory: MemoryView,
+        groups: Sequence[AnchorGroup],
+        policy: RebalancePolicy,
+        history: RebalanceHistory,
+        now: float,
+    ) -> None:
+        self.snap = snapshot
+        self.memory = memory
+        self.groups = groups
+        self.policy = policy
+        self.history = history
+        self.now = now
+        self.findings: list[Finding] = []
+        self.nodes: list[Node] = []  # nodes with fresh memory data: the optimiser's index space
+        self.samples: list[NodeMemory] = []
+        self.index: dict[str, int] = {}  # hostname -> index
+        self.targets_cache: dict[tuple[str, ...], tuple[int, ...] | str] = {}
+
+    # --- nodes ------------------------------------------------------------------------------------
+
+    def read_nodes(self) -> tuple[list[NodeReport], list[int], set[int]]:
+        """Node reports, the sources (overloaded long enough), and the nodes that may receive a unit."""
+        p, now = self.policy, self.now
+        reports: list[NodeReport] = []
+        sources: list[int] = []
+        receivers: set[int] = set()
+        for node in sorted(self.snap.nodes, key=lambda n: n.hostname):
+            sample = self.memory.nodes.get(node.hostname)
+            if sample is None or not p.fresh(sample, now):
+                if sample is None:
+                    why = "no memory data"
+                elif sample.total_bytes <= 0:
+                    why = "memory data without a total"
+                else:
+                    why = (
+                        f"memory data {format_seconds(now - sample.sampled_at)} old "
+                        f"(stale after {format_seconds(p.stale_after_seconds)})"
+                    )
+                reports.append(NodeReport(node.hostname, None, False, 0.0, f"{why}: left alone"))
+                if node.ready:
+                    self.findings.append(
+                        Finding(node.hostname, f"{why}: never a source or target of a move", "warning")
+                    )
+                continue
+            i = len(self.nodes)
+            self.nodes.append(node)
+            self.samples.append(sample)
+            self.index[node.hostname] = i
+            pct = sample.used_percent
+            since = self.history.overloaded_since.get(node.hostname)
+            above = pct > p.high_percent
+            for_seconds = now - since if above and since is not None else 0.0
+            overloaded = above and since is not None and for_seconds >= p.sustained_seconds
+            if not node.ready:
+                note = f"{node.state}: left alone"
+            elif overloaded:
+                note = f"overloaded: above {p.high_percent:g}% for {format_seconds(for_seconds)}"
+                sources.append(i)
+            elif above:
+                note = (
+                    f"above {p.high_percent:g}% for {format_seconds(for_seconds)} of "
+                    f"{format_seconds(p.sustained_seconds)}: not yet overloaded"
+                )
+            elif node.availability != "active":
+                note = f"availability {node.availability}: not a target"
+            else:
+                note = "ok"
+            if node.ready and node.availability == "active" and not above:
+                receivers.add(i)
+            reports.append(NodeReport(node.hostname, pct, overloaded, for_seconds, note))
+        return reports, sources, receivers
+
+    # --- units ------------------------------------------------------------------------------------
+
+    def units(self) -> dict[str, _Unit]:
+        """Service name -> its unit: anchor groups (anchor first) and every other service alone."""
+        by_service: dict[str, _Unit] = {}
+        for g in self.groups:
+            anchor = self.snap.service(g.anchor)
+            if anchor is None:
+                continue
+            members = [anchor] + [s for d in g.dependents if (s := self.snap.service(d)) is not None]
+            unit = _Unit(g.anchor, tuple(members))
+            for s in members:
+                by_service.setdefault(s.name, unit)
+        for s in self.snap.services:
+            by_service.setdefault(s.name, _Unit(s.name, (s,)))
+        return by_service
+
+    def override_rebalance(self, svc: Service) -> bool:
+        o = self.policy.overrides.get(svc.name)
+        if o is not None:  # the config wins over the label
+            return o.rebalance
+        return svc.labels.get(REBALANCE_LABEL, "").strip().lower() not in FALSE_VALUES
+
+    def preferred(self, unit: _Unit) -> str | None:
+        for svc in unit.services:
+            o = self.policy.overrides.get(svc.name)
+            if o is not None and o.preferred_node:
+                return o.preferred_node
+            label = svc.labels.get(PREFERRED_NODE_LABEL, "").strip()
+            if label:
+                return label
+        return None
+
+    def cooldown(self, unit: _Unit) -> float:
+        set_ = [
+            o.cooldown_seconds
+            for s in unit.services
+            if (o := self.policy.overrides.get(s.name)) is not None and o.cooldown_seconds is not None
+        ]
+        return max(set_) if set_ else self.policy.service_cooldown_seconds
+
+    # --- candidates ---------------------------------------------------------------------------------
+
+    def targets_for(self, constraints: tuple[str, ...], receivers: set[int]) -> tuple[int, ...] | str:
+        """Receivers satisfying every constraint, or why there are none (cached per constraint set)."""
+        cached = self.targets_cache.get(constraints)
+        if cached is not None:
+            return cached
+        ok: list[int] = []
+        failed = unknown = 0
+        for i in sorted(receivers):
+            result = node_satisfies(constraints, self.nodes[i])
+            if result is True:
+                ok.append(i)
+            elif result is None:
+                unknown += 1
+            else:
+                failed += 1
+        value: tuple[int, ...] | str = tuple(ok)
+        if not ok:
+            parts = [f"{len(receivers)} node(s) Ready, active, under high and with fresh data"]
+            if failed:
+                parts.append(f"{failed} fail the placement constraints ({', '.join(constraints)})")
+            if unknown:
+                parts.append(f"{unknown} cannot be checked against them (engine labels or platform)")
+            value = "no qualified target: " + "; ".join(parts)
+        self.targets_cache[constraints] = value
+        return value
+
+    def candidate(
+        self,
+        unit: _Unit,
+        src: int,
+        running_on: Mapping[str, frozenset[str]],
+        task_memory: Mapping[tuple[str, str], TaskMemory],
+        receivers: set[int],
+    ) -> _Candidate | str:
+        """The unit as a move candidate off node ``src``, or why it cannot move."""
+        p, now = self.policy, self.now
+        host = self.nodes[src].hostname
+        node_id = self.nodes[src].id
+        for svc in unit.services:
+            if svc.mode in NEVER_MOVING_MODES:
+                return f"{svc.name} is a {svc.mode} service: never moved"
+            if svc.labels.get(LEASE_LABEL, "").strip().lower() == "true":
+                return f"{svc.name} is Orcastra's leader lease: never moved"
+        for svc in unit.services:
+            if not self.override_rebalance(svc):
+                return f"opted out ({svc.name}: {REBALANCE_LABEL}=false or rebalance: false in the config)"
+        if node_id not in running_on.get(unit.pin.name, frozenset()):
+            return f"anchor {unit.pin.name} does not run on {host} (its dependents follow it; colocation fixes it)"
+        for svc in unit.services:
+            elsewhere = running_on.get(svc.name, frozenset()) - {node_id}
+            if elsewhere:
+                names = sorted(n.hostname if (n := self.snap.node(x)) is not None else x for x in elsewhere)
+                return (
+                    f"spread over nodes: {svc.name} also runs on {', '.join(names)}; pinning it to one node "
+                    "would move those tasks too"
+                )
+        cooldown = self.cooldown(unit)
+        moves = [m for m in self.history.recent_moves if m.unit == unit.name]
+        last = max(moves, key=lambda m: m.at, default=None)
+        if last is not None and now - last.at < cooldown:
+            return (
+                f"cooldown: moved {last.from_node} -> {last.to_node} {format_seconds(now - last.at)} ago "
+                f"(cooldown {format_seconds(cooldown)})"
+            )
+        total = 0
+        estimated = False
+        for svc in unit.services:
+            if node_id not in running_on.get(svc.name, frozenset()):
+                continue
+            tm = task_memory.get((svc.name, host))
+            if tm is None:
+                return f"no memory measurement for {svc.name} on {host}: not guessed"
+            if now - tm.sampled_at > p.stale_after_seconds:
+                return f"memory of {svc.name} on {host} is {format_seconds(now - tm.sampled_at)} old: not used"
+            total += tm.used_bytes
+            estimated = estimated or tm.source not in MEASURED_SOURCES
+        if total <= 0:
+            return "uses no memory: moving it would not help"
+        constraints = tuple(sorted({c for s in unit.services for c in s.constraints if not _owned(c)}))
+        allowed = self.targets_for(constraints, receivers)
+        if isinstance(allowed, str):
+            return allowed
+        # Never back to a node the unit left within its cooldown (the descheduler's classic flap). A short
+        # per-service cooldown lets a unit move again sooner, but not back: that window is never shorter
+        # than the policy's service cooldown.
+        return_window = max(cooldown, p.service_cooldown_seconds)
+        left = {m.from_node for m in moves if now - m.at < return_window}
+        targets = tuple(i for i in allowed if i != src and self.nodes[i].hostname not in left)
+        excluded = sorted(self.nodes[i].hostname for i in allowed if self.nodes[i].hostname in left)
+        would_return = (
+            f" ({', '.join(excluded)} excluded: it left them within {format_seconds(return_window)})"
+            if excluded
+            else ""
+        )
+        if not targets:
+            return "no qualified target: the only qualified node(s) are ones it left" + would_return
+        margin = 1.0 + p.safety_margin_percent / 100.0
+        roomy = [
+            i
+            for i in targets
+            if self.samples[i].used_bytes + total * margin <= p.target_percent / 100.0 * self.samples[i].total_bytes
+        ]
+        if not roomy:
+            return (
+                f"no qualified target has room: {format_bytes(total)} (+{p.safety_margin_percent:g}% margin) "
+                f"would take each of the {len(targets)} qualified node(s) above {p.target_percent:g}%" + would_return
+            )
+        preferred = -1
+        wanted = self.preferred(unit)
+        if wanted is not None:
+            j = self.index.get(wanted, -1)
+            if j in roomy:
+                preferred = j
+            else:
+                self.findings.append(
+                    Finding(unit.name, f"preferred node {wanted} does not qualify as a target; choosing another")
+                )
+        return _Candidate(unit, src, total, estimated, tuple(roomy), preferred)
+
+    # --- the plan -----------------------------------------------------------------------------------
+
+    def collect_candidates(self, sources: list[int], receivers: set[int]) -> list[_Candidate]:
+        """Every unit running on a source node, as a candidate or as a finding saying why not."""
+        running_on: dict[str, frozenset[str]] = {}
+        on_node: dict[str, list[str]] = {}
+        for svc in self.snap.services:
+            ids = frozenset(t.node_id for t in self.snap.running_tasks(svc.id))
+            running_on[svc.name] = ids
+            for node_id in ids:
+                on_node.setdefault(node_id, []).append(svc.name)
+        task_memory: dict[tuple[str, str], TaskMemory] = {}
+        for tm in self.memory.tasks:
+            key = (tm.service, tm.hostname)
+            old = task_memory.get(key)
+            # A measurement beats an estimate; among equals the newest wins.
+            if old is None or (tm.source in MEASURED_SOURCES, tm.sampled_at) > (
+                old.source in MEASURED_SOURCES,
+                old.sampled_at,
+            ):
+                task_memory[key] = tm
+        unit_of = self.units()
+
+        candidates: list[_Candidate] = []
+        for src in sources:
+            host = self.nodes[src].hostname
+            seen: set[str] = set()
+            for name in sorted(on_node.get(self.nodes[src].id, ())):
+                unit = unit_of[name]
+                if unit.name in seen:
+                    continue
+                seen.add(unit.name)
+                result = self.candidate(unit, src, running_on, task_memory, receivers)
+                if isinstance(result, str):
+                    self.findings.append(Finding(unit.name, f"not moved off {host}: {result}"))
+                else:
+                    candidates.append(result)
+        return candidates
+
+    def problem(self, sources: list[int], candidates: list[_Candidate]) -> MoveProblem:
+        p = self.policy
+        return MoveProblem(
+            node_used=[s.used_bytes for s in self.samples],
+            node_total=[s.total_bytes for s in self.samples],
+            sources=sources,
+            cand_source=[c.source for c in candidates],
+            cand_bytes=[c.bytes for c in candidates],
+            cand_targets=[c.targets for c in candidates],
+            cand_preferred=[c.preferred for c in candidates],
+            high_percent=p.high_percent,
+            target_percent=p.target_percent,
+            safety_margin_percent=p.safety_margin_percent,
+            max_moves=p.max_moves_per_cycle,
+            max_moves_per_node=p.max_moves_per_node,
+        )
+
+    def plan(self) -> RebalancePlan:
+        p, now = self.policy, self.now
+        reports, sources, receivers = self.read_nodes()
+        if not sources:
+            return RebalancePlan((), tuple(reports), tuple(self.findings))
+        candidates = self.collect_candidates(sources, receivers)
+
+        if p.max_moves_per_cycle > 0 and self.history.last_move_at is not None:
+            since_last = now - self.history.last_move_at
+            if since_last < p.global_cooldown_seconds:
+                self.findings.append(
+                    Finding(
+                        "rebalance",
+                        f"global cooldown: last move {format_seconds(since_last)} ago, next one possible in "
+                        f"{format_seconds(p.global_cooldown_seconds - since_last)}",
+                    )
+                )
+                return RebalancePlan((), tuple(reports), tuple(self.findings))
+
+        # Report the worst node's moves first (the optimiser's order is an artefact of its search).
+        chosen = sorted(
+            choose_moves(self.problem(sources, candidates)),
+            key=lambda m: (-self.samples[candidates[m[0]].source].used_percent, m[0]),
+        )
+        moves = self.describe(candidates, chosen, dict(enumerate(s.used_bytes for s in self.samples)))
+        self.explain_left_over(candidates, chosen, sources, moves)
+        return RebalancePlan(tuple(moves), tuple(reports), tuple(self.findings))
+
+    def describe(
+        self, candidates: list[_Candidate], chosen: Sequence[tuple[int, int]], used: dict[int, int]
+    ) -> list[PlannedMove]:
+        """PlannedMoves with before/after figures applied in order (a node's second move starts from the
+        first one's result)."""
+        p = self.policy
+        out: list[PlannedMove] = []
+        for c_index, t in chosen:
+            c = candidates[c_index]
+            s = c.source
+            s_total, t_total = self.samples[s].total_bytes, self.samples[t].total_bytes
+            fb, tb = 100.0 * used[s] / s_total, 100.0 * used[t] / t_total
+            used[s] -= c.bytes
+            used[t] += c.bytes
+            fa, ta = 100.0 * used[s] / s_total, 100.0 * used[t] / t_total
+            src_host, dst_host = self.nodes[s].hostname, self.nodes[t].hostname
+            what = (
+                f"group {c.unit.name} ({', '.join(x.name for x in c.unit.services)})"
+                if len(c.unit.services) > 1
+                else f"service {c.unit.name}"
+            )
+            since = self.history.overloaded_since.get(src_host, self.now)
+            how = "estimated from reservation/limit" if c.estimated else "measured"
+            why_target = "its preferred node" if t == c.preferred else "the qualified node left lowest"
+            reason = (
+                f"{src_host} above {p.high_percent:g}% for {format_seconds(self.now - since)}: move {what}, "
+                f"{format_bytes(c.bytes)} {how}, to {dst_host} ({why_target}); "
+                f"{src_host} {fb:.1f}% -> {fa:.1f}%, {dst_host} {tb:.1f}% -> {ta:.1f}% "
+                f"(target {p.target_percent:g}% with a {p.safety_margin_percent:g}% margin)"
+            )
+            out.append(
+                PlannedMove(
+                    unit=c.unit.name,
+                    services=tuple(x.name for x in c.unit.services),
+                    pin_service=c.unit.pin.name,
+                    from_node=src_host,
+                    to_node=dst_host,
+                    bytes=c.bytes,
+                    from_before_percent=fb,
+                    from_after_percent=fa,
+                    to_before_percent=tb,
+                    to_after_percent=ta,
+                    estimated=c.estimated,
+                    reason=reason,
+                )
+            )
+        return out
+
+    def explain_left_over(
+        self,
+        candidates: list[_Candidate],
+        chosen: Sequence[tuple[int, int]],
+        sources: list[int],
+        moves: list[PlannedMove],
+    ) -> None:
+        p = self.policy
+        moved = {c for c, _ in chosen}
+        after = {m.from_node: m.from_after_percent for m in moves}
+        for src in sources:
+            host = self.nodes[src].hostname
+            pct = after.get(host, self.samples[src].used_percent)
+            idle = [c for i, c in enumerate(candidates) if c.source == src and i not in moved]
+            if pct <= p.high_percent:
+                if idle:
+                    self.findings.append(
+                        Finding(host, f"{len(idle)} other movable unit(s) not needed: {host} ends at {pct:.1f}%")
+                    )
+                continue
+            n_out = sum(1 for c, _ in chosen if candidates[c].source == src)
+            if not idle and n_out == 0:
+                why = "no unit on it can move (see the findings for each)"
+            elif len(chosen) >= p.max_moves_per_cycle:
+                why = f"the move budget (max_moves_per_cycle={p.max_moves_per_cycle}) is used"
+            elif n_out >= p.max_moves_per_node:
+                why = f"the per-node limit (max_moves_per_node={p.max_moves_per_node}) is reached"
+            elif idle:
+                why = "the other movable units no longer fit on any qualified target after this cycle's moves"
+            else:
+                why = "all its movable units are moving and it is still above high"
+            self.findings.append(
+                Finding(host, f"stays above {p.high_percent:g}% ({pct:.1f}%) after this cycle: {why}", "warning")
+            )
+
+
+def plan_rebalance(  # noqa: PLR0917 - positional by the daemon's contract, like every planner's plan()
+    snapshot: Snapshot,
+    memory: MemoryView,
+    groups: Sequence[AnchorGroup],
+    policy: RebalancePolicy,
+    history: RebalanceHistory,
+    now: float,
+) -> RebalancePlan:
+    """The moves for this cycle (possibly none), a report per node, and why candidates were skipped."""
+    return _Planner(snapshot=snapshot, memory=memory, groups=groups, policy=policy, history=history, now=now).plan()
+
+
+def build_problem(  # noqa: PLR0917 - same arguments as plan_rebalance
+    snapshot: Snapshot,
+    memory: MemoryView,
+    groups: Sequence[AnchorGroup],
+    policy: RebalancePolicy,
+    history: RebalanceHistory,
+    now: float,
+) -> MoveProblem:
+    """The arrays ``plan_rebalance`` hands to the optimiser (cooldown aside): for the benchmark."""
+    planner = _Planner(snapshot=snapshot, memory=memory, groups=groups, policy=policy, history=history, now=now)
+    _, sources, receivers = planner.read_nodes()
+    return planner.problem(sources, planner.collect_candidates(sources, receivers))

@@ -1,0 +1,87 @@
+"""The ``rebalance:`` section: thresholds, anti-flap limits, memory sources and per-service overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
+
+from orcastra.domain.fields import Hostname, Loc, PositiveSeconds, Section, ServiceName, fail, number
+
+
+def _check_http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")) or len(value) < 10:
+        raise fail(f"expected an http:// or https:// URL, found {value!r}")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+
+
+class PrometheusSource(Section):
+    """Node (and optionally task) memory from a Prometheus server's HTTP API (instant queries)."""
+
+    url: HttpUrl
+    # node_exporter `instance` label -> Swarm node hostname (e.g. "10.0.0.5:9100": node1).
+    instances: dict[str, Hostname] = Field(default_factory=dict)
+    # Optional cAdvisor-style per-task memory: a query returning one series per container, with the label
+    # below holding the Swarm service name (cAdvisor: container_label_com_docker_swarm_service_name).
+    task_query: str | None = None
+    task_service_label: str = "container_label_com_docker_swarm_service_name"
+    task_node_label: str = "instance"
+    timeout_seconds: PositiveSeconds = 5.0
+
+
+class MemorySources(Section):
+    """Where memory numbers come from. Node memory: prometheus and/or node_exporter URLs. Task memory:
+    Engine container stats through each node's endpoint (``nodes.<host>.endpoint``) and/or prometheus'
+    task_query; service reservations/limits are the fallback estimate."""
+
+    prometheus: PrometheusSource | None = None
+    node_exporter: dict[Hostname, HttpUrl] = Field(default_factory=dict)
+    engine_stats: bool = True
+    timeout_seconds: PositiveSeconds = 5.0
+
+
+class ServiceRebalance(Section):
+    """Per-service overrides (also settable by the service labels orcastra.rebalance / .preferred-node)."""
+
+    rebalance: bool = True
+    preferred_node: Hostname | None = None
+    cooldown_seconds: Annotated[float, Field(ge=0)] | None = None
+
+
+class RebalanceSettings(Section):
+    """Memory-pressure rebalancing: move groups off nodes that stay above `high`, to a chosen node."""
+
+    enabled: bool = False
+    high_percent: Annotated[float, Field(gt=0, le=100)] = 85.0
+    target_percent: Annotated[float, Field(gt=0, le=100)] = 70.0
+    sustained_seconds: Annotated[float, Field(ge=0)] = 600.0
+    monitor_interval_seconds: PositiveSeconds = 30.0
+    global_cooldown_seconds: Annotated[float, Field(ge=0)] = 600.0
+    service_cooldown_seconds: Annotated[float, Field(ge=0)] = 1800.0
+    max_moves_per_cycle: Annotated[int, Field(ge=1)] = 1
+    max_moves_per_node: Annotated[int, Field(ge=1)] = 1
+    # A group's measured memory is counted this much larger when checking that the target stays under
+    # target_percent: measurements lag, and a process grows after a restart.
+    safety_margin_percent: Annotated[float, Field(ge=0, le=100)] = 10.0
+    stale_after_seconds: PositiveSeconds = 120.0
+    move_timeout_seconds: PositiveSeconds = 120.0
+    sources: MemorySources = Field(default_factory=MemorySources)
+    services: dict[ServiceName, ServiceRebalance] = Field(default_factory=dict)
+
+    @classmethod
+    def cross_check(cls, values: Mapping[str, Any]) -> list[tuple[Loc, str]]:
+        target = number(values.get("target_percent", 70.0))
+        high = number(values.get("high_percent", 85.0))
+        if target is not None and high is not None and not target < high:
+            return [
+                (
+                    (),
+                    f"target_percent ({target:g}) must be below high_percent ({high:g}): rebalancing "
+                    "moves tasks until memory use drops to the target, which must be under the trigger",
+                )
+            ]
+        return []

@@ -1,0 +1,386 @@
+"""Rebooting a node, with I/O: the lock in a Swarm label, drain, the reboot command, wait Ready, activate.
+
+``reboot_node`` is what ``reboot NODE`` runs; ``run_scheduled_reboot`` is one tick of the scheduled mode (the
+daemon calls it every ``schedule.check_interval_seconds``). Both raise ``orcastra.errors`` types; a failed step
+raises ``RebootStepError`` naming the step, leaves the node drained and the lock in place until its TTL, so an
+operator sees what happened (``docker info`` shows the Swarm label; ``reboot NODE`` again after fixing it takes
+the lock back, being the same holder only within one process, or after the TTL).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from orcastra.adapters.engine import EngineAdapter
+from orcastra.domain.actions import Action, SetNodeAvailability
+from orcastra.domain.snapshot import Node, Snapshot
+from orcastra.errors import (
+    EngineConflictError,
+    EngineNotFoundError,
+    OrcastraError,
+    PermanentError,
+    TemporaryError,
+    cut,
+)
+from orcastra.features.reboot.plan import (
+    LOCK_LABEL,
+    RebootLock,
+    lock_blocks,
+    parse_lock,
+    plan_scheduled_reboot,
+    reboot_refusal,
+    services_on,
+    tasks_left_on,
+)
+from orcastra.features.reboot.settings import NODE_PLACEHOLDER, RebootSettings
+from orcastra.runtime.leadership import new_holder_id
+
+log = logging.getLogger(__name__)
+
+Step = Literal["lock", "drain", "wait-drained", "reboot-command", "wait-ready", "activate", "release"]
+CAS_ATTEMPTS = 5
+
+
+class RebootRefused(PermanentError):
+    """The reboot may not start: unknown node, no command configured, it would hurt the Swarm."""
+
+
+class RebootLocked(TemporaryError):
+    """Another reboot holds the Swarm-wide lock; try again when it is done (or its TTL has passed)."""
+
+
+class RebootStepError(PermanentError):
+    """A step failed or timed out; the node is left drained and the lock stays until its TTL."""
+
+    def __init__(self, node: str, step: Step, message: str) -> None:
+        super().__init__(f"reboot of {node} aborted at step {step}: {message}")
+        self.node = node
+        self.step = step
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    returncode: int
+    output: str
+
+
+RunCommand = Callable[[str, float], CommandResult]
+ApplyFn = Callable[[list[Action], Snapshot], object]
+
+
+class _ExecutorLike(Protocol):
+    dry_run: bool
+
+    def apply(self, actions: Sequence[Action], snapshot: Snapshot) -> Sequence[Any]: ...
+
+
+class _HasReboot(Protocol):
+    @property
+    def reboot(self) -> RebootSettings: ...
+
+
+def run_shell(command: str, timeout: float) -> CommandResult:
+    """The default ``run_command``: ``sh -c`` the rendered template (from the config only), output captured."""
+    try:
+        done = subprocess.run(
+            ["/bin/sh", "-c", command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as e:
+        return CommandResult(returncode=-1, output=f"timed out after {timeout:g} s: {e.output or ''!s}")
+    except OSError as e:
+        return CommandResult(returncode=-1, output=str(e))
+    return CommandResult(returncode=done.returncode, output=(done.stdout or "") + (done.stderr or ""))
+
+
+def render_command(template: str, hostname: str) -> str:
+    """The command for one node: ``{node}`` becomes the shell-quoted hostname (and nothing else is touched)."""
+    return template.replace(NODE_PLACEHOLDER, shlex.quote(hostname))
+
+
+def settings_of(config_like: RebootSettings | _HasReboot) -> RebootSettings:
+    return config_like if isinstance(config_like, RebootSettings) else config_like.reboot
+
+
+# --- the lock: a Swarm label written at the Swarm's version -----------------------------------------------
+
+
+def compare_and_set_lock(engine: EngineAdapter, expected: str | None, new: str | None) -> bool:
+    """Write the lock label only if it still reads ``expected``. The check and the write are made at the same
+    Swarm version (``set_swarm_labels`` is a compare-and-set); when the Swarm changed in between, it is read
+    again: a change of another label (e.g. ``orcastra.paused``) must not make us lose our own lock, a changed
+    lock label makes this return False."""
+    for _ in range(CAS_ATTEMPTS):
+        labels, version = engine.swarm_labels_with_version()
+        if labels.get(LOCK_LABEL) != expected:
+            return False
+        try:
+            engine.set_swarm_labels({LOCK_LABEL: new}, version)
+        except EngineConflictError:
+            continue
+        return True
+    return False
+
+
+def read_lock(engine: EngineAdapter) -> RebootLock | None:
+    return parse_lock(engine.swarm_labels().get(LOCK_LABEL))
+
+
+class _Lock:
+    """This reboot's hold on the lock: take (or take over when expired), renew, release."""
+
+    def __init__(self, engine: EngineAdapter, node: str, holder: str, ttl: float, clock: Callable[[], float]):
+        self.engine, self.node, self.holder, self.ttl, self.clock = engine, node, holder, ttl, clock
+        self.value: str | None = None
+
+    def _fresh(self) -> str:
+        return RebootLock(self.node, self.holder, self.clock() + self.ttl).format()
+
+    def take(self) -> None:
+        for _ in range(CAS_ATTEMPTS):
+            labels, version = self.engine.swarm_labels_with_version()
+            current = parse_lock(labels.get(LOCK_LABEL))
+            if current is not None and lock_blocks(current, self.holder, self.clock()):
+                raise RebootLocked(
+                    f"the reboot lock is held by {current.holder} for {current.node} until "
+                    f"{dt.datetime.fromtimestamp(current.expires_at).isoformat(timespec='seconds')}"
+                )
+            if current is not None and current.holder != self.holder:
+                log.warning("reboot lock of %s (%s) has expired: taking it over", current.holder, current.node)
+            new = self._fresh()
+            try:
+                # Written at the version the decision above was made on: a lock taken in between wins.
+                self.engine.set_swarm_labels({LOCK_LABEL: new}, version)
+            except EngineConflictError:
+                continue
+            self.value = new
+            return
+        raise RebootLocked("the reboot lock kept changing under us: another reboot is starting")
+
+    def renew(self) -> None:
+        """Push the expiry out before a long step; losing the lock (someone took an expired one) aborts."""
+        new = self._fresh()
+        if not compare_and_set_lock(self.engine, self.value, new):
+            current = read_lock(self.engine)
+            raise RebootStepError(self.node, "lock", f"lost the reboot lock (now {current})")
+        self.value = new
+
+    def release(self) -> None:
+        if self.value is not None and not compare_and_set_lock(self.engine, self.value, None):
+            log.warning("reboot lock changed by someone else; not removing it")
+        self.value = None
+
+
+# --- the steps ------------------------------------------------------------------------------------------
+
+
+def _set_availability(
+    engine: EngineAdapter,
+    apply: _ExecutorLike | ApplyFn,
+    hostname: str,
+    availability: Literal["active", "drain"],
+    step: Step,
+) -> None:
+    for _ in range(CAS_ATTEMPTS):
+        snapshot = engine.snapshot()
+        node = snapshot.node_by_hostname(hostname)
+        if node is None:
+            raise RebootStepError(hostname, step, "the node left the Swarm")
+        if node.availability == availability:
+            return
+        action = SetNodeAvailability(
+            node_id=node.id,
+            hostname=hostname,
+            node_version=node.version,
+            availability=availability,
+            reason=f"reboot: {'drain before the reboot' if availability == 'drain' else 'back after the reboot'}",
+            controller="reboot",
+        )
+        if callable(apply):
+            try:
+                apply([action], snapshot)
+            except EngineConflictError:
+                continue
+            except OrcastraError as e:
+                raise RebootStepError(hostname, step, str(e)) from e
+            return
+        outcomes = apply.apply([action], snapshot)
+        results = [getattr(o, "result", "ok") for o in outcomes]
+        if "conflict" in results:
+            continue
+        if "error" in results:
+            detail = "; ".join(str(getattr(o, "detail", "")) for o in outcomes)
+            raise RebootStepError(hostname, step, detail)
+        return
+    raise RebootStepError(hostname, step, "the node kept changing (version conflicts)")
+
+
+def _wait_drained(
+    engine: EngineAdapter,
+    node: Node,
+    moved: frozenset[str],
+    settings: RebootSettings,
+    *,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> None:
+    deadline = clock() + settings.drain_timeout_seconds
+    while True:
+        try:
+            waiting = tasks_left_on(engine.snapshot(), node.id, moved)
+        except OrcastraError as e:  # a busy manager (e.g. a leader election) is no reason to abort; keep asking
+            waiting = [f"error: {e}"]
+        if not waiting:
+            return
+        if clock() >= deadline:
+            raise RebootStepError(
+                node.hostname,
+                "wait-drained",
+                f"tasks did not move within {settings.drain_timeout_seconds:g} s: {', '.join(waiting[:10])}",
+            )
+        sleep(settings.poll_interval_seconds)
+
+
+def _wait_ready(
+    engine: EngineAdapter,
+    before: Node,
+    settings: RebootSettings,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> None:
+    """Wait until the Swarm reports the node Ready again, after having seen it go: either a state other than
+    Ready, or a newer status (``UpdatedAt``: the manager rewrites a node's status when its dockerd registers
+    again, even when the restart was too quick for it to be marked Down)."""
+    deadline = clock() + settings.ready_timeout_seconds
+    seen_down = False
+    last = "unknown"
+    while True:
+        try:
+            now = engine.inspect_node(before.id)
+            last = now.state
+            if not now.ready:
+                seen_down = True
+            elif seen_down or now.updated_at > before.updated_at:
+                return
+        except OrcastraError as e:  # the manager may be busy while a node comes back; keep asking
+            last = f"error: {e}"
+        if clock() >= deadline:
+            went = "went down and " if seen_down else ""
+            raise RebootStepError(
+                before.hostname,
+                "wait-ready",
+                f"the node {went}was not back Ready within {settings.ready_timeout_seconds:g} s (last: {last})",
+            )
+        sleep(settings.poll_interval_seconds)
+
+
+def reboot_node(
+    engine: EngineAdapter,
+    executor_or_apply_fn: _ExecutorLike | ApplyFn,
+    config_like: RebootSettings | _HasReboot,
+    node: str,
+    *,
+    run_command: RunCommand = run_shell,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    holder: str | None = None,
+) -> str:
+    """Reboot one node: lock, drain, wait until its tasks run elsewhere, run its reboot command, wait Ready,
+    activate, unlock. Returns a message for the operator; raises ``RebootRefused`` (cannot start),
+    ``RebootLocked`` (another reboot runs) or ``RebootStepError`` (aborted, node left drained, lock kept)."""
+    settings = settings_of(config_like)
+    snapshot = engine.snapshot()
+    target = snapshot.node_by_hostname(node)
+    if target is None:
+        known = ", ".join(sorted(n.hostname for n in snapshot.nodes))
+        raise EngineNotFoundError(f"no node {node!r} in the Swarm (nodes: {known})")
+    hostname = target.hostname  # from the Swarm, not the caller: the only name that reaches a shell
+    template = settings.command_for(hostname)
+    if template is None:
+        raise RebootRefused("no reboot command configured (reboot.command or reboot.node_commands)")
+    if (why := reboot_refusal(snapshot, hostname)) is not None:
+        raise RebootRefused(f"not rebooting {hostname}: {why}")
+    command = render_command(template, hostname)
+    if not callable(executor_or_apply_fn) and executor_or_apply_fn.dry_run:
+        return f"would reboot {hostname}: drain, run {command!r}, wait until Ready, activate"
+
+    started = clock()
+    lock = _Lock(engine, hostname, holder or new_holder_id(), settings.lock_ttl_seconds, clock)
+    lock.take()
+    log.warning("rebooting %s: lock taken, draining", hostname)
+    moved = services_on(snapshot, target.id)
+    _set_availability(engine, executor_or_apply_fn, hostname, "drain", "drain")
+    _wait_drained(engine, target, moved, settings, clock=clock, sleep=sleep)
+
+    lock.renew()
+    before = engine.inspect_node(target.id)
+    log.warning("rebooting %s: drained; running %s", hostname, command)
+    result = run_command(command, settings.command_timeout_seconds)
+    if result.returncode != 0:
+        raise RebootStepError(
+            hostname, "reboot-command", f"{command!r} exited with {result.returncode}: {cut(result.output)}"
+        )
+    lock.renew()
+    _wait_ready(engine, before, settings, clock, sleep)
+
+    _set_availability(engine, executor_or_apply_fn, hostname, "active", "activate")
+    lock.release()
+    message = f"rebooted {hostname} in {clock() - started:.0f} s: drained, {command!r}, Ready, Active"
+    log.warning("%s", message)
+    return message
+
+
+def check_sentinels(snapshot: Snapshot, settings: RebootSettings, run_command: RunCommand) -> set[str]:
+    """Hostnames whose reboot-required sentinel is set (the sentinel command exits 0)."""
+    if settings.sentinel_command is None:
+        return set()
+    required: set[str] = set()
+    for n in snapshot.nodes:
+        if not n.ready:
+            continue
+        result = run_command(render_command(settings.sentinel_command, n.hostname), settings.command_timeout_seconds)
+        if result.returncode == 0:
+            required.add(n.hostname)
+    return required
+
+
+def run_scheduled_reboot(
+    engine: EngineAdapter,
+    executor_or_apply_fn: _ExecutorLike | ApplyFn,
+    config_like: RebootSettings | _HasReboot,
+    *,
+    run_command: RunCommand = run_shell,
+    clock: Callable[[], float] = time.time,
+    now_local: Callable[[], dt.datetime] = dt.datetime.now,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str | None:
+    """One tick of the scheduled mode: inside the window, with no reboot under way, reboot the next node whose
+    sentinel is set. Returns the reboot's message, or None when nothing was due."""
+    settings = settings_of(config_like)
+    if not settings.schedule.enabled:
+        return None
+    current = read_lock(engine)
+    if current is not None and not current.expired(clock()):
+        return None
+    snapshot = engine.snapshot()
+    # Check the window (and that every node is Ready and Active) before running any sentinel command.
+    everyone = {n.hostname for n in snapshot.nodes}
+    if plan_scheduled_reboot(snapshot, everyone, now_local(), settings) is None:
+        return None
+    required = check_sentinels(snapshot, settings, run_command)
+    node = plan_scheduled_reboot(snapshot, required, now_local(), settings)
+    if node is None:
+        return None
+    log.warning("scheduled reboot: %s needs a reboot (sentinel set)", node)
+    return reboot_node(engine, executor_or_apply_fn, settings, node, run_command=run_command, clock=clock, sleep=sleep)
