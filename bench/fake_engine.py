@@ -512,11 +512,14 @@ class _Handler(BaseHTTPRequestHandler):
 class FakeEngine:
     """The fake Engine on 127.0.0.1 (a free port), in a background thread; a context manager."""
 
-    def __init__(self, cluster: Cluster, port: int = 0) -> None:
+    def __init__(self, cluster: Cluster, port: int = 0, *, poll_interval: float = 0.5) -> None:
+        """``poll_interval``: how often the server thread checks for shutdown, so close() may wait that long."""
         self.cluster = cluster
         self.data = SwarmData(cluster)
         self._server = _Server(("127.0.0.1", port), self.data)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-engine", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(poll_interval,), name="fake-engine", daemon=True
+        )
 
     @property
     def port(self) -> int:

@@ -1,4 +1,4 @@
-"""Table tests of configuration loading: good files, environment overrides, bad files through the real CLI."""
+"""Table tests of configuration loading: good files, environment overrides, bad files through the CLI."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import os
 import re
 import subprocess
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 from pydantic import ValidationError
 
+from orcastra.cli import cli
 from orcastra.config import (
     DEFAULT_CONFIG_PATH,
     LABEL_KEY_RE,
@@ -30,7 +33,7 @@ GOOD = DATA / "good_configs"
 BAD = DATA / "bad_configs"
 EXAMPLE = REPO / "examples" / "orcastra.yml"
 
-# Variables that would change what the CLI reads; the subprocess tests must not inherit them.
+# Variables that would change what the CLI reads; the CLI tests (in process or not) must not inherit them.
 CONFIG_ENV_VARS = {
     "ORCASTRA_CONFIG",
     "NODES_FILE",
@@ -432,59 +435,111 @@ def test_non_text_keys_are_explained(tmp_path: Path) -> None:
     assert "(line 4)" in message
 
 
-# --- the real CLI ----------------------------------------------------------------------------------
+# --- the CLI ------------------------------------------------------------------------------------------
+# In process through click's CliRunner (a subprocess per case cost half a second each); one smoke test at the
+# end runs the real ``python -m orcastra`` entry point.
 
 
-def run_validate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV_VARS}
-    clean.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "orcastra", "validate", *args],
-        capture_output=True,
-        text=True,
-        env=clean,
-        cwd=REPO,
-        timeout=60,
-        check=False,
+@pytest.fixture
+def run_validate(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
+    """``orcastra validate ARGS`` in process; ``env`` is set for the call only, on top of an isolated environment."""
+    for var in CONFIG_ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(REPO)
+    runner = CliRunner()
+
+    def run(*args: str, env: dict[str, str] | None = None) -> Result:
+        return runner.invoke(cli, ["validate", *args], env=env, prog_name="orcastra")
+
+    return run
+
+
+def assert_no_traceback(result: Result) -> None:
+    # An exception escaping the CLI would have printed a traceback; CliRunner catches it into result.exception.
+    assert result.exception is None or isinstance(result.exception, SystemExit), "".join(
+        traceback.format_exception(*result.exc_info) if result.exc_info else []
     )
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def check_bad_config_report(path: Path, exit_code: int, stdout: str, stderr: str) -> None:
+    expected = re.findall(r"^# expect: (.+)$", path.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    assert expected, f"{path.name} needs at least one '# expect: <fragment>' line"
+    assert exit_code == 2, stderr
+    assert "Traceback" not in stderr + stdout
+    assert path.name in stderr
+    for fragment in expected:
+        assert fragment in stderr, f"missing {fragment!r} in:\n{stderr}"
 
 
 BAD_FILES = sorted(BAD.glob("*.yml"))
+SMOKE_BAD_FILE = BAD / "bad_ip.yml"
 
 
 def test_enough_bad_configs() -> None:
     assert len(BAD_FILES) >= 18
+    assert SMOKE_BAD_FILE in BAD_FILES
 
 
 @pytest.mark.parametrize("path", BAD_FILES, ids=[p.stem for p in BAD_FILES])
-def test_bad_config_is_reported(path: Path) -> None:
-    expected = re.findall(r"^# expect: (.+)$", path.read_text(encoding="utf-8"), flags=re.MULTILINE)
-    assert expected, f"{path.name} needs at least one '# expect: <fragment>' line"
+def test_bad_config_is_reported(path: Path, run_validate: Callable[..., Result]) -> None:
     result = run_validate(str(path))
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    assert path.name in result.stderr
-    for fragment in expected:
-        assert fragment in result.stderr, f"missing {fragment!r} in:\n{result.stderr}"
+    assert_no_traceback(result)
+    check_bad_config_report(path, result.exit_code, result.stdout, result.stderr)
 
 
 @pytest.mark.parametrize("path", [GOOD / "anchors.yml", EXAMPLE], ids=["good-file", "example"])
-def test_good_config_validates(path: Path) -> None:
+def test_good_config_validates(path: Path, run_validate: Callable[..., Result]) -> None:
     result = run_validate(str(path))
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
+    assert result.exception is None
     assert "valid" in result.stdout
 
 
-def test_missing_file_exits_2(tmp_path: Path) -> None:
+def test_missing_file_exits_2(tmp_path: Path, run_validate: Callable[..., Result]) -> None:
     missing = tmp_path / "nope.yml"
     result = run_validate(str(missing))
-    assert result.returncode == 2
+    assert result.exit_code == 2
     assert f"{missing}: file not found" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert_no_traceback(result)
 
 
-def test_bad_env_exits_2() -> None:
+def test_bad_env_exits_2(run_validate: Callable[..., Result]) -> None:
     result = run_validate(str(GOOD / "empty.yml"), env={"RELABEL_TIME": "abc"})
-    assert result.returncode == 2
+    assert result.exit_code == 2
     assert "RELABEL_TIME" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert_no_traceback(result)
+
+
+def test_env_is_isolated_and_only_set_for_the_call(
+    monkeypatch: pytest.MonkeyPatch, run_validate: Callable[..., Result]
+) -> None:
+    # The fixture clears what the CLI would read even if the caller's environment sets it ...
+    assert not CONFIG_ENV_VARS & os.environ.keys()
+    assert run_validate(str(GOOD / "empty.yml")).exit_code == 0
+    # ... and an ``env`` given to one call does not leak into the next.
+    assert run_validate(str(GOOD / "empty.yml"), env={"RELABEL_TIME": "abc"}).exit_code == 2
+    assert "RELABEL_TIME" not in os.environ
+    assert run_validate(str(GOOD / "empty.yml")).exit_code == 0
+
+
+def test_entry_point_smoke() -> None:
+    """The packaging path: the real ``python -m orcastra validate`` on one good and one bad file."""
+    clean = {k: v for k, v in os.environ.items() if k not in CONFIG_ENV_VARS}
+
+    def run(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "orcastra", "validate", str(path)],
+            capture_output=True,
+            text=True,
+            env=clean,
+            cwd=REPO,
+            timeout=60,
+            check=False,
+        )
+
+    good = run(GOOD / "anchors.yml")
+    assert good.returncode == 0, good.stderr
+    assert "valid" in good.stdout
+    bad = run(SMOKE_BAD_FILE)
+    check_bad_config_report(SMOKE_BAD_FILE, bad.returncode, bad.stdout, bad.stderr)
