@@ -42,7 +42,7 @@ from orcastra import __version__
 from orcastra.adapters.engine import EngineAdapter
 from orcastra.adapters.engine.adapter import EngineSettings
 from orcastra.config import Config, load_config
-from orcastra.features import Controller, registry
+from orcastra.runtime.controllers import Controller, registry
 from orcastra.runtime.reconcile import run_cycle
 
 RESULTS = Path(__file__).parent / "results"

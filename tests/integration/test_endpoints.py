@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from orcastra.adapters.engine import EngineAdapter, EngineSettings
+from orcastra.adapters.engine.connect import engine_settings
 from orcastra.config import load_config
 from orcastra.domain.snapshot import Node
 from orcastra.errors import EngineUnreachableError
-from orcastra.runtime.wiring import engine_settings
 from orcastra_lab import LabEnv
 
 from .endpoint_fixtures import (

@@ -14,7 +14,7 @@ import pytest
 from orcastra.adapters.engine import EngineAdapter, EngineSettings
 from orcastra.config import load_config
 from orcastra.domain.labels import OWNED_LABELS_KEY
-from orcastra.features.static_labels.plan import StaticLabels
+from orcastra.runtime.controllers import StaticLabels
 from orcastra.runtime.executor import AuditLog, EngineExecutor
 from orcastra.runtime.reconcile import plan_all, run_cycle
 

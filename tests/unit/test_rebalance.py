@@ -27,6 +27,7 @@ from orcastra.features.rebalance import (
     record_move,
     update_history,
 )
+from orcastra.runtime.controllers import rebalance_policy
 
 NOW = 100_000.0
 TOTAL = 1000
@@ -374,7 +375,7 @@ def test_policy_from_config_resolves_short_names_with_the_stack() -> None:
             },
         }
     )
-    policy = RebalancePolicy.from_config(config)
+    policy = rebalance_policy(config)
     assert (policy.high_percent, policy.target_percent, policy.max_moves_per_cycle) == (90, 60, 3)
     assert dict(policy.overrides) == {
         "app_db": ServiceOverride(rebalance=False),

@@ -54,7 +54,7 @@ def _load(ctx: click.Context) -> tuple[Config, Path]:
 
 def _read_swarm(ctx: click.Context) -> tuple[Config, Snapshot]:
     """The configuration and one snapshot of the Swarm, for the read-only commands."""
-    from orcastra.runtime.wiring import make_engine
+    from orcastra.adapters.engine.connect import make_engine
 
     config, _ = _load(ctx)
     try:
@@ -95,7 +95,7 @@ def run(ctx: click.Context, once: bool | None, dry_run: bool | None) -> None:
 def plan(ctx: click.Context, as_json: bool) -> None:
     """Print what the next cycle would do, and why. Changes nothing."""
     from orcastra.cli.render import render_plan
-    from orcastra.features import registry
+    from orcastra.runtime.controllers import registry
     from orcastra.runtime.reconcile import plan_all
 
     config, snapshot = _read_swarm(ctx)
@@ -116,10 +116,11 @@ def _plan_rebalance_once(config: Config, snapshot: Snapshot) -> RebalancePlan:
 def status(ctx: click.Context, as_json: bool) -> None:
     """Show nodes (state, role, labels; * = set by Orcastra) and anchor groups (colocated or why not)."""
     from orcastra.cli.render import render_status
-    from orcastra.features.colocation.plan import ColocationSettings, plan_colocation
+    from orcastra.features.colocation.plan import plan_colocation
+    from orcastra.runtime.controllers import colocation_settings
 
     config, snapshot = _read_swarm(ctx)
-    groups = plan_colocation(snapshot, ColocationSettings.from_config(config), snapshot.taken_at).groups
+    groups = plan_colocation(snapshot, colocation_settings(config), snapshot.taken_at).groups
     click.echo(render_status(snapshot, groups, as_json=as_json))
 
 

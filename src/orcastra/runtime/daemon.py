@@ -28,6 +28,7 @@ from types import FrameType
 
 from orcastra.adapters.engine import EngineAdapter, EngineEvent
 from orcastra.adapters.engine.adapter import EventStream
+from orcastra.adapters.engine.connect import make_engine, node_engine
 from orcastra.adapters.http import ApiServer
 from orcastra.adapters.memory import collect_memory
 from orcastra.commands import CommandRunner, CommandWatcher, command_routes, load_token
@@ -36,16 +37,16 @@ from orcastra.domain.actions import UpdateService
 from orcastra.domain.snapshot import LIVE_DESIRED_STATES, Snapshot
 from orcastra.domain.usage import MemoryView
 from orcastra.errors import ConfigError, OrcastraError
-from orcastra.features import Controller, registry
-from orcastra.features.colocation.plan import ColocationSettings, plan_colocation
+from orcastra.features.colocation.plan import plan_colocation
 from orcastra.features.rebalance.pins import plan_move
+from orcastra.runtime.controllers import Controller, colocation_settings, registry
 from orcastra.runtime.executor import AuditLog, Executor, Outcome
 from orcastra.runtime.handlers import PAUSED_LABEL, DaemonCommands
 from orcastra.runtime.leadership import LeaderLease
 from orcastra.runtime.observe import HealthState, Metrics, status_routes
 from orcastra.runtime.rebalancer import MoveInFlight, Rebalancer
 from orcastra.runtime.reconcile import CycleResult, run_cycle
-from orcastra.runtime.wiring import make_engine, make_executor, node_engine
+from orcastra.runtime.wiring import make_executor
 
 log = logging.getLogger(__name__)
 
@@ -579,7 +580,7 @@ class Daemon:
         self.wake_at = min(wakes, default=None)
 
     def _publish_groups(self, snapshot: Snapshot) -> None:
-        groups = plan_colocation(snapshot, ColocationSettings.from_config(self.config), snapshot.taken_at).groups
+        groups = plan_colocation(snapshot, colocation_settings(self.config), snapshot.taken_at).groups
         self.metrics.set_anchor_status((g.anchor, g.colocated, g.restart_attempts, g.next_restart_at) for g in groups)
         if self._poller is not None:
             ids = tuple(sorted(s.id for g in groups if (s := snapshot.service(g.anchor)) is not None))

@@ -141,8 +141,8 @@ class DaemonCommands:
     def reboot_node(self, node: str) -> str:
         """Drain, wait, run the node's reboot command, wait Ready, activate; one node at a time (Swarm lock).
         Blocks for minutes: it runs on the command thread, with its own Engine connection."""
+        from orcastra.adapters.engine.connect import make_engine
         from orcastra.runtime.reboot import reboot_node
-        from orcastra.runtime.wiring import make_engine
 
         self._leader()
         self._not_paused()

@@ -8,14 +8,14 @@ from orcastra.adapters.memory import collect_memory
 from orcastra.config import Config
 from orcastra.domain.snapshot import Snapshot
 from orcastra.domain.usage import MemoryView
-from orcastra.features.colocation.plan import ColocationSettings, resolve_groups
+from orcastra.features.colocation.plan import resolve_groups
 from orcastra.features.rebalance import (
     RebalanceHistory,
     RebalancePlan,
-    RebalancePolicy,
     plan_rebalance,
     update_history,
 )
+from orcastra.runtime.controllers import colocation_settings, rebalance_policy
 from orcastra.runtime.rebalancer import history_with_recorded_moves
 
 
@@ -25,8 +25,8 @@ def one_shot_rebalance_plan(config: Config, snapshot: Snapshot) -> tuple[Rebalan
     cooldowns and every other rule apply as usual."""
     now = time.time()
     memory = collect_memory(config, snapshot, now)
-    policy = RebalancePolicy.from_config(config)
+    policy = rebalance_policy(config)
     history = update_history(RebalanceHistory(), memory, policy, now - policy.sustained_seconds)
     history = history_with_recorded_moves(history, snapshot)
-    groups, _ = resolve_groups(snapshot, ColocationSettings.from_config(config))
+    groups, _ = resolve_groups(snapshot, colocation_settings(config))
     return plan_rebalance(snapshot, memory, groups, policy, history, now), memory

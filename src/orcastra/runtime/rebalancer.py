@@ -20,17 +20,17 @@ from orcastra.config import Config
 from orcastra.domain.actions import Action
 from orcastra.domain.snapshot import Snapshot
 from orcastra.domain.usage import MemoryView
-from orcastra.features.colocation.plan import ColocationSettings, resolve_groups
+from orcastra.features.colocation.plan import resolve_groups
 from orcastra.features.rebalance import (
     MoveRecord,
     PlannedMove,
     RebalanceHistory,
     RebalancePlan,
-    RebalancePolicy,
     plan_rebalance,
     update_history,
 )
 from orcastra.features.rebalance.pins import plan_move, plan_release, recorded_moves
+from orcastra.runtime.controllers import colocation_settings, rebalance_policy
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +111,9 @@ class Rebalancer:
         actions, finished = self.follow_moves(snapshot, config, now)
         if memory is None:
             return RebalanceStep(tuple(actions), None, None, tuple(finished))
-        policy = RebalancePolicy.from_config(config)
+        policy = rebalance_policy(config)
         self.history = update_history(self.history, memory, policy, now)
-        groups, _ = resolve_groups(snapshot, ColocationSettings.from_config(config))
+        groups, _ = resolve_groups(snapshot, colocation_settings(config))
         history = history_with_recorded_moves(self.history, snapshot)
         plan = plan_rebalance(snapshot, memory, groups, policy, history, now)
         self.last_plan, self.last_memory = plan, memory

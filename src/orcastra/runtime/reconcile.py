@@ -11,7 +11,7 @@ from orcastra.adapters.engine import EngineAdapter
 from orcastra.config import Config
 from orcastra.domain.plan import Plan
 from orcastra.domain.snapshot import Snapshot
-from orcastra.features import Controller
+from orcastra.runtime.controllers import Controller
 from orcastra.runtime.executor import Executor, Outcome
 
 log = logging.getLogger(__name__)

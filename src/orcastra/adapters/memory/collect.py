@@ -18,6 +18,7 @@ from types import MappingProxyType
 import httpx
 
 from orcastra.adapters.engine.adapter import EngineSettings
+from orcastra.adapters.engine.connect import engine_settings
 from orcastra.adapters.memory import engine_stats, node_exporter, prometheus
 from orcastra.adapters.memory.reading import SourceReading
 from orcastra.config import Config
@@ -131,9 +132,6 @@ def _read_engine_stats(
 
 
 def _engine_base(config: Config) -> EngineSettings:
-    # Imported here: wiring builds the daemon's collaborators and may well import this module itself.
-    from orcastra.runtime.wiring import engine_settings
-
     return engine_settings(config, {})
 
 

@@ -20,16 +20,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from orcastra.domain.actions import Action, UpdateNodeLabels, UpdateService
 from orcastra.domain.placement import has_constraint
 from orcastra.domain.plan import Finding, Plan
 from orcastra.domain.snapshot import LIVE_DESIRED_STATES, TERMINAL_TASK_STATES, Service, Snapshot, Task
 
-if TYPE_CHECKING:
-    from orcastra.config import Config
-
+CONTROLLER = "colocation"
 ANCHOR_LABEL_PREFIX = "orcastra.anchor."
 FOLLOW_LABEL = "orcastra.follow"
 RESTART_DEPENDENTS_LABEL = "orcastra.restart-dependents"
@@ -69,28 +66,6 @@ class ColocationSettings:
     restart_dependents: bool = True
     pending_grace_seconds: float = PENDING_GRACE_SECONDS
     misplaced_grace_seconds: float = MISPLACED_GRACE_SECONDS
-
-    @classmethod
-    def from_config(cls, config: Config) -> ColocationSettings:
-        default_restart = config.reconcile.restart_dependents
-        groups = []
-        for name, a in sorted(config.anchors.items()):
-            stack = a.stack if a.stack is not None else config.stack
-            groups.append(
-                AnchorGroup(
-                    anchor=config.service_name(name, stack),
-                    dependents=tuple(config.service_name(d, stack) for d in a.dependents),
-                    restart_dependents=default_restart if a.restart_dependents is None else a.restart_dependents,
-                    retry_intervals=tuple(a.retry_intervals),
-                    source="config",
-                )
-            )
-        return cls(
-            groups=tuple(groups),
-            restart_dependents=default_restart,
-            pending_grace_seconds=config.reconcile.pending_grace_seconds,
-            misplaced_grace_seconds=config.reconcile.misplaced_grace_seconds,
-        )
 
 
 # --- group resolution: config + service labels ----------------------------------------------------------
@@ -243,7 +218,7 @@ class _ServiceChange:
             remove_labels=tuple(self.remove_labels),
             force=self.force,
             reason="; ".join(self.reasons),
-            controller=Colocation.name,
+            controller=CONTROLLER,
         )
 
 
@@ -528,7 +503,7 @@ class _Planner:
                     set_labels=MappingProxyType(self.node_sets.get(node_id, {})),
                     remove_labels=tuple(sorted(set(self.node_removes.get(node_id, [])))),
                     reason="; ".join(self.node_reasons.get(node_id, [])),
-                    controller=Colocation.name,
+                    controller=CONTROLLER,
                 )
             )
         out += [c.action() for c in self.changes.values()]
@@ -542,20 +517,6 @@ def plan_colocation(snapshot: Snapshot, settings: ColocationSettings, now: float
     statuses = tuple(planner.plan_group(g) for g in groups)
     planner.orphan_labels(groups)
     return ColocationPlan(Plan(tuple(planner.actions()), tuple(planner.findings), planner.wake_at), statuses)
-
-
-class Colocation:
-    """Registry entry: anchor-following."""
-
-    name = "colocation"
-
-    def plan(self, snapshot: Snapshot, config: Config) -> Plan:
-        # The snapshot's own time stands in for "now", keeping the planner free of clocks.
-        return plan_colocation(snapshot, ColocationSettings.from_config(config), snapshot.taken_at).plan
-
-    def history_needed(self, snapshot: Snapshot, config: Config) -> frozenset[str]:
-        """Every service of an anchor group: restart backoff and the misplaced grace read finished tasks."""
-        return group_service_ids(snapshot, ColocationSettings.from_config(config))
 
 
 def group_service_ids(snapshot: Snapshot, settings: ColocationSettings) -> frozenset[str]:

@@ -23,15 +23,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from orcastra.domain.actions import Action, UpdateNodeLabels, UpdateService
 from orcastra.domain.placement import has_constraint
 from orcastra.domain.plan import Finding, Plan
 from orcastra.domain.snapshot import Node, Service, Snapshot
-
-if TYPE_CHECKING:
-    from orcastra.config import Config
 
 PIN_LABEL_PREFIX = "orcastra.place."
 MOVED_FROM_LABEL = "orcastra.rebalance.moved-from"
@@ -215,15 +211,3 @@ def plan_pins(snapshot: Snapshot, now: float, release_after_seconds: float = REL
                 )
             )
     return Plan(tuple(actions), tuple(findings), wake_at)
-
-
-class Pins:
-    """Registry entry: keeps rebalancing pins healthy every cycle."""
-
-    name = CONTROLLER
-
-    def plan(self, snapshot: Snapshot, config: Config) -> Plan:
-        return plan_pins(snapshot, snapshot.taken_at)
-
-    def history_needed(self, snapshot: Snapshot, config: Config) -> frozenset[str]:
-        return frozenset()  # reads running tasks only

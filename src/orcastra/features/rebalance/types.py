@@ -9,13 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from orcastra.domain.plan import Finding
 from orcastra.domain.usage import MemoryView, NodeMemory
-
-if TYPE_CHECKING:
-    from orcastra.config import Config
 
 REBALANCE_LABEL = "orcastra.rebalance"
 PREFERRED_NODE_LABEL = "orcastra.rebalance.preferred-node"
@@ -50,27 +46,6 @@ class RebalancePolicy:
     max_moves_per_node: int = 1
     stale_after_seconds: float = 120.0
     overrides: Mapping[str, ServiceOverride] = field(default_factory=_no_overrides)  # by full service name
-
-    @classmethod
-    def from_config(cls, config: Config) -> RebalancePolicy:
-        r = config.rebalance
-        overrides = {
-            # Keys are short names, resolved with the config's stack like anchors are.
-            config.service_name(name): ServiceOverride(s.rebalance, s.preferred_node, s.cooldown_seconds)
-            for name, s in r.services.items()
-        }
-        return cls(
-            high_percent=r.high_percent,
-            target_percent=r.target_percent,
-            sustained_seconds=r.sustained_seconds,
-            safety_margin_percent=r.safety_margin_percent,
-            global_cooldown_seconds=r.global_cooldown_seconds,
-            service_cooldown_seconds=r.service_cooldown_seconds,
-            max_moves_per_cycle=r.max_moves_per_cycle,
-            max_moves_per_node=r.max_moves_per_node,
-            stale_after_seconds=r.stale_after_seconds,
-            overrides=MappingProxyType(overrides),
-        )
 
     def fresh(self, sample: NodeMemory | None, now: float) -> bool:
         """A usable node sample: present, with a total, and not older than ``stale_after_seconds``."""

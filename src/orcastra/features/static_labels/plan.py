@@ -12,15 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from orcastra.domain.actions import UpdateNodeLabels
 from orcastra.domain.labels import OWNED_LABELS_KEY
 from orcastra.domain.plan import Finding, Plan
 from orcastra.domain.snapshot import Node, Snapshot
 
-if TYPE_CHECKING:
-    from orcastra.config import Config
+CONTROLLER = "static-labels"
 
 
 @dataclass(frozen=True)
@@ -29,13 +27,6 @@ class StaticLabelSettings:
 
     labels: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
     prune: bool = False
-
-    @classmethod
-    def from_config(cls, config: Config) -> StaticLabelSettings:
-        return cls(
-            labels=MappingProxyType({host: MappingProxyType(dict(node.labels)) for host, node in config.nodes.items()}),
-            prune=config.labels.prune,
-        )
 
 
 def owned_keys(node: Node) -> frozenset[str]:
@@ -98,7 +89,7 @@ def plan_node_labels(
         set_labels=MappingProxyType(set_labels),
         remove_labels=tuple(remove),
         reason="static labels: " + ("; ".join(reasons) if reasons else "record label ownership"),
-        controller=StaticLabels.name,
+        controller=CONTROLLER,
     )
     return action, findings
 
@@ -116,15 +107,3 @@ def plan_static_labels(snapshot: Snapshot, settings: StaticLabelSettings) -> Pla
         if action is not None:
             actions.append(action)
     return Plan(tuple(actions), tuple(findings))
-
-
-class StaticLabels:
-    """Registry entry: static node labels from the config's ``nodes:`` section."""
-
-    name = "static-labels"
-
-    def plan(self, snapshot: Snapshot, config: Config) -> Plan:
-        return plan_static_labels(snapshot, StaticLabelSettings.from_config(config))
-
-    def history_needed(self, snapshot: Snapshot, config: Config) -> frozenset[str]:
-        return frozenset()  # reads running tasks only
