@@ -24,9 +24,19 @@ class OrcastraError(Exception):
 
 
 class TemporaryError(OrcastraError):
-    """Worth retrying later: the same call may succeed after ``retry_after_seconds``."""
+    """Worth retrying later: the same call may succeed after ``retry_after_seconds``.
+
+    Each subclass says how long is worth waiting by default; a raiser that knows better (an Engine's
+    ``Retry-After``, a lock's expiry) passes ``retry_after_seconds=``. The runtime's loop waits exactly that
+    long (growing it while the same failure repeats) before it tries the cycle again.
+    """
 
     retry_after_seconds: float = 5.0
+
+    def __init__(self, *args: object, retry_after_seconds: float | None = None) -> None:
+        super().__init__(*args)
+        if retry_after_seconds is not None:
+            self.retry_after_seconds = max(0.0, float(retry_after_seconds))
 
 
 class PermanentError(OrcastraError):
@@ -67,14 +77,21 @@ class ConfigError(PermanentError):
 class EngineError(OrcastraError):
     """A call to the Docker Engine API failed."""
 
-    def __init__(self, message: str, *, endpoint: str = "", status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, endpoint: str = "", status: int | None = None, retry_after_seconds: float | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.status = status
-        super().__init__(message)
+        if isinstance(self, TemporaryError):
+            TemporaryError.__init__(self, message, retry_after_seconds=retry_after_seconds)
+        else:
+            super().__init__(message)
 
 
 class EngineUnreachableError(EngineError, TemporaryError):
     """The Engine endpoint did not answer (socket missing, connection refused, timeout)."""
+
+    retry_after_seconds = 2.0
 
 
 class EngineNotFoundError(EngineError, PermanentError):
@@ -92,7 +109,10 @@ class EngineClientError(EngineError, PermanentError):
 
 
 class EngineServerError(EngineError, TemporaryError):
-    """5xx: the Engine or the Swarm failed (no leader, raft unavailable...)."""
+    """5xx: the Engine or the Swarm failed (no leader, raft unavailable...). A manager without a Raft leader
+    answers so for the seconds an election takes."""
+
+    retry_after_seconds = 1.0
 
 
 class NotASwarmManagerError(EngineError, PermanentError):

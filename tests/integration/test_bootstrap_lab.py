@@ -22,12 +22,14 @@ import pytest
 import yaml
 
 from orcastra.adapters.engine import EngineSettings
+from orcastra.adapters.engine.connect import make_engine
 from orcastra.adapters.engine.swarm import SwarmEngine
 from orcastra.config.model import Config
 from orcastra.domain.snapshot import Node
 from orcastra.errors import EngineError
 from orcastra.runtime.bootstrap import BootstrapRun, run_bootstrap
 from orcastra.runtime.executor import AuditLog
+from orcastra.runtime.wiring import make_executor
 from orcastra_lab import Lab, LabEnv
 
 from .util import free_port, start_orcastra, stop_process, wait_for
@@ -127,6 +129,12 @@ def wait_roles(env: LabEnv, expected: dict[str, str]) -> None:
         time.sleep(0.5)
 
 
+def bootstrap_once(config: Config, *, dry_run: bool, audit: AuditLog | None) -> BootstrapRun:
+    """One bootstrap cycle through the runtime's executor, as ``orcastra run`` wires it."""
+    executor = make_executor(config, make_engine(config, {}), dry_run=dry_run, audit=audit or AuditLog())
+    return run_bootstrap(config, executor)
+
+
 def summary(run: BootstrapRun) -> list[tuple[str, str]]:
     return [(a.kind, a.node) for a in run.plan.actions]
 
@@ -153,12 +161,12 @@ def test_three_bare_daemons_become_three_managers_without_leaking_tokens(
     lab, env = bare
     audit_stream = io.StringIO()
     caplog.set_level(logging.DEBUG)
-    dry = run_bootstrap(config_for(lab, env, 3), dry_run=True, audit=AuditLog(stream=audit_stream))
+    dry = bootstrap_once(config_for(lab, env, 3), dry_run=True, audit=AuditLog(stream=audit_stream))
     assert [o.result for o in dry.outcomes] == ["dry-run"] * 3
     with engine(env.docker_host) as e:
         assert e.local_swarm().local_state == "inactive"  # a dry run changes nothing
 
-    run = run_bootstrap(config_for(lab, env, 3), dry_run=False, audit=AuditLog(stream=audit_stream))
+    run = bootstrap_once(config_for(lab, env, 3), dry_run=False, audit=AuditLog(stream=audit_stream))
     assert run.ok, run
     nodes = wait_all_ready(env, 3)
     assert sorted((n.hostname, n.role) for n in nodes) == [
@@ -167,7 +175,7 @@ def test_three_bare_daemons_become_three_managers_without_leaking_tokens(
         ("node3", "manager"),
     ]
     # A second cycle finds nothing to do.
-    again = run_bootstrap(config_for(lab, env, 3), dry_run=False, audit=AuditLog(stream=audit_stream))
+    again = bootstrap_once(config_for(lab, env, 3), dry_run=False, audit=AuditLog(stream=audit_stream))
     assert again.plan.actions == ()
 
     with engine(env.docker_host) as e:
@@ -182,7 +190,7 @@ def test_three_bare_daemons_become_three_managers_without_leaking_tokens(
 
 def test_target_one_gives_one_manager_and_two_workers(bare: tuple[Lab, LabEnv]) -> None:
     lab, env = bare
-    run = run_bootstrap(config_for(lab, env, 1), dry_run=False, audit=None)
+    run = bootstrap_once(config_for(lab, env, 1), dry_run=False, audit=None)
     assert run.ok, run
     nodes = wait_all_ready(env, 3)
     assert sorted((n.hostname, n.role) for n in nodes) == [
@@ -195,7 +203,7 @@ def test_target_one_gives_one_manager_and_two_workers(bare: tuple[Lab, LabEnv]) 
 def test_a_node_that_left_is_joined_again(bare: tuple[Lab, LabEnv], caplog: pytest.LogCaptureFixture) -> None:
     lab, env = bare
     cfg = config_for(lab, env, 3)
-    assert run_bootstrap(cfg, dry_run=False, audit=None).ok
+    assert bootstrap_once(cfg, dry_run=False, audit=None).ok
     before = {n.hostname: n.id for n in wait_all_ready(env, 3)}
     with engine(env.node_hosts["node3"]) as e:
         e.leave_swarm()
@@ -203,7 +211,7 @@ def test_a_node_that_left_is_joined_again(bare: tuple[Lab, LabEnv], caplog: pyte
 
     caplog.set_level(logging.DEBUG)
     audit_stream = io.StringIO()
-    run = run_bootstrap(cfg, dry_run=False, audit=AuditLog(stream=audit_stream))
+    run = bootstrap_once(cfg, dry_run=False, audit=AuditLog(stream=audit_stream))
     assert run.ok, run
     assert any(a.kind == "join-swarm" and a.node == "node3" for a in run.plan.actions)
     nodes = wait_all_ready(env, 3)  # the stale node3 entry is gone, the new one is Ready
@@ -224,7 +232,7 @@ def test_split_brain_is_refused_and_changes_nothing(bare: tuple[Lab, LabEnv]) ->
     cfg = config_for(lab, env, 3)
     # node1 and node2 in one swarm (target 1 keeps node2 a worker), node3 in a swarm of its own.
     two = cfg.model_copy(update={"nodes": {k: v for k, v in cfg.nodes.items() if k != "node3"}})
-    assert run_bootstrap(two, dry_run=False, audit=None).ok
+    assert bootstrap_once(two, dry_run=False, audit=None).ok
     wait_all_ready(env, 2)
     address3 = cfg.nodes["node3"].ip
     assert address3 is not None
@@ -237,7 +245,7 @@ def test_split_brain_is_refused_and_changes_nothing(bare: tuple[Lab, LabEnv]) ->
     assert cluster1 != cluster3
     versions_before = {n.id: n.version for n in nodes_of(env)}
 
-    run = run_bootstrap(cfg, dry_run=False, audit=None)
+    run = bootstrap_once(cfg, dry_run=False, audit=None)
 
     assert run.plan.refused
     assert run.plan.actions == ()
@@ -275,26 +283,26 @@ def test_orcastra_run_once_with_bootstrap_mode_builds_the_swarm(bare: tuple[Lab,
 def test_a_worker_is_promoted_when_managers_are_below_the_target(bare: tuple[Lab, LabEnv]) -> None:
     lab, env = bare
     cfg = config_for(lab, env, 3)
-    assert run_bootstrap(cfg, dry_run=False, audit=None).ok
+    assert bootstrap_once(cfg, dry_run=False, audit=None).ok
     wait_roles(env, {"node1": "manager", "node2": "manager", "node3": "manager"})
     node3_id = next(n.id for n in nodes_of(env) if n.hostname == "node3")
     set_role(env, "node3", "worker")  # an operator's `docker node demote node3`
     wait_roles(env, {"node1": "manager", "node2": "manager", "node3": "worker"})
 
-    run = run_bootstrap(cfg, dry_run=False, audit=None)
+    run = bootstrap_once(cfg, dry_run=False, audit=None)
 
     assert run.ok, run
     assert summary(run) == [("promote-node", "node3")]
     wait_roles(env, {"node1": "manager", "node2": "manager", "node3": "manager"})
     assert next(n.id for n in nodes_of(env) if n.hostname == "node3") == node3_id  # promoted, not re-joined
-    assert run_bootstrap(cfg, dry_run=False, audit=None).plan.actions == ()
+    assert bootstrap_once(cfg, dry_run=False, audit=None).plan.actions == ()
 
 
 def test_managers_beyond_the_target_are_demoted_but_never_its_own_node(bare: tuple[Lab, LabEnv]) -> None:
     lab, _ = bare
     env = lab.up(nodes=4, swarm=False)  # a fourth bare daemon (kept for the module; `bare` handles it)
     assert sorted(env.node_hosts) == ["node1", "node2", "node3", "node4"]
-    assert run_bootstrap(config_for(lab, env, 3), dry_run=False, audit=None).ok
+    assert bootstrap_once(config_for(lab, env, 3), dry_run=False, audit=None).ok
     wait_roles(env, {"node1": "manager", "node2": "manager", "node3": "manager", "node4": "worker"})
     set_role(env, "node4", "manager")  # 4 managers: one more than the target
     wait_roles(env, {"node1": "manager", "node2": "manager", "node3": "manager", "node4": "manager"})
@@ -302,12 +310,12 @@ def test_managers_beyond_the_target_are_demoted_but_never_its_own_node(bare: tup
     # node1 is Orcastra's own Engine (docker.host). Its inventory role is worker, which would make it the
     # first to demote: it must be skipped, and the last inventory manager demoted instead.
     cfg = config_for(lab, env, 3, roles={"node1": "worker"})
-    run = run_bootstrap(cfg, dry_run=False, audit=None)
+    run = bootstrap_once(cfg, dry_run=False, audit=None)
 
     assert run.ok, run
     assert summary(run) == [("demote-node", "node4")]
     wait_roles(env, {"node1": "manager", "node2": "manager", "node3": "manager", "node4": "worker"})
-    assert run_bootstrap(cfg, dry_run=False, audit=None).plan.actions == ()
+    assert bootstrap_once(cfg, dry_run=False, audit=None).plan.actions == ()
 
 
 def test_two_managers_are_never_demoted_to_one_and_a_third_node_restores_three(
@@ -316,20 +324,20 @@ def test_two_managers_are_never_demoted_to_one_and_a_third_node_restores_three(
     lab, env = bare
     full = config_for(lab, env, 3)
     two = without(full, "node3")
-    assert run_bootstrap(two, dry_run=False, audit=None).ok  # 2 nodes: target lowered to 1
+    assert bootstrap_once(two, dry_run=False, audit=None).ok  # 2 nodes: target lowered to 1
     wait_roles(env, {"node1": "manager", "node2": "worker"})
     set_role(env, "node2", "manager")
     wait_roles(env, {"node1": "manager", "node2": "manager"})
 
     caplog.set_level(logging.WARNING, logger="orcastra.features.bootstrap")
-    run = run_bootstrap(two, dry_run=False, audit=None)
+    run = bootstrap_once(two, dry_run=False, audit=None)
 
     assert run.plan.actions == ()
     assert "2 managers but the target is 1: refusing to go down to a single manager" in caplog.text
     assert roles_of(env) == {"node1": "manager", "node2": "manager"}
 
     # With node3 back in the inventory, the target is 3 again: it joins as the third manager.
-    run = run_bootstrap(full, dry_run=False, audit=None)
+    run = bootstrap_once(full, dry_run=False, audit=None)
     assert run.ok, run
     assert summary(run) == [("join-swarm", "node3")]
     wait_roles(env, {"node1": "manager", "node2": "manager", "node3": "manager"})

@@ -10,19 +10,12 @@ from typing import Literal
 import pytest
 
 from orcastra.adapters.engine.swarm import JoinTokens, redact
-from orcastra.config.model import BootstrapSettings, NodeSettings
+from orcastra.domain.actions import BootstrapAction, DemoteNode, InitSwarm, JoinSwarm, PromoteNode, RemoveNode
 from orcastra.domain.snapshot import Node
-from orcastra.features.bootstrap.model import (
-    BootstrapAction,
-    BootstrapObservation,
-    DemoteNode,
-    InitSwarm,
-    JoinSwarm,
-    NodeObservation,
-    PromoteNode,
-    RemoveNode,
-)
+from orcastra.features.bootstrap.model import BootstrapObservation, NodeObservation
 from orcastra.features.bootstrap.plan import largest_odd_at_most, plan_bootstrap
+from orcastra.features.bootstrap.settings import BootstrapSettings
+from orcastra.features.inventory import NodeSettings
 
 CLUSTER = "c" * 25
 OTHER_CLUSTER = "d" * 25

@@ -8,11 +8,10 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar
 
 import pytest
 from pydantic import ValidationError
@@ -34,11 +33,16 @@ from orcastra.commands.model import (
 )
 from orcastra.commands.watch import CommandWatcher
 from orcastra.config.model import ApiSettings, CommandSettings, Config
-from orcastra.domain.actions import UpdateNodeLabels
+from orcastra.domain.actions import Action, UpdateNodeLabels
+from orcastra.domain.plan import Plan
+from orcastra.domain.snapshot import Snapshot
 from orcastra.errors import ConfigError, EngineNotFoundError
 from orcastra.runtime.executor import Outcome
-from orcastra.runtime.handlers import MAX_LISTED_ACTIONS, DaemonCommands
+from orcastra.runtime.handlers import MAX_LISTED_ACTIONS, CommandHandlers
 from orcastra.runtime.observe import HealthState, Metrics, status_routes
+from orcastra.runtime.reconcile import CycleResult
+
+T = TypeVar("T")
 
 TOKEN = "s3cret-token"
 
@@ -713,12 +717,12 @@ def test_rotation_settings_are_validated(fields: dict[str, int], where: str) -> 
         CommandSettings.model_validate(fields)
 
 
-# --- the daemon's side: DaemonCommands ---------------------------------------------------------------------
+# --- the runtime's side: CommandHandlers ---------------------------------------------------------------------
 
 
 @dataclass
-class FakeDaemon:
-    """What ``DaemonCommands`` uses of the daemon, for the commands that need no Engine."""
+class FakeOps:
+    """An ``Operations`` for the commands that need no Engine: ``call`` runs at once, and counts."""
 
     config: Config = field(default_factory=Config)
     is_leader: bool = True
@@ -727,16 +731,34 @@ class FakeDaemon:
     bootstrap_summary: str = "bootstrap: nothing to do"
     cycles: int = 0
     bootstraps: int = 0
-    last_result: Any = None
+    calls: list[str] = field(default_factory=list)
 
-    def run_once(self) -> bool:
+    def call(self, fn: Callable[[], T], what: str) -> T:
+        self.calls.append(what)
+        return fn()
+
+    def read_swarm(self) -> Snapshot:
+        return Snapshot((), (), ())
+
+    def apply(self, actions: Sequence[Action], snapshot: Snapshot) -> list[Outcome]:
+        return [Outcome(a, "ok") for a in actions]
+
+    def run_cycle(self) -> CycleResult:
         self.cycles += 1
-        self.last_result = SimpleNamespace(outcomes=list(self.outcomes))
-        return not any(o.result in ("error", "conflict") for o in self.outcomes)
+        return CycleResult(plan=Plan(), snapshot=Snapshot((), (), ()), outcomes=list(self.outcomes))
 
-    def run_bootstrap_cycle(self) -> str:
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+
+    def rebalance_now(self) -> tuple[str, list[Outcome]]:
+        return "no move: no node is above high", []
+
+    def bootstrap(self) -> str:
         self.bootstraps += 1
         return self.bootstrap_summary
+
+    def reboot(self, node: str) -> str:
+        return f"rebooted {node}"
 
 
 def label_outcome(result: Literal["ok", "error", "conflict"], host: str = "node3") -> Outcome:
@@ -744,8 +766,8 @@ def label_outcome(result: Literal["ok", "error", "conflict"], host: str = "node3
     return Outcome(action, result, "" if result == "ok" else "it went wrong")
 
 
-def commands_of(daemon: FakeDaemon) -> DaemonCommands:
-    return DaemonCommands(cast(Any, daemon))
+def commands_of(ops: FakeOps) -> CommandHandlers:
+    return CommandHandlers(ops)
 
 
 @pytest.mark.parametrize(
@@ -771,7 +793,7 @@ def commands_of(daemon: FakeDaemon) -> DaemonCommands:
     ids=["nothing", "one", "conflict-is-routine", "error", "long"],
 )
 def test_sync_and_relabel_say_what_they_did(outcomes: list[Outcome], result: str, message: str) -> None:
-    daemon = FakeDaemon(outcomes=outcomes)
+    daemon = FakeOps(outcomes=outcomes)
     for command in (Command("sync"), Command("relabel")):
         done = run_command(command, commands_of(daemon))
         assert (done.result, done.message) == (result, message)
@@ -780,7 +802,7 @@ def test_sync_and_relabel_say_what_they_did(outcomes: list[Outcome], result: str
 
 @pytest.mark.parametrize("name", ["sync", "relabel", "rebalance"])
 def test_paused_refuses_the_automatic_machinery(name: str) -> None:
-    daemon = FakeDaemon(paused=True)
+    daemon = FakeOps(paused=True)
     done = run_command(Command(name), commands_of(daemon))  # type: ignore[arg-type]
     assert (done.result, done.message) == ("error", "Orcastra is paused: resume first")
     assert daemon.cycles == 0
@@ -789,15 +811,15 @@ def test_paused_refuses_the_automatic_machinery(name: str) -> None:
 @pytest.mark.parametrize(
     ("daemon", "result", "message", "bootstraps"),
     [
-        (FakeDaemon(), "error", "no inventory: no node in the configuration has an endpoint", 0),
+        (FakeOps(), "error", "no inventory: no node in the configuration has an endpoint", 0),
         (
-            FakeDaemon(config=Config.model_validate({"nodes": {"node1": {"endpoint": "tcp://10.0.0.1:2375"}}})),
+            FakeOps(config=Config.model_validate({"nodes": {"node1": {"endpoint": "tcp://10.0.0.1:2375"}}})),
             "ok",
             "nothing to do",
             1,
         ),
         (
-            FakeDaemon(
+            FakeOps(
                 config=Config.model_validate({"nodes": {"node1": {"endpoint": "tcp://10.0.0.1:2375"}}}),
                 is_leader=False,
             ),
@@ -808,7 +830,7 @@ def test_paused_refuses_the_automatic_machinery(name: str) -> None:
     ],
     ids=["no-inventory", "inventory", "follower"],
 )
-def test_bootstrap_command(daemon: FakeDaemon, result: str, message: str, bootstraps: int) -> None:
+def test_bootstrap_command(daemon: FakeOps, result: str, message: str, bootstraps: int) -> None:
     done = run_command(Command("bootstrap"), commands_of(daemon))
     assert done.result == result
     assert done.message.startswith(message)

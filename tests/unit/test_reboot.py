@@ -4,7 +4,7 @@ when a drain is done, the reboot/sentinel command rendering, the settings' valid
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from orcastra.adapters.engine.adapter import EngineAdapter, EngineSettings
-from orcastra.domain.actions import Action, SetNodeAvailability
+from orcastra.domain.actions import Action, SetNodeAvailability, SetSwarmLabels
 from orcastra.domain.snapshot import Node, Service, Snapshot, Task
 from orcastra.errors import EngineConflictError, EngineNotFoundError, EngineServerError
 from orcastra.features.reboot.plan import (
@@ -28,6 +28,7 @@ from orcastra.features.reboot.plan import (
     tasks_left_on,
 )
 from orcastra.features.reboot.settings import RebootSchedule, RebootSettings
+from orcastra.runtime.executor import Outcome
 from orcastra.runtime.reboot import (
     CommandResult,
     RebootLocked,
@@ -378,15 +379,32 @@ class FakeEngine(EngineAdapter):
         return CommandResult(0, "")
 
 
-def apply_fn(engine: FakeEngine) -> Callable[[list[Action], Snapshot], object]:
-    def apply(actions: list[Action], snapshot: Snapshot) -> object:
-        for a in actions:
-            assert isinstance(a, SetNodeAvailability)
-            assert engine.nodes[a.hostname].version == a.node_version
-            engine.set_availability(a.hostname, a.availability)
-        return None
+class Writes:
+    """The executor the reboot writes through: node availability on the fake nodes, Swarm labels through the
+    adapter's own compare-and-set (over ``FakeClient``)."""
 
-    return apply
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+
+    def apply(self, actions: Sequence[Action], snapshot: Snapshot) -> list[Outcome]:
+        out = []
+        for a in actions:
+            if isinstance(a, SetSwarmLabels):
+                try:
+                    self.engine.set_swarm_labels(a.changes, a.swarm_version)
+                except EngineConflictError as e:
+                    out.append(Outcome(a, "conflict", str(e)))
+                    continue
+            else:
+                assert isinstance(a, SetNodeAvailability)
+                assert self.engine.nodes[a.hostname].version == a.node_version
+                self.engine.set_availability(a.hostname, a.availability)
+            out.append(Outcome(a, "ok"))
+        return out
+
+
+def apply_fn(engine: FakeEngine) -> Writes:
+    return Writes(engine)
 
 
 REBOOT = RebootSettings(command="reboot-it {node}", poll_interval_seconds=0.01, ready_timeout_seconds=1)

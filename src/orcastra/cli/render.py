@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Sequence
 
-from orcastra.domain.actions import Action, SetNodeAvailability, UpdateNodeLabels
+from orcastra.domain.actions import Action, SetNodeAvailability, UpdateNodeLabels, UpdateService
 from orcastra.domain.labels import OWNED_LABELS_KEY
 from orcastra.domain.plan import Plan
 from orcastra.domain.snapshot import Snapshot
@@ -28,23 +28,23 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def action_json(a: Action) -> dict[str, object]:
     out: dict[str, object] = {"action": a.kind, "target": a.target, "change": a.describe()}
     if isinstance(a, SetNodeAvailability):
-        return out | {"node_version": a.node_version, "availability": a.availability, "reason": a.reason}
-    if isinstance(a, UpdateNodeLabels):
-        out |= {"node_version": a.node_version}
-    else:
+        out |= {"node_version": a.node_version, "availability": a.availability}
+    elif isinstance(a, UpdateNodeLabels):
+        out |= {
+            "node_version": a.node_version,
+            "set_labels": dict(a.set_labels),
+            "remove_labels": list(a.remove_labels),
+        }
+    elif isinstance(a, UpdateService):
         out |= {
             "service_version": a.service_version,
             "add_constraints": list(a.add_constraints),
             "remove_constraints": list(a.remove_constraints),
             "force": a.force,
+            "set_labels": dict(a.set_labels),
+            "remove_labels": list(a.remove_labels),
         }
-    out |= {
-        "set_labels": dict(a.set_labels),
-        "remove_labels": list(a.remove_labels),
-        "controller": a.controller,
-        "reason": a.reason,
-    }
-    return out
+    return out | {"controller": a.controller, "reason": a.reason}
 
 
 def rebalance_json(r: RebalancePlan) -> dict[str, object]:

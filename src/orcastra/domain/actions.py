@@ -1,4 +1,15 @@
-"""Actions: what a planner wants done, as data. The executor is the only thing that applies them."""
+"""Actions: every change Orcastra makes to the Swarm, as data. The runtime's one executor is the only thing that
+applies them (or, in a dry run, only records them).
+
+- node spec: ``UpdateNodeLabels``, ``SetNodeAvailability``;
+- service spec: ``UpdateService``, ``CreateService`` (the leader lease's 0-replica placeholder);
+- the Swarm's own spec: ``SetSwarmLabels`` (the pause flag, the reboot lock);
+- membership, through each node's own Engine: ``InitSwarm``, ``JoinSwarm``, ``PromoteNode``, ``DemoteNode``,
+  ``RemoveNode`` (bootstrap and healing).
+
+Every action names its ``target``, says what it changes (``describe()``) and why (``reason``), and the
+controller that planned it; versioned writes carry the version they were planned on.
+"""
 
 from __future__ import annotations
 
@@ -55,6 +66,8 @@ class UpdateService:
     force: bool = False
     reason: str = ""
     controller: str = ""
+    # A routine write (a lease renewal every few seconds): logged at debug, counted, not audited.
+    quiet: bool = False
     kind: Literal["update-service"] = field(default="update-service", init=False)
 
     @property
@@ -91,7 +104,161 @@ class SetNodeAvailability:
         return f"availability {self.availability}"
 
 
-Action = UpdateNodeLabels | UpdateService | SetNodeAvailability
+@dataclass(frozen=True)
+class CreateService:
+    """Create a service with 0 replicas that runs nothing and only holds ``labels`` (the leader lease). A name
+    already taken is a conflict: someone else created it first."""
+
+    service_name: str
+    labels: Mapping[str, str]
+    image: str
+    reason: str = ""
+    controller: str = ""
+    quiet: bool = False
+    kind: Literal["create-service"] = field(default="create-service", init=False)
+
+    @property
+    def target(self) -> str:
+        return f"service/{self.service_name}"
+
+    def describe(self) -> str:
+        return "create (0 replicas) " + " ".join(f"label {k}={v}" for k, v in sorted(self.labels.items()))
+
+
+@dataclass(frozen=True)
+class SetSwarmLabels:
+    """Change labels of the Swarm itself (``None`` removes a key), at ``swarm_version``: a compare-and-set, so a
+    write planned on a Swarm that changed since is a conflict, never an overwrite."""
+
+    changes: Mapping[str, str | None]
+    swarm_version: int
+    reason: str = ""
+    controller: str = ""
+    quiet: bool = False
+    kind: Literal["set-swarm-labels"] = field(default="set-swarm-labels", init=False)
+
+    @property
+    def target(self) -> str:
+        return "swarm"
+
+    def describe(self) -> str:
+        return "labels " + " ".join(f"{k}={v}" if v is not None else f"-{k}" for k, v in sorted(self.changes.items()))
+
+
+# --- membership (bootstrap and healing) ------------------------------------------------------------
+
+Role = Literal["manager", "worker"]
+
+
+@dataclass(frozen=True)
+class InitSwarm:
+    """POST /swarm/init on ``node``, advertising ``address``:2377."""
+
+    node: str
+    address: str
+    reason: str = ""
+    controller: str = "bootstrap"
+    kind: Literal["init-swarm"] = field(default="init-swarm", init=False)
+
+    @property
+    def target(self) -> str:
+        return f"node/{self.node}"
+
+    def describe(self) -> str:
+        return f"swarm init (advertise {self.address})"
+
+
+@dataclass(frozen=True)
+class JoinSwarm:
+    """POST /swarm/join on ``node`` as ``role``, through ``manager`` (its address and a token read at apply time)."""
+
+    node: str
+    role: Role
+    manager: str
+    address: str
+    manager_address: str
+    reason: str = ""
+    controller: str = "bootstrap"
+    kind: Literal["join-swarm"] = field(default="join-swarm", init=False)
+
+    @property
+    def target(self) -> str:
+        return f"node/{self.node}"
+
+    def describe(self) -> str:
+        return f"swarm join as {self.role} via {self.manager} ({self.manager_address})"
+
+
+@dataclass(frozen=True)
+class PromoteNode:
+    """Set Spec.Role = manager on node ``node_id``, through ``manager``."""
+
+    node: str
+    node_id: str
+    manager: str
+    reason: str = ""
+    controller: str = "bootstrap"
+    kind: Literal["promote-node"] = field(default="promote-node", init=False)
+
+    @property
+    def target(self) -> str:
+        return f"node/{self.node}"
+
+    def describe(self) -> str:
+        return "role manager"
+
+
+@dataclass(frozen=True)
+class DemoteNode:
+    """Set Spec.Role = worker on node ``node_id``, through ``manager``."""
+
+    node: str
+    node_id: str
+    manager: str
+    reason: str = ""
+    controller: str = "bootstrap"
+    kind: Literal["demote-node"] = field(default="demote-node", init=False)
+
+    @property
+    def target(self) -> str:
+        return f"node/{self.node}"
+
+    def describe(self) -> str:
+        return "role worker"
+
+
+@dataclass(frozen=True)
+class RemoveNode:
+    """DELETE /nodes/{node_id} (force) through ``manager``: a node entry that is Down for good."""
+
+    node: str
+    node_id: str
+    manager: str
+    reason: str = ""
+    controller: str = "bootstrap"
+    kind: Literal["remove-node"] = field(default="remove-node", init=False)
+
+    @property
+    def target(self) -> str:
+        return f"node/{self.node}"
+
+    def describe(self) -> str:
+        return f"remove node entry {self.node_id[:12]}"
+
+
+BootstrapAction = InitSwarm | JoinSwarm | PromoteNode | DemoteNode | RemoveNode
+Action = (
+    UpdateNodeLabels
+    | UpdateService
+    | SetNodeAvailability
+    | CreateService
+    | SetSwarmLabels
+    | InitSwarm
+    | JoinSwarm
+    | PromoteNode
+    | DemoteNode
+    | RemoveNode
+)
 
 
 def merge_node_label_updates(actions: list[Action] | tuple[Action, ...]) -> list[Action]:

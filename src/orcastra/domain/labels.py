@@ -1,4 +1,16 @@
-"""Rules for node label keys and values, shared by the config schema and the label controller.
+"""Every ``orcastra.*`` label key Orcastra reads or writes, in one place, and the rules for node label keys and
+values (shared by the config schema and the label controller).
+
+Where each key lives and who writes it:
+
+- node labels: ``orcastra.owned-labels`` (static labels' ownership record), ``orcastra.anchor.<service>``
+  (colocation: the nodes where an anchor runs), ``orcastra.place.<service>`` (rebalancing pins);
+- service labels written by Orcastra: ``orcastra.restart.*`` (colocation's restart backoff),
+  ``orcastra.rebalance.moved-from/-to/-at`` (the record of a rebalancing move), ``orcastra.lease.*`` (the
+  leader lease's placeholder service);
+- service labels written by users in stack files: ``orcastra.follow``, ``orcastra.restart-dependents``,
+  ``orcastra.retry-intervals``, ``orcastra.rebalance``, ``orcastra.rebalance.preferred-node``;
+- Swarm labels (``docker info``): ``orcastra.paused``, ``orcastra.reboot.lock``.
 
 Orcastra writes node labels so that services can pin themselves with placement constraints such as
 ``node.labels.zone==a``. A label that the constraint parser rejects is useless (or worse: a service that
@@ -25,6 +37,34 @@ ORCASTRA_LABEL_PREFIX = "orcastra."
 
 OWNED_LABELS_KEY = "orcastra.owned-labels"
 """Node label in which Orcastra records (comma-separated) the keys it set, so it never touches others."""
+
+LABEL_TRUE = "true"
+
+# --- node labels -------------------------------------------------------------------------------------------
+ANCHOR_LABEL_PREFIX = "orcastra.anchor."  # + anchor service name: the anchor runs on this node
+PIN_LABEL_PREFIX = "orcastra.place."  # + service name: rebalancing pinned the service to this node
+
+# --- service labels, written by users ----------------------------------------------------------------------
+FOLLOW_LABEL = "orcastra.follow"  # on a dependent: the anchor it follows
+RESTART_DEPENDENTS_LABEL = "orcastra.restart-dependents"  # on an anchor: restart dependents after a restart
+RETRY_INTERVALS_LABEL = "orcastra.retry-intervals"  # on an anchor: restart backoff, e.g. 2,10,60
+REBALANCE_LABEL = "orcastra.rebalance"  # false: never moved by rebalancing
+PREFERRED_NODE_LABEL = "orcastra.rebalance.preferred-node"
+
+# --- service labels, written by Orcastra --------------------------------------------------------------------
+RESTART_ATTEMPTS_LABEL = "orcastra.restart.attempts"
+RESTART_AT_LABEL = "orcastra.restart.at"
+DEPENDENTS_PENDING_LABEL = "orcastra.restart.dependents-pending"
+MOVED_FROM_LABEL = "orcastra.rebalance.moved-from"
+MOVED_TO_LABEL = "orcastra.rebalance.moved-to"
+MOVED_AT_LABEL = "orcastra.rebalance.moved-at"
+LEASE_MARKER_LABEL = "orcastra.lease"  # marks the lease's placeholder service (never moved or rebalanced)
+LEASE_HOLDER_LABEL = "orcastra.lease.holder"
+LEASE_RENEWED_LABEL = "orcastra.lease.renewed"
+
+# --- Swarm labels (shared by every instance, kept with the Swarm's version) ---------------------------------
+PAUSED_LABEL = "orcastra.paused"
+REBOOT_LOCK_LABEL = "orcastra.reboot.lock"
 
 LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+\Z")
 """A node label key usable as ``node.labels.KEY`` in a Swarm placement constraint (anchored both ends)."""

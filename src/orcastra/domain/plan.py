@@ -22,9 +22,17 @@ class Plan:
     actions: tuple[Action, ...] = ()
     findings: tuple[Finding, ...] = ()
     # The earliest time (epoch seconds) a planner wants to be asked again even if nothing changes: a
-    # backoff that expires. The daemon wakes up then instead of waiting for the next resync.
+    # backoff that expires. The loop wakes up then instead of waiting for the next resync.
     wake_at: float | None = None
+    # What each planner reports of the state it planned for (colocation: one GroupStatus per anchor group), so
+    # status pages and metrics read the cycle's own plan instead of planning again.
+    status: tuple[object, ...] = ()
 
     def __add__(self, other: Plan) -> Plan:
         wakes = [w for w in (self.wake_at, other.wake_at) if w is not None]
-        return Plan(self.actions + other.actions, self.findings + other.findings, min(wakes, default=None))
+        return Plan(
+            self.actions + other.actions,
+            self.findings + other.findings,
+            min(wakes, default=None),
+            self.status + other.status,
+        )

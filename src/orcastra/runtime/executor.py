@@ -1,9 +1,15 @@
-"""The executors: the only code that changes the Swarm. ``EngineExecutor`` applies actions through the
-adapter; ``DryRunExecutor`` records and logs what it would do. Both write one JSON audit line per action.
+"""The one write seam: every change Orcastra makes to the Swarm is an action (``orcastra.domain.actions``)
+applied here, with one ``Outcome`` type and one JSON audit line per action.
 
-Every write carries the object's ``version`` from the snapshot the plan was made from; a conflict stops
-the batch and is reported as such, so the caller re-reads the Swarm and re-plans instead of overwriting
-somebody else's change.
+``EngineExecutor`` applies actions: spec writes (node labels and availability, services, the Swarm's labels)
+through the manager's Engine adapter, each with the object's ``version`` from the snapshot the plan was made
+from; membership changes (bootstrap and healing) through the Engine of the node they concern. ``DryRunExecutor``
+changes nothing: it logs and audits "would ...". Which of the two a run uses is decided once, when the
+runtime is wired (``run --dry-run``); nothing else in Orcastra asks whether it is a dry run.
+
+A version conflict stops the batch (the rest of the plan was made for a Swarm that has changed), and so does a
+failed membership change; the caller re-reads the Swarm and re-plans instead of overwriting somebody else's
+change. Outcomes are data: nothing raised by the Engine escapes ``apply``.
 """
 
 from __future__ import annotations
@@ -12,25 +18,42 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal, Protocol
 
 from orcastra.adapters.engine import EngineAdapter
+from orcastra.adapters.engine.swarm import SwarmEngine
 from orcastra.domain.actions import (
     Action,
+    CreateService,
+    DemoteNode,
+    InitSwarm,
+    JoinSwarm,
+    PromoteNode,
+    RemoveNode,
     SetNodeAvailability,
+    SetSwarmLabels,
     UpdateNodeLabels,
     UpdateService,
     merge_node_label_updates,
 )
 from orcastra.domain.snapshot import Snapshot
-from orcastra.errors import EngineConflictError, OrcastraError
+from orcastra.errors import EngineConflictError, EngineError, EngineNotFoundError, OrcastraError
 
 log = logging.getLogger(__name__)
 
 Result = Literal["ok", "dry-run", "conflict", "error", "skipped"]
+MEMBERSHIP_ACTIONS = (InitSwarm, JoinSwarm, PromoteNode, DemoteNode, RemoveNode)
+# A join can block this long in the Engine before answering "will continue in the background".
+JOIN_TIMEOUT_SECONDS = 60.0
+JOIN_POLL_SECONDS = 0.5
+# How long a removal right after a demotion may wait for Swarm to drop the node from the Raft membership.
+REMOVE_TIMEOUT_SECONDS = 20.0
+# A dry run keeps this many recorded actions (the newest) for tests and ``orcastra plan``-like reports.
+DRY_RUN_RECORD_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -39,6 +62,10 @@ class Outcome:
     result: Result
     detail: str = ""
 
+    @property
+    def failed(self) -> bool:
+        return self.result in ("conflict", "error")
+
 
 def _utc_now_ms() -> str:
     now = time.time()
@@ -46,12 +73,15 @@ def _utc_now_ms() -> str:
 
 
 class AuditLog:
-    """Appends one JSON object per line: time, action, target, reason, result (and detail, dry_run)."""
+    """Appends one JSON object per line: time, action, target, change, reason, controller, result (and detail,
+    dry_run). A write that fails (a full disk) is logged and counted, never raised: the change it records has
+    already been made, and the caller must still learn its outcome."""
 
     def __init__(self, path: Path | None = None, stream: IO[str] | None = None) -> None:
         self._path = path
         self._stream = stream
         self._lock = threading.Lock()
+        self.failed_writes = 0
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -72,130 +102,226 @@ class AuditLog:
             sort_keys=False,
         )
         with self._lock:
-            if self._path is not None:
-                with self._path.open("a", encoding="utf-8") as f:
-                    f.write(line + "\n")
-            elif self._stream is not None:
-                self._stream.write(line + "\n")
-                self._stream.flush()
-            else:
-                logging.getLogger("orcastra.audit").info("%s", line)
+            try:
+                if self._path is not None:
+                    with self._path.open("a", encoding="utf-8") as f:
+                        f.write(line + "\n")
+                elif self._stream is not None:
+                    self._stream.write(line + "\n")
+                    self._stream.flush()
+                else:
+                    logging.getLogger("orcastra.audit").info("%s", line)
+            except (OSError, ValueError) as e:
+                self.failed_writes += 1
+                log.error("audit: could not write to %s (%s): %s", self._path or "the audit stream", e, line)
 
 
 class Executor(Protocol):
-    dry_run: bool
+    """Applies actions planned on ``snapshot`` (the versions they carry come from it); never raises for an
+    Engine failure: each action's fate is its ``Outcome``."""
 
     def apply(self, actions: Sequence[Action], snapshot: Snapshot) -> list[Outcome]: ...
 
 
 OutcomeHook = Callable[[Outcome], None]
+Connect = Callable[[str], SwarmEngine]
 
 
-class EngineExecutor:
-    """Applies actions to the Swarm, one Engine write each, with the snapshot's object versions."""
+def _quiet(action: Action) -> bool:
+    return bool(getattr(action, "quiet", False))
 
-    dry_run = False
 
-    def __init__(self, engine: EngineAdapter, audit: AuditLog, on_outcome: OutcomeHook | None = None) -> None:
-        self._engine = engine
+class _Recorder:
+    """What both executors do with an outcome: the audit line, the log line, the hook."""
+
+    def __init__(self, audit: AuditLog, on_outcome: OutcomeHook | None, *, dry_run: bool) -> None:
         self._audit = audit
         self._on_outcome = on_outcome
+        self._dry_run = dry_run
 
-    def apply(self, actions: Sequence[Action], snapshot: Snapshot) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        conflicted = False
-        for action in merge_node_label_updates(list(actions)):
-            if conflicted:
-                # The Swarm changed under us: the rest of this plan may be stale too. Re-plan first.
-                outcome = Outcome(action, "skipped", "an earlier action hit a version conflict; re-planning")
+    def record(self, outcome: Outcome) -> None:
+        a = outcome.action
+        if _quiet(a) and not outcome.failed:
+            log.debug("%s %s: %s -> %s", a.kind, a.target, a.describe(), outcome.result)
+        else:
+            self._audit.write(outcome, dry_run=self._dry_run)
+            if self._dry_run:
+                log.info("would %s %s: %s (%s)", a.kind, a.target, a.describe(), a.reason)
             else:
-                outcome = self._apply_one(action, snapshot)
-                conflicted = outcome.result == "conflict"
-            self._record(outcome)
-            outcomes.append(outcome)
-        return outcomes
-
-    def _record(self, outcome: Outcome) -> None:
-        self._audit.write(outcome, dry_run=False)
-        level = logging.INFO if outcome.result in ("ok", "skipped") else logging.WARNING
-        log.log(
-            level,
-            "%s %s: %s (%s) -> %s %s",
-            outcome.action.kind,
-            outcome.action.target,
-            outcome.action.describe(),
-            outcome.action.reason,
-            outcome.result,
-            outcome.detail,
-        )
+                level = logging.WARNING if outcome.failed else logging.INFO
+                log.log(
+                    level,
+                    "%s %s: %s (%s) -> %s %s",
+                    a.kind,
+                    a.target,
+                    a.describe(),
+                    a.reason,
+                    outcome.result,
+                    outcome.detail,
+                )
         if self._on_outcome is not None:
             self._on_outcome(outcome)
 
+
+class EngineExecutor:
+    """Applies actions to the Swarm: one Engine write each (a join is a few calls on two nodes)."""
+
+    def __init__(
+        self,
+        engine: EngineAdapter,
+        audit: AuditLog,
+        on_outcome: OutcomeHook | None = None,
+        *,
+        connect: Connect | None = None,
+        endpoints: Callable[[], Mapping[str, str]] = dict,
+    ) -> None:
+        self._engine = engine
+        self._recorder = _Recorder(audit, on_outcome, dry_run=False)
+        self._connect = connect
+        self._endpoints = endpoints  # inventory name -> Engine endpoint, read at apply time (hot reload)
+
+    def apply(self, actions: Sequence[Action], snapshot: Snapshot) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        stopped = ""
+        for action in merge_node_label_updates(list(actions)):
+            if stopped:
+                outcome = Outcome(action, "skipped", stopped)
+            else:
+                outcome = self._apply_one(action, snapshot)
+                if outcome.result == "conflict":
+                    # The Swarm changed under us: the rest of this plan may be stale too. Re-plan first.
+                    stopped = "an earlier action hit a version conflict; re-planning"
+                elif outcome.result == "error" and isinstance(action, MEMBERSHIP_ACTIONS):
+                    stopped = "an earlier membership change failed; re-planning"
+            self._recorder.record(outcome)
+            outcomes.append(outcome)
+        return outcomes
+
     def _apply_one(self, action: Action, snapshot: Snapshot) -> Outcome:
         try:
-            if isinstance(action, UpdateNodeLabels):
-                return self._update_node_labels(action, snapshot)
-            if isinstance(action, UpdateService):
-                return self._update_service(action, snapshot)
-            if isinstance(action, SetNodeAvailability):
-                return self._set_availability(action, snapshot)
+            detail = self._write(action, snapshot)
         except EngineConflictError as e:
             return Outcome(action, "conflict", str(e))
-        except OrcastraError as e:
+        except (OrcastraError, KeyError) as e:
             return Outcome(action, "error", str(e))
-        return Outcome(action, "error", f"unknown action kind {action.kind}")
+        if detail is None:
+            return Outcome(action, "conflict", f"{action.target} is not in the snapshot the plan was made from")
+        return Outcome(action, "ok", detail)
 
-    def _update_node_labels(self, action: UpdateNodeLabels, snapshot: Snapshot) -> Outcome:
-        node = snapshot.node(action.node_id)
-        if node is None or node.version != action.node_version:
-            return Outcome(action, "conflict", "node not in the snapshot the plan was made from")
-        labels = dict(node.labels)
-        for key in action.remove_labels:
-            labels.pop(key, None)
-        labels.update(action.set_labels)
-        self._engine.update_node_spec(node, labels)
-        return Outcome(action, "ok")
+    def _write(self, action: Action, snapshot: Snapshot) -> str | None:
+        """Apply one action; None when the snapshot does not hold the object at the planned version."""
+        if isinstance(action, UpdateNodeLabels | SetNodeAvailability):
+            node = snapshot.node(action.node_id)
+            if node is None or node.version != action.node_version:
+                return None
+            if isinstance(action, SetNodeAvailability):
+                self._engine.update_node_spec(node, node.labels, availability=action.availability)
+            else:
+                labels = {k: v for k, v in node.labels.items() if k not in action.remove_labels}
+                self._engine.update_node_spec(node, labels | dict(action.set_labels))
+            return ""
+        if isinstance(action, UpdateService):
+            service = next((s for s in snapshot.services if s.id == action.service_id), None)
+            if service is None or service.version != action.service_version:
+                return None
+            self._engine.update_service(
+                service,
+                add_constraints=action.add_constraints,
+                remove_constraints=action.remove_constraints,
+                set_labels=action.set_labels,
+                remove_labels=action.remove_labels,
+                force=action.force,
+            )
+            return ""
+        if isinstance(action, CreateService):
+            self._engine.create_placeholder_service(action.service_name, action.labels, action.image)
+            return ""
+        if isinstance(action, SetSwarmLabels):
+            self._engine.set_swarm_labels(action.changes, action.swarm_version)
+            return ""
+        return self._change_membership(action)
 
-    def _set_availability(self, action: SetNodeAvailability, snapshot: Snapshot) -> Outcome:
-        node = snapshot.node(action.node_id)
-        if node is None or node.version != action.node_version:
-            return Outcome(action, "conflict", "node not in the snapshot the plan was made from")
-        self._engine.update_node_spec(node, node.labels, availability=action.availability)
-        return Outcome(action, "ok")
+    # --- membership, through each node's own Engine -------------------------------------------------------
 
-    def _update_service(self, action: UpdateService, snapshot: Snapshot) -> Outcome:
-        service = next((s for s in snapshot.services if s.id == action.service_id), None)
-        if service is None or service.version != action.service_version:
-            return Outcome(action, "conflict", "service not in the snapshot the plan was made from")
-        self._engine.update_service(
-            service,
-            add_constraints=action.add_constraints,
-            remove_constraints=action.remove_constraints,
-            set_labels=action.set_labels,
-            remove_labels=action.remove_labels,
-            force=action.force,
-        )
-        return Outcome(action, "ok")
+    def _node_engine(self, name: str) -> SwarmEngine:
+        if self._connect is None:
+            raise OrcastraError("membership changes need node endpoints (nodes.<host>.endpoint)")
+        endpoint = self._endpoints().get(name)
+        if not endpoint:
+            raise OrcastraError(f"{name} has no endpoint in the configuration (nodes.{name}.endpoint)")
+        return self._connect(endpoint)
+
+    def _change_membership(self, action: Action) -> str:
+        if isinstance(action, InitSwarm):
+            with self._node_engine(action.node) as engine:
+                engine.init_swarm(action.address)
+        elif isinstance(action, JoinSwarm):
+            self._join(action)
+        elif isinstance(action, PromoteNode | DemoteNode):
+            role = "manager" if isinstance(action, PromoteNode) else "worker"
+            with self._node_engine(action.manager) as engine:
+                if not engine.set_role(action.node_id, role):
+                    return f"already a {role}"
+        elif isinstance(action, RemoveNode):
+            self._remove(action)
+        else:
+            raise OrcastraError(f"unknown action kind {action.kind}")
+        return ""
+
+    def _remove(self, action: RemoveNode) -> None:
+        with self._node_engine(action.manager) as engine:
+            deadline = time.monotonic() + REMOVE_TIMEOUT_SECONDS
+            while True:
+                try:
+                    engine.remove_node(action.node_id)
+                    return
+                except EngineNotFoundError:
+                    return  # already gone: what we wanted
+                except EngineError as e:
+                    # Right after a demotion Swarm still counts the node in the Raft membership (the role
+                    # manager removes it asynchronously) and refuses the removal for a moment.
+                    if time.monotonic() >= deadline:
+                        raise
+                    log.debug("bootstrap: removing %s not possible yet: %s", action.node, e)
+                    time.sleep(JOIN_POLL_SECONDS)
+
+    def _join(self, action: JoinSwarm) -> None:
+        """The join token is read from the manager here and goes straight into the join call: it is never part
+        of an action, an outcome, a log line or an audit line."""
+        with self._node_engine(action.manager) as manager:
+            tokens = manager.join_tokens()
+        with self._node_engine(action.node) as engine:
+            if engine.local_swarm().local_state in ("pending", "error"):
+                # A join stuck in the background never recovers by itself (lab notes); start over.
+                engine.leave_swarm()
+            try:
+                engine.join_swarm(action.manager_address, tokens.for_role(action.role), action.address)
+            except EngineError as e:
+                # "Timeout was reached before node joined": the join goes on in the background; the
+                # node's own state below decides.
+                log.info("bootstrap: join of %s answered: %s; waiting for it", action.node, e)
+            deadline = time.monotonic() + JOIN_TIMEOUT_SECONDS
+            while True:
+                state = engine.local_swarm().local_state
+                if state == "active":
+                    return
+                if time.monotonic() >= deadline:
+                    raise EngineError(f"{action.node} did not become an active Swarm member (state {state})")
+                time.sleep(JOIN_POLL_SECONDS)
 
 
 class DryRunExecutor:
-    """Changes nothing: logs and audits what it would do."""
-
-    dry_run = True
+    """Changes nothing: logs and audits what it would do, and keeps the newest actions in ``recorded``."""
 
     def __init__(self, audit: AuditLog, on_outcome: OutcomeHook | None = None) -> None:
-        self._audit = audit
-        self._on_outcome = on_outcome
-        self.recorded: list[Action] = []
+        self._recorder = _Recorder(audit, on_outcome, dry_run=True)
+        self.recorded: deque[Action] = deque(maxlen=DRY_RUN_RECORD_LIMIT)
 
     def apply(self, actions: Sequence[Action], snapshot: Snapshot) -> list[Outcome]:
         outcomes = []
         for action in merge_node_label_updates(list(actions)):
             outcome = Outcome(action, "dry-run", "would apply")
             self.recorded.append(action)
-            self._audit.write(outcome, dry_run=True)
-            log.info("would %s %s: %s (%s)", action.kind, action.target, action.describe(), action.reason)
-            if self._on_outcome is not None:
-                self._on_outcome(outcome)
+            self._recorder.record(outcome)
             outcomes.append(outcome)
         return outcomes

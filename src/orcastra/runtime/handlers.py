@@ -1,10 +1,12 @@
-"""What operator commands do to the running daemon: the ``CommandContext`` behind the command file, the
-HTTP API and ``orcastra do``.
+"""What operator commands do: ``CommandHandlers``, the ``CommandContext`` behind the command file, the HTTP API
+and ``orcastra do``.
 
-Every change still goes through the daemon's one executor (dry-run honoured, audit line per action, version
-checks). Commands act only on the leader: a follower refuses them, so two instances never both act.
-``pause`` / ``resume`` are kept in a label of the Swarm itself (``orcastra.paused``), so they survive a restart
-and are shared by every instance. While paused, the commands that run the automatic machinery (sync, relabel,
+Handlers see the runtime only through the narrow ``Operations`` protocol (which the loop implements). Every
+command that changes something runs on the loop's thread (``ops.call``), so a command never overlaps a cycle;
+a reboot and a bootstrap cycle do their waiting on the command's thread and hand each write to the loop.
+Commands act only on the leader: a follower refuses them, so two instances never both act. ``pause`` /
+``resume`` are kept in a label of the Swarm itself (``orcastra.paused``), so they survive a restart and are
+shared by every instance. While paused, the commands that run the automatic machinery (sync, relabel,
 rebalance, reboot) are refused with a clear error; the single explicit changes (restart, drain, activate,
 bootstrap) still run.
 """
@@ -12,53 +14,99 @@ bootstrap) still run.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Sequence
+from typing import Literal, Protocol, TypeVar
 
+from orcastra.config import Config
 from orcastra.domain.actions import Action, SetNodeAvailability, UpdateService
 from orcastra.domain.snapshot import Service, Snapshot
 from orcastra.errors import EngineNotFoundError, OrcastraError, PermanentError
-
-if TYPE_CHECKING:
-    from orcastra.runtime.daemon import Daemon
+from orcastra.runtime.executor import Outcome
+from orcastra.runtime.reconcile import CycleResult
 
 log = logging.getLogger(__name__)
 
-PAUSED_LABEL = "orcastra.paused"
+T = TypeVar("T")
 MAX_LISTED_ACTIONS = 10  # a sync result names at most this many actions (the audit log has them all)
 
 
 class CommandRefused(PermanentError):
-    """The command cannot run here and now (not the leader, a feature not available)."""
+    """The command cannot run here and now (not the leader, paused, a feature not set up)."""
 
 
-class DaemonCommands:
-    """The daemon's implementation of ``orcastra.commands.CommandContext``."""
+class Operations(Protocol):
+    """The runtime as command handlers see it (implemented by ``orcastra.runtime.loop.Loop``).
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    ``call`` runs a function on the loop's thread and waits for it; the methods marked "loop" may only be used
+    inside such a function, the others from the command's own thread."""
 
-    # --- helpers --------------------------------------------------------------------------------------
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    @property
+    def paused(self) -> bool: ...
+
+    def call(self, fn: Callable[[], T], what: str) -> T: ...
+
+    def read_swarm(self) -> Snapshot:
+        """loop: a fresh snapshot."""
+        ...
+
+    def apply(self, actions: Sequence[Action], snapshot: Snapshot) -> list[Outcome]:
+        """loop: the executor."""
+        ...
+
+    def run_cycle(self) -> CycleResult:
+        """loop: one reconcile cycle."""
+        ...
+
+    def set_paused(self, paused: bool) -> None:
+        """loop: write the pause flag."""
+        ...
+
+    def rebalance_now(self) -> tuple[str, list[Outcome]]:
+        """loop: one rebalancing cycle now; why nothing moved, or the outcomes."""
+        ...
+
+    def bootstrap(self) -> str:
+        """own thread: one bootstrap/heal cycle."""
+        ...
+
+    def reboot(self, node: str) -> str:
+        """own thread: reboot one node."""
+        ...
+
+
+def describe_outcomes(outcomes: Sequence[Outcome]) -> str:
+    """``node/node3 labels zone=a, ...``; raises when an action failed (its target and why)."""
+    failed = [o for o in outcomes if o.failed]
+    if failed:
+        raise OrcastraError("; ".join(f"{o.action.target}: {o.result} {o.detail}" for o in failed))
+    done = ", ".join(f"{o.action.target} {o.action.describe()}" for o in outcomes)
+    return ("would: " if any(o.result == "dry-run" for o in outcomes) else "") + done
+
+
+class CommandHandlers:
+    """The runtime's implementation of ``orcastra.commands.CommandContext``."""
+
+    def __init__(self, ops: Operations) -> None:
+        self.ops = ops
+
+    # --- checks (on the loop, so they see the state the command then acts on) ---------------------------
 
     def _leader(self) -> None:
-        if not self.daemon.is_leader:
+        if not self.ops.is_leader:
             raise CommandRefused("this instance is a follower: send commands to the leader (see /healthz)")
 
-    def _snapshot(self) -> Snapshot:
-        return self.daemon.engine.snapshot()
-
-    def apply_and_describe(self, actions: list[Action], snapshot: Snapshot) -> str:
-        return self._apply(actions, snapshot)
-
-    def _apply(self, actions: list[Action], snapshot: Snapshot) -> str:
-        outcomes = self.daemon.executor.apply(actions, snapshot)
-        failed = [o for o in outcomes if o.result in ("error", "conflict")]
-        if failed:
-            raise OrcastraError("; ".join(f"{o.action.target}: {o.result} {o.detail}" for o in failed))
-        done = ", ".join(f"{o.action.target} {o.action.describe()}" for o in outcomes)
-        return ("would: " if self.daemon.executor.dry_run else "") + done
+    def _not_paused(self) -> None:
+        if self.ops.paused:
+            raise CommandRefused("Orcastra is paused: resume first")
 
     def _service(self, snapshot: Snapshot, name: str) -> Service:
-        config = self.daemon.config
+        config = self.ops.config
         for candidate in (name, config.service_name(name)):
             svc = snapshot.service(candidate)
             if svc is not None:
@@ -68,17 +116,14 @@ class DaemonCommands:
 
     # --- commands ---------------------------------------------------------------------------------------
 
-    def _not_paused(self) -> None:
-        if self.daemon.paused:
-            raise CommandRefused("Orcastra is paused: resume first")
-
     def sync(self) -> str:
+        return self.ops.call(self._sync, "sync")
+
+    def _sync(self) -> str:
         self._leader()
         # A cycle while paused only plans: answering "reconciled" would claim what did not happen.
         self._not_paused()
-        self.daemon.run_once()
-        result = self.daemon.last_result
-        outcomes = result.outcomes if result is not None else ()
+        outcomes = self.ops.run_cycle().outcomes
         done = [f"{o.action.target} {o.action.describe()} ({o.result})" for o in outcomes]
         shown = "; ".join(done[:MAX_LISTED_ACTIONS]) + ("; ..." if len(done) > MAX_LISTED_ACTIONS else "")
         message = f"reconciled: {len(done)} action(s)" + (f": {shown}" if done else "")
@@ -92,70 +137,85 @@ class DaemonCommands:
         return self.sync()
 
     def restart_service(self, name: str) -> str:
-        self._leader()
-        snapshot = self._snapshot()
-        svc = self._service(snapshot, name)
-        action = UpdateService(
-            service_id=svc.id,
-            service_name=svc.name,
-            service_version=svc.version,
-            force=True,
-            reason="operator command: restart",
-            controller="command",
-        )
-        return self._apply([action], snapshot)
+        def restart() -> str:
+            self._leader()
+            snapshot = self.ops.read_swarm()
+            svc = self._service(snapshot, name)
+            action = UpdateService(
+                service_id=svc.id,
+                service_name=svc.name,
+                service_version=svc.version,
+                force=True,
+                reason="operator command: restart",
+                controller="command",
+            )
+            return describe_outcomes(self.ops.apply([action], snapshot))
+
+        return self.ops.call(restart, f"restart {name}")
 
     def set_availability(self, node: str, availability: Literal["active", "drain"]) -> str:
-        self._leader()
-        snapshot = self._snapshot()
-        target = snapshot.node_by_hostname(node) or snapshot.node(node)
-        if target is None:
-            known = ", ".join(sorted(n.hostname for n in snapshot.nodes))
-            raise EngineNotFoundError(f"no node {node!r} in the Swarm (nodes: {known})")
-        action = SetNodeAvailability(
-            node_id=target.id,
-            hostname=target.hostname,
-            node_version=target.version,
-            availability=availability,
-            reason=f"operator command: {'drain' if availability == 'drain' else 'activate'}",
-            controller="command",
-        )
-        return self._apply([action], snapshot)
+        def set_it() -> str:
+            self._leader()
+            snapshot = self.ops.read_swarm()
+            target = snapshot.node_by_hostname(node) or snapshot.node(node)
+            if target is None:
+                known = ", ".join(sorted(n.hostname for n in snapshot.nodes))
+                raise EngineNotFoundError(f"no node {node!r} in the Swarm (nodes: {known})")
+            action = SetNodeAvailability(
+                node_id=target.id,
+                hostname=target.hostname,
+                node_version=target.version,
+                availability=availability,
+                reason=f"operator command: {'drain' if availability == 'drain' else 'activate'}",
+                controller="command",
+            )
+            return describe_outcomes(self.ops.apply([action], snapshot))
+
+        return self.ops.call(set_it, f"{availability} {node}")
 
     def rebalance(self) -> str:
-        self._leader()
-        self._not_paused()
-        return self.daemon.rebalance_now()
+        def rebalance() -> str:
+            self._leader()
+            self._not_paused()
+            why_not, outcomes = self.ops.rebalance_now()
+            return why_not or describe_outcomes(outcomes)
+
+        return self.ops.call(rebalance, "rebalance")
 
     def pause(self) -> str:
-        self._leader()
-        self.daemon.set_paused(True)
-        return "paused: no automatic actions until resume (kept across restarts)"
+        def pause() -> str:
+            self._leader()
+            self.ops.set_paused(True)
+            return "paused: no automatic actions until resume (kept across restarts)"
+
+        return self.ops.call(pause, "pause")
 
     def resume(self) -> str:
-        self._leader()
-        self.daemon.set_paused(False)
-        self.daemon.trigger.fire("resumed")
-        return "resumed"
+        def resume() -> str:
+            self._leader()
+            self.ops.set_paused(False)
+            return "resumed"
+
+        return self.ops.call(resume, "resume")
 
     def reboot_node(self, node: str) -> str:
         """Drain, wait, run the node's reboot command, wait Ready, activate; one node at a time (Swarm lock).
-        Blocks for minutes: it runs on the command thread, with its own Engine connection."""
-        from orcastra.adapters.engine.connect import make_engine
-        from orcastra.runtime.reboot import reboot_node
+        Waits for minutes on the command's thread; each write is made by the loop."""
 
-        self._leader()
-        self._not_paused()
-        with make_engine(self.daemon.config, self.daemon.env) as engine:
-            return reboot_node(engine, self.daemon.executor, self.daemon.config, node)
+        def check() -> None:
+            self._leader()
+            self._not_paused()
+
+        self.ops.call(check, f"reboot {node}")
+        return self.ops.reboot(node)
 
     def bootstrap(self) -> str:
-        self._leader()
+        self.ops.call(self._leader, "bootstrap")
         # Without inventory endpoints there is nothing to observe or join; the cycle would answer "nothing
         # to do", which reads as "all is well" rather than "not set up".
-        if not any(n.endpoint for n in self.daemon.config.nodes.values()):
+        if not any(n.endpoint for n in self.ops.config.nodes.values()):
             raise CommandRefused(
                 "no inventory: no node in the configuration has an endpoint (nodes.<host>.endpoint); nothing was done"
             )
         # The result is shown as "bootstrap: <message>"; the cycle's own summary starts with that too.
-        return self.daemon.run_bootstrap_cycle().removeprefix("bootstrap: ")
+        return self.ops.bootstrap().removeprefix("bootstrap: ")

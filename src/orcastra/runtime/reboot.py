@@ -14,15 +14,14 @@ import logging
 import shlex
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from orcastra.adapters.engine import EngineAdapter
-from orcastra.domain.actions import Action, SetNodeAvailability
+from orcastra.domain.actions import SetNodeAvailability, SetSwarmLabels
 from orcastra.domain.snapshot import Node, Snapshot
 from orcastra.errors import (
-    EngineConflictError,
     EngineNotFoundError,
     OrcastraError,
     PermanentError,
@@ -40,6 +39,7 @@ from orcastra.features.reboot.plan import (
     tasks_left_on,
 )
 from orcastra.features.reboot.settings import NODE_PLACEHOLDER, RebootSettings
+from orcastra.runtime.executor import Executor
 from orcastra.runtime.leadership import new_holder_id
 
 log = logging.getLogger(__name__)
@@ -72,13 +72,6 @@ class CommandResult:
 
 
 RunCommand = Callable[[str, float], CommandResult]
-ApplyFn = Callable[[list[Action], Snapshot], object]
-
-
-class _ExecutorLike(Protocol):
-    dry_run: bool
-
-    def apply(self, actions: Sequence[Action], snapshot: Snapshot) -> Sequence[Any]: ...
 
 
 class _HasReboot(Protocol):
@@ -116,21 +109,41 @@ def settings_of(config_like: RebootSettings | _HasReboot) -> RebootSettings:
 # --- the lock: a Swarm label written at the Swarm's version -----------------------------------------------
 
 
-def compare_and_set_lock(engine: EngineAdapter, expected: str | None, new: str | None) -> bool:
-    """Write the lock label only if it still reads ``expected``. The check and the write are made at the same
-    Swarm version (``set_swarm_labels`` is a compare-and-set); when the Swarm changed in between, it is read
-    again: a change of another label (e.g. ``orcastra.paused``) must not make us lose our own lock, a changed
-    lock label makes this return False."""
+def _set_swarm_labels(
+    engine: EngineAdapter,
+    writes: Executor,
+    check: Callable[[dict[str, str]], bool],
+    changes: dict[str, str | None],
+    reason: str,
+) -> str:
+    """Compare-and-set on the Swarm's labels: read them with the Swarm's version, and if ``check`` accepts them,
+    write ``changes`` at that version through ``writes``. A write that lost a race with an unrelated change of
+    the Swarm (e.g. ``orcastra.paused``) is retried at the new version. Returns "ok", "dry-run", "refused"
+    (``check`` said no) or "conflict" (the Swarm kept changing)."""
     for _ in range(CAS_ATTEMPTS):
         labels, version = engine.swarm_labels_with_version()
-        if labels.get(LOCK_LABEL) != expected:
-            return False
-        try:
-            engine.set_swarm_labels({LOCK_LABEL: new}, version)
-        except EngineConflictError:
+        if not check(labels):
+            return "refused"
+        action = SetSwarmLabels(changes, version, reason=reason, controller="reboot")
+        (outcome,) = writes.apply([action], Snapshot((), (), ()))
+        if outcome.result == "conflict":
             continue
-        return True
-    return False
+        if outcome.result == "error":
+            raise RebootStepError(str(changes.get(LOCK_LABEL) or "?"), "lock", outcome.detail)
+        return outcome.result
+    return "conflict"
+
+
+def compare_and_set_lock(engine: EngineAdapter, writes: Executor, expected: str | None, new: str | None) -> bool:
+    """Write the lock label only if it still reads ``expected`` (see ``_set_swarm_labels``)."""
+    result = _set_swarm_labels(
+        engine,
+        writes,
+        lambda labels: labels.get(LOCK_LABEL) == expected,
+        {LOCK_LABEL: new},
+        "reboot lock: release" if new is None else "reboot lock: renew",
+    )
+    return result in ("ok", "dry-run")
 
 
 def read_lock(engine: EngineAdapter) -> RebootLock | None:
@@ -140,44 +153,59 @@ def read_lock(engine: EngineAdapter) -> RebootLock | None:
 class _Lock:
     """This reboot's hold on the lock: take (or take over when expired), renew, release."""
 
-    def __init__(self, engine: EngineAdapter, node: str, holder: str, ttl: float, clock: Callable[[], float]):
-        self.engine, self.node, self.holder, self.ttl, self.clock = engine, node, holder, ttl, clock
+    def __init__(
+        self, engine: EngineAdapter, writes: Executor, node: str, *, holder: str, ttl: float, clock: Callable[[], float]
+    ) -> None:
+        self.engine, self.writes, self.node, self.holder, self.ttl, self.clock = (
+            engine,
+            writes,
+            node,
+            holder,
+            ttl,
+            clock,
+        )
         self.value: str | None = None
 
     def _fresh(self) -> str:
         return RebootLock(self.node, self.holder, self.clock() + self.ttl).format()
 
-    def take(self) -> None:
-        for _ in range(CAS_ATTEMPTS):
-            labels, version = self.engine.swarm_labels_with_version()
+    def take(self) -> str:
+        """Take the lock; returns "ok", or "dry-run" when the writes are only recorded. Raises RebootLocked."""
+        seen: list[RebootLock | None] = []
+
+        def free(labels: dict[str, str]) -> bool:
             current = parse_lock(labels.get(LOCK_LABEL))
-            if current is not None and lock_blocks(current, self.holder, self.clock()):
-                raise RebootLocked(
-                    f"the reboot lock is held by {current.holder} for {current.node} until "
-                    f"{dt.datetime.fromtimestamp(current.expires_at).isoformat(timespec='seconds')}"
-                )
-            if current is not None and current.holder != self.holder:
-                log.warning("reboot lock of %s (%s) has expired: taking it over", current.holder, current.node)
-            new = self._fresh()
-            try:
-                # Written at the version the decision above was made on: a lock taken in between wins.
-                self.engine.set_swarm_labels({LOCK_LABEL: new}, version)
-            except EngineConflictError:
-                continue
-            self.value = new
-            return
-        raise RebootLocked("the reboot lock kept changing under us: another reboot is starting")
+            seen.append(current)
+            return current is None or not lock_blocks(current, self.holder, self.clock())
+
+        new = self._fresh()
+        # Written at the version the decision was made on: a lock taken in between wins.
+        result = _set_swarm_labels(
+            self.engine, self.writes, free, {LOCK_LABEL: new}, f"reboot lock: take for {self.node}"
+        )
+        current = seen[-1] if seen else None
+        if result == "refused" and current is not None:
+            raise RebootLocked(
+                f"the reboot lock is held by {current.holder} for {current.node} until "
+                f"{dt.datetime.fromtimestamp(current.expires_at).isoformat(timespec='seconds')}"
+            )
+        if result not in ("ok", "dry-run"):
+            raise RebootLocked("the reboot lock kept changing under us: another reboot is starting")
+        if current is not None and current.holder != self.holder:
+            log.warning("reboot lock of %s (%s) had expired: taken over", current.holder, current.node)
+        self.value = new
+        return result
 
     def renew(self) -> None:
         """Push the expiry out before a long step; losing the lock (someone took an expired one) aborts."""
         new = self._fresh()
-        if not compare_and_set_lock(self.engine, self.value, new):
+        if not compare_and_set_lock(self.engine, self.writes, self.value, new):
             current = read_lock(self.engine)
             raise RebootStepError(self.node, "lock", f"lost the reboot lock (now {current})")
         self.value = new
 
     def release(self) -> None:
-        if self.value is not None and not compare_and_set_lock(self.engine, self.value, None):
+        if self.value is not None and not compare_and_set_lock(self.engine, self.writes, self.value, None):
             log.warning("reboot lock changed by someone else; not removing it")
         self.value = None
 
@@ -187,7 +215,7 @@ class _Lock:
 
 def _set_availability(
     engine: EngineAdapter,
-    apply: _ExecutorLike | ApplyFn,
+    writes: Executor,
     hostname: str,
     availability: Literal["active", "drain"],
     step: Step,
@@ -207,21 +235,11 @@ def _set_availability(
             reason=f"reboot: {'drain before the reboot' if availability == 'drain' else 'back after the reboot'}",
             controller="reboot",
         )
-        if callable(apply):
-            try:
-                apply([action], snapshot)
-            except EngineConflictError:
-                continue
-            except OrcastraError as e:
-                raise RebootStepError(hostname, step, str(e)) from e
-            return
-        outcomes = apply.apply([action], snapshot)
-        results = [getattr(o, "result", "ok") for o in outcomes]
-        if "conflict" in results:
+        outcomes = writes.apply([action], snapshot)
+        if any(o.result == "conflict" for o in outcomes):
             continue
-        if "error" in results:
-            detail = "; ".join(str(getattr(o, "detail", "")) for o in outcomes)
-            raise RebootStepError(hostname, step, detail)
+        if any(o.result == "error" for o in outcomes):
+            raise RebootStepError(hostname, step, "; ".join(o.detail for o in outcomes))
         return
     raise RebootStepError(hostname, step, "the node kept changing (version conflicts)")
 
@@ -287,7 +305,7 @@ def _wait_ready(
 
 def reboot_node(
     engine: EngineAdapter,
-    executor_or_apply_fn: _ExecutorLike | ApplyFn,
+    writes: Executor,
     config_like: RebootSettings | _HasReboot,
     node: str,
     *,
@@ -297,8 +315,10 @@ def reboot_node(
     holder: str | None = None,
 ) -> str:
     """Reboot one node: lock, drain, wait until its tasks run elsewhere, run its reboot command, wait Ready,
-    activate, unlock. Returns a message for the operator; raises ``RebootRefused`` (cannot start),
-    ``RebootLocked`` (another reboot runs) or ``RebootStepError`` (aborted, node left drained, lock kept)."""
+    activate, unlock. ``engine`` reads; every write goes through ``writes`` (the runtime's executor, on its
+    loop). Returns a message for the operator; raises ``RebootRefused`` (cannot start), ``RebootLocked``
+    (another reboot runs) or ``RebootStepError`` (aborted, node left drained, lock kept). With a dry-run
+    executor the lock is only recorded, and nothing else is done."""
     settings = settings_of(config_like)
     snapshot = engine.snapshot()
     target = snapshot.node_by_hostname(node)
@@ -312,15 +332,13 @@ def reboot_node(
     if (why := reboot_refusal(snapshot, hostname)) is not None:
         raise RebootRefused(f"not rebooting {hostname}: {why}")
     command = render_command(template, hostname)
-    if not callable(executor_or_apply_fn) and executor_or_apply_fn.dry_run:
-        return f"would reboot {hostname}: drain, run {command!r}, wait until Ready, activate"
-
     started = clock()
-    lock = _Lock(engine, hostname, holder or new_holder_id(), settings.lock_ttl_seconds, clock)
-    lock.take()
+    lock = _Lock(engine, writes, hostname, holder=holder or new_holder_id(), ttl=settings.lock_ttl_seconds, clock=clock)
+    if lock.take() == "dry-run":
+        return f"would reboot {hostname}: drain, run {command!r}, wait until Ready, activate"
     log.warning("rebooting %s: lock taken, draining", hostname)
     moved = services_on(snapshot, target.id)
-    _set_availability(engine, executor_or_apply_fn, hostname, "drain", "drain")
+    _set_availability(engine, writes, hostname, "drain", "drain")
     _wait_drained(engine, target, moved, settings, clock=clock, sleep=sleep)
 
     lock.renew()
@@ -334,7 +352,7 @@ def reboot_node(
     lock.renew()
     _wait_ready(engine, before, settings, clock, sleep)
 
-    _set_availability(engine, executor_or_apply_fn, hostname, "active", "activate")
+    _set_availability(engine, writes, hostname, "active", "activate")
     lock.release()
     message = f"rebooted {hostname} in {clock() - started:.0f} s: drained, {command!r}, Ready, Active"
     log.warning("%s", message)
@@ -357,7 +375,7 @@ def check_sentinels(snapshot: Snapshot, settings: RebootSettings, run_command: R
 
 def run_scheduled_reboot(
     engine: EngineAdapter,
-    executor_or_apply_fn: _ExecutorLike | ApplyFn,
+    writes: Executor,
     config_like: RebootSettings | _HasReboot,
     *,
     run_command: RunCommand = run_shell,
@@ -383,4 +401,4 @@ def run_scheduled_reboot(
     if node is None:
         return None
     log.warning("scheduled reboot: %s needs a reboot (sentinel set)", node)
-    return reboot_node(engine, executor_or_apply_fn, settings, node, run_command=run_command, clock=clock, sleep=sleep)
+    return reboot_node(engine, writes, settings, node, run_command=run_command, clock=clock, sleep=sleep)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable, Mapping
 
 from orcastra.adapters.engine import EngineAdapter
 from orcastra.config import Config
+from orcastra.runtime.bootstrap import engine_connector
 from orcastra.runtime.executor import AuditLog, DryRunExecutor, EngineExecutor, Executor, OutcomeHook
 
 
@@ -20,13 +22,19 @@ def make_executor(
     engine: EngineAdapter,
     *,
     dry_run: bool,
+    audit: AuditLog,
     on_outcome: OutcomeHook | None = None,
-    audit: AuditLog | None = None,
+    current_config: Callable[[], Config] | None = None,
 ) -> Executor:
-    audit = audit or AuditLog(path=config.audit.path)
+    """The one executor type for a run: real, or the dry run's (chosen here, once)."""
     if dry_run:
         return DryRunExecutor(audit, on_outcome)
-    return EngineExecutor(engine, audit, on_outcome)
+    latest = current_config or (lambda: config)
+
+    def endpoints() -> Mapping[str, str]:
+        return {name: n.endpoint for name, n in latest().nodes.items() if n.endpoint}
+
+    return EngineExecutor(engine, audit, on_outcome, connect=engine_connector(config), endpoints=endpoints)
 
 
 class JsonFormatter(logging.Formatter):

@@ -134,7 +134,9 @@ def _get_through_pool(c: Any, pool: Any, path: str, params: str | None, *, what:
         raise requests.exceptions.ConnectionError(e) from e
     response.release_conn()
     if response.status >= 400:
-        raise _status_error(what, host, response.status, _error_message(body))
+        raise _status_error(
+            what, host, response.status, _error_message(body), _retry_after(response.headers.get("Retry-After"))
+        )
     return body
 
 
@@ -166,8 +168,19 @@ def _ssh_url_with_config_port(url: str) -> str:
     return urllib.parse.urlunparse(parsed._replace(netloc=f"{parsed.netloc}:{port}"))
 
 
-def _status_error(what: str, host: str, status: int | None, message: str) -> EngineError:
-    """An Engine answer with an error status -> the error type that says what to do about it."""
+def _retry_after(value: str | None) -> float | None:
+    """An HTTP ``Retry-After`` in seconds (the date form is not used by the Engine or proxies in front of it)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _status_error(
+    what: str, host: str, status: int | None, message: str, retry_after: float | None = None
+) -> EngineError:
+    """An Engine answer with an error status -> the error type that says what to do about it (a 5xx carries
+    the delay a ``Retry-After`` header asked for)."""
     msg = cut(message)
     text = f"{what} failed on {host}: {msg}"
     if status == 404:
@@ -182,7 +195,7 @@ def _status_error(what: str, host: str, status: int | None, message: str) -> Eng
         )
     if status is not None and 400 <= status < 500:
         return EngineClientError(text, endpoint=host, status=status)
-    return EngineServerError(text, endpoint=host, status=status)
+    return EngineServerError(text, endpoint=host, status=status, retry_after_seconds=retry_after)
 
 
 def _error_message(body: bytes) -> str:
@@ -265,7 +278,9 @@ class EngineAdapter:
             try:
                 return fn(client)
             except docker.errors.APIError as e:
-                raise _status_error(what, host, e.status_code, str(e.explanation or e)) from e
+                headers = e.response.headers if e.response is not None else {}
+                retry_after = _retry_after(headers.get("Retry-After"))
+                raise _status_error(what, host, e.status_code, str(e.explanation or e), retry_after) from e
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
                 self.close()
                 raise EngineUnreachableError(

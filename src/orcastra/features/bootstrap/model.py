@@ -1,4 +1,5 @@
-"""Bootstrap's data: what was observed of each inventory node and the Swarm, and the actions to apply.
+"""Bootstrap's data: what was observed of each inventory node and the Swarm, and the plan (its actions are
+``orcastra.domain.actions``: the one executor applies them like every other write).
 
 Pure data (frozen dataclasses), shared by the observer, the pure planner and the executor. Nothing here
 holds a join token: actions carry only the role to join with, and the executor reads the token from a
@@ -7,13 +8,10 @@ manager at the moment it joins a node.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
+from orcastra.domain.actions import BootstrapAction
 from orcastra.domain.snapshot import Node
-
-LocalNodeState = Literal["inactive", "pending", "active", "error", "locked", ""]
-Role = Literal["manager", "worker"]
 
 
 @dataclass(frozen=True)
@@ -43,108 +41,6 @@ class BootstrapObservation:
 
     def node(self, name: str) -> NodeObservation | None:
         return next((n for n in self.nodes if n.name == name), None)
-
-
-# --- actions ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class InitSwarm:
-    """POST /swarm/init on ``node``, advertising ``address``:2377."""
-
-    node: str
-    address: str
-    reason: str = ""
-    controller: str = "bootstrap"
-    kind: Literal["init-swarm"] = field(default="init-swarm", init=False)
-
-    @property
-    def target(self) -> str:
-        return f"node/{self.node}"
-
-    def describe(self) -> str:
-        return f"swarm init (advertise {self.address})"
-
-
-@dataclass(frozen=True)
-class JoinSwarm:
-    """POST /swarm/join on ``node`` as ``role``, through ``manager`` (its address and a token read at apply time)."""
-
-    node: str
-    role: Role
-    manager: str
-    address: str
-    manager_address: str
-    reason: str = ""
-    controller: str = "bootstrap"
-    kind: Literal["join-swarm"] = field(default="join-swarm", init=False)
-
-    @property
-    def target(self) -> str:
-        return f"node/{self.node}"
-
-    def describe(self) -> str:
-        return f"swarm join as {self.role} via {self.manager} ({self.manager_address})"
-
-
-@dataclass(frozen=True)
-class PromoteNode:
-    """Set Spec.Role = manager on node ``node_id``, through ``manager``."""
-
-    node: str
-    node_id: str
-    manager: str
-    reason: str = ""
-    controller: str = "bootstrap"
-    kind: Literal["promote-node"] = field(default="promote-node", init=False)
-
-    @property
-    def target(self) -> str:
-        return f"node/{self.node}"
-
-    def describe(self) -> str:
-        return "role manager"
-
-
-@dataclass(frozen=True)
-class DemoteNode:
-    """Set Spec.Role = worker on node ``node_id``, through ``manager``."""
-
-    node: str
-    node_id: str
-    manager: str
-    reason: str = ""
-    controller: str = "bootstrap"
-    kind: Literal["demote-node"] = field(default="demote-node", init=False)
-
-    @property
-    def target(self) -> str:
-        return f"node/{self.node}"
-
-    def describe(self) -> str:
-        return "role worker"
-
-
-@dataclass(frozen=True)
-class RemoveNode:
-    """DELETE /nodes/{node_id} (force) through ``manager``: a node entry that is Down for good."""
-
-    node: str
-    node_id: str
-    manager: str
-    reason: str = ""
-    controller: str = "bootstrap"
-    kind: Literal["remove-node"] = field(default="remove-node", init=False)
-
-    @property
-    def target(self) -> str:
-        return f"node/{self.node}"
-
-    def describe(self) -> str:
-        return f"remove node entry {self.node_id[:12]}"
-
-
-BootstrapAction = InitSwarm | JoinSwarm | PromoteNode | DemoteNode | RemoveNode
 
 
 @dataclass(frozen=True)

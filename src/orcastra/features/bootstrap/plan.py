@@ -11,19 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from orcastra.domain.actions import BootstrapAction, DemoteNode, InitSwarm, JoinSwarm, PromoteNode, RemoveNode, Role
 from orcastra.domain.snapshot import Node
-from orcastra.features.bootstrap.model import (
-    BootstrapAction,
-    BootstrapObservation,
-    BootstrapPlan,
-    DemoteNode,
-    InitSwarm,
-    JoinSwarm,
-    NodeObservation,
-    PromoteNode,
-    RemoveNode,
-    Role,
-)
+from orcastra.features.bootstrap.model import BootstrapObservation, BootstrapPlan, NodeObservation
 from orcastra.features.bootstrap.settings import BootstrapSettings
 from orcastra.features.inventory import NodeSettings
 

@@ -22,23 +22,26 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from orcastra.domain.actions import Action, UpdateNodeLabels, UpdateService
+from orcastra.domain.labels import (
+    ANCHOR_LABEL_PREFIX,
+    DEPENDENTS_PENDING_LABEL,
+    FOLLOW_LABEL,
+    LABEL_TRUE,
+    RESTART_AT_LABEL,
+    RESTART_ATTEMPTS_LABEL,
+    RESTART_DEPENDENTS_LABEL,
+    RETRY_INTERVALS_LABEL,
+)
 from orcastra.domain.placement import has_constraint
 from orcastra.domain.plan import Finding, Plan
 from orcastra.domain.snapshot import LIVE_DESIRED_STATES, TERMINAL_TASK_STATES, Service, Snapshot, Task
+from orcastra.features.colocation.settings import (
+    DEFAULT_RETRY_INTERVALS_SECONDS,
+    MISPLACED_GRACE_SECONDS,
+    PENDING_GRACE_SECONDS,
+)
 
 CONTROLLER = "colocation"
-ANCHOR_LABEL_PREFIX = "orcastra.anchor."
-FOLLOW_LABEL = "orcastra.follow"
-RESTART_DEPENDENTS_LABEL = "orcastra.restart-dependents"
-RETRY_INTERVALS_LABEL = "orcastra.retry-intervals"
-RESTART_ATTEMPTS_LABEL = "orcastra.restart.attempts"
-RESTART_AT_LABEL = "orcastra.restart.at"
-DEPENDENTS_PENDING_LABEL = "orcastra.restart.dependents-pending"
-LABEL_TRUE = "true"
-
-DEFAULT_RETRY_INTERVALS_SECONDS = (2.0, 10.0, 60.0, 300.0, 900.0)
-PENDING_GRACE_SECONDS = 30.0
-MISPLACED_GRACE_SECONDS = 20.0
 
 
 def anchor_label_key(anchor: str) -> str:
@@ -516,7 +519,12 @@ def plan_colocation(snapshot: Snapshot, settings: ColocationSettings, now: float
     planner.findings.extend(findings)
     statuses = tuple(planner.plan_group(g) for g in groups)
     planner.orphan_labels(groups)
-    return ColocationPlan(Plan(tuple(planner.actions()), tuple(planner.findings), planner.wake_at), statuses)
+    return ColocationPlan(Plan(tuple(planner.actions()), tuple(planner.findings), planner.wake_at, statuses), statuses)
+
+
+def group_statuses(plan: Plan) -> tuple[GroupStatus, ...]:
+    """The anchor groups' status in a (combined) plan."""
+    return tuple(s for s in plan.status if isinstance(s, GroupStatus))
 
 
 def group_service_ids(snapshot: Snapshot, settings: ColocationSettings) -> frozenset[str]:

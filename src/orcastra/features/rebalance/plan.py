@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from orcastra.domain.labels import ANCHOR_LABEL_PREFIX
 from orcastra.domain.placement import NODE_LABEL_PREFIX, node_satisfies, parse_constraint
 from orcastra.domain.plan import Finding
 from orcastra.domain.snapshot import Node, Service, Snapshot
 from orcastra.domain.usage import MemoryView, NodeMemory, TaskMemory
-from orcastra.features.colocation.plan import ANCHOR_LABEL_PREFIX, AnchorGroup
+from orcastra.features.colocation.plan import AnchorGroup
 from orcastra.features.rebalance.optimize import MoveProblem, choose_moves
 from orcastra.features.rebalance.pins import PIN_LABEL_PREFIX
 from orcastra.features.rebalance.types import (

@@ -10,10 +10,11 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 
+from orcastra.domain.labels import REBOOT_LOCK_LABEL
 from orcastra.domain.snapshot import Snapshot
 from orcastra.features.reboot.settings import WEEKDAYS, RebootSchedule, RebootSettings
 
-LOCK_LABEL = "orcastra.reboot.lock"
+LOCK_LABEL = REBOOT_LOCK_LABEL
 _SEP = "|"
 
 

@@ -1,0 +1,392 @@
+"""The loop: the one thread that changes the Swarm and Orcastra's own state.
+
+Everything that writes runs here, one thing at a time: reconcile cycles (snapshot -> plans -> executor),
+rebalancing steps, and the requests other threads put on the loop's queue (commands from the command file and
+the API, the writes of a reboot and of a bootstrap cycle). A request waits while a cycle runs and a cycle waits
+while a request runs, so two writers never overlap (controller-runtime's work queue: a reconciler never runs
+twice at once). Other threads only ``fire`` the trigger, ``call`` (put a request and wait for its result) or
+``post`` (put a request and go on), and read what the loop publishes (``config``, ``paused``,
+``last_result``): immutable values, replaced whole.
+
+The loop waits for a trigger (events, the task poll, a memory reading, the resync, a planner's wake-up time,
+a config file change), debounces it, and runs a cycle. A failed cycle is tried again after the delay its error
+asks for (``TemporaryError.retry_after_seconds``), growing while the same failure repeats; requests are served
+meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from orcastra.adapters.engine import EngineAdapter
+from orcastra.adapters.engine.connect import make_engine
+from orcastra.commands.watch import FileStamp
+from orcastra.config import Config, load_config
+from orcastra.domain.actions import Action, SetSwarmLabels
+from orcastra.domain.labels import PAUSED_LABEL
+from orcastra.domain.snapshot import Snapshot
+from orcastra.domain.usage import MemoryView
+from orcastra.errors import ConfigError, OrcastraError, TemporaryError
+from orcastra.features.colocation.plan import group_statuses
+from orcastra.features.rebalance.pins import plan_move
+from orcastra.runtime.bootstrap import run_bootstrap
+from orcastra.runtime.controllers import Controller
+from orcastra.runtime.executor import Executor, Outcome
+from orcastra.runtime.observe import HealthState, Metrics
+from orcastra.runtime.rebalance_once import one_shot_rebalance_plan
+from orcastra.runtime.rebalancer import MoveInFlight, Rebalancer
+from orcastra.runtime.reboot import reboot_node
+from orcastra.runtime.reconcile import CycleResult, run_cycle
+from orcastra.runtime.triggers import Request, Trigger
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CONFIG_POLL_INTERVAL_SECONDS = 1.0
+# A cycle that failed with an error that is not temporary (a bug, a permanent Engine refusal) is tried again
+# after this; a temporary error's own delay is the start, doubled while the failure repeats, up to the cap.
+PERMANENT_ERROR_RETRY_SECONDS = 30.0
+MAX_RETRY_SECONDS = 60.0
+MIN_RETRY_SECONDS = 0.5
+CAS_ATTEMPTS = 5
+NO_OBJECTS = Snapshot((), (), ())
+
+
+def retry_delay(error: BaseException, consecutive: int) -> float:
+    """How long to wait before the next try after ``consecutive`` earlier failures in a row (0 for the first)."""
+    if isinstance(error, TemporaryError):
+        base = max(MIN_RETRY_SECONDS, error.retry_after_seconds)
+    else:
+        base = PERMANENT_ERROR_RETRY_SECONDS
+    return min(MAX_RETRY_SECONDS, base * float(2 ** min(consecutive, 8)))
+
+
+class LoopWrites:
+    """An executor for the other threads: it hands each batch of actions to the loop and waits for the
+    outcomes, so a reboot or a bootstrap cycle on its own thread still writes only through the loop."""
+
+    def __init__(self, loop: Loop, what: str) -> None:
+        self._loop = loop
+        self._what = what
+
+    def apply(self, actions: Sequence[Action], snapshot: Snapshot) -> list[Outcome]:
+        return self._loop.call(lambda: self._loop.executor.apply(actions, snapshot), self._what)
+
+
+class Loop:
+    """Owns the Swarm writes and the runtime's state (config, paused flag, last cycle, rebalancing state);
+    runs on the thread that calls ``run`` (the main thread in ``orcastra run``)."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        config_path: Path | None,
+        env: Mapping[str, str],
+        engine: EngineAdapter,
+        executor: Executor,
+        controllers: Sequence[Controller],
+        metrics: Metrics,
+        health: HealthState,
+        trigger: Trigger,
+        leadership: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.env = env
+        self.engine = engine
+        self.executor = executor
+        self.controllers = list(controllers)
+        self.metrics = metrics
+        self.health = health
+        self.trigger = trigger
+        self._leadership = leadership
+        self._config_stamp = FileStamp.of(config_path) if config_path is not None else None
+        self._ident: int | None = None  # the loop's thread while ``run`` runs
+        self.paused = False
+        self.cycles = 0
+        self.last_result: CycleResult | None = None
+        self.wake_at: float | None = None  # epoch seconds a planner asked to be run again (a backoff ends)
+        self.after_cycle: list[Callable[[CycleResult], None]] = []
+        self.rebalancer = Rebalancer()
+        self._memory_lock = threading.Lock()
+        self._new_memory: MemoryView | None = None
+
+    # --- what other threads may call ------------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leadership()
+
+    def attach(self) -> None:
+        """Make the calling thread the loop's thread, before any other thread starts: from now on ``call`` and
+        ``post`` from other threads queue their requests until ``run`` serves them. Until then (start-up,
+        ``run --once``) there is one thread, and they run their function at once."""
+        self._ident = threading.get_ident()
+
+    def call(self, fn: Callable[[], T], what: str) -> T:
+        """Run ``fn`` on the loop's thread and return its result (or raise its error); see ``attach``."""
+        if self.trigger.stopped:
+            raise OrcastraError("Orcastra is stopping")
+        if self._ident is None or self._ident == threading.get_ident():
+            return fn()
+        request = Request(fn, what)
+        self.trigger.put(request)
+        result: T = request.future.result()
+        return result
+
+    def post(self, fn: Callable[[], object], what: str) -> None:
+        """Like ``call``, without waiting for the result (errors are logged)."""
+        if self._ident is None or self._ident == threading.get_ident():
+            fn()
+            return
+        self.trigger.put(Request(fn, what))
+
+    def memory_read(self, view: MemoryView) -> None:
+        """A new memory reading (from the memory watcher's thread); the next cycle plans with it."""
+        with self._memory_lock:
+            self._new_memory = view
+        self.trigger.fire("memory read")
+
+    def leadership_changed(self, leader: bool) -> None:
+        """The lease keeper's report (from its thread): handled on the loop, without making the keeper wait."""
+        self.post(lambda: self._on_leadership(leader), "leadership change")
+        if leader:
+            self.trigger.fire("became leader")
+
+    def latest_snapshot(self) -> Snapshot | None:
+        result = self.last_result
+        return result.snapshot if result is not None else None
+
+    # --- the loop's own work (its thread only) ----------------------------------------------------------------
+
+    def _on_leadership(self, leader: bool) -> None:
+        self.metrics.set_leader(leader)
+        self.health.set_role("leader" if leader else "follower")
+        log.info("this instance is now the %s", "leader" if leader else "follower")
+        if leader:
+            self.load_paused()
+
+    def read_swarm(self) -> Snapshot:
+        return self.engine.snapshot()
+
+    def apply(self, actions: Sequence[Action], snapshot: Snapshot) -> list[Outcome]:
+        return self.executor.apply(actions, snapshot)
+
+    def load_paused(self) -> None:
+        """The pause flag is a label of the Swarm: shared by every instance, kept across restarts."""
+        try:
+            self.paused = self.engine.swarm_labels().get(PAUSED_LABEL) == "true"
+        except OrcastraError as e:
+            log.warning("could not read the paused flag from the Swarm: %s", e)
+        if self.paused:
+            log.warning("Orcastra is paused (Swarm label %s): planning only until `resume`", PAUSED_LABEL)
+
+    def set_paused(self, paused: bool) -> None:
+        """Write the pause flag (a compare-and-set on the Swarm's labels, re-read on a conflict)."""
+        for _ in range(CAS_ATTEMPTS):
+            _, version = self.engine.swarm_labels_with_version()
+            action = SetSwarmLabels(
+                {PAUSED_LABEL: "true" if paused else None},
+                version,
+                reason=f"operator command: {'pause' if paused else 'resume'}",
+                controller="command",
+            )
+            (outcome,) = self.executor.apply([action], NO_OBJECTS)
+            if outcome.result == "conflict":
+                continue
+            if outcome.result == "error":
+                raise OrcastraError(f"could not write the pause flag: {outcome.detail}")
+            self.paused = paused
+            log.warning("Orcastra %s by operator command", "paused" if paused else "resumed")
+            if not paused:
+                self.trigger.fire("resumed")
+            return
+        raise OrcastraError("could not write the pause flag: the Swarm kept changing (version conflicts)")
+
+    def reload_config_if_changed(self) -> bool:
+        if self.config_path is None:
+            return False
+        stamp = FileStamp.of(self.config_path)
+        if stamp == self._config_stamp:
+            return False
+        self._config_stamp = stamp
+        try:
+            new = load_config(self.config_path, self.env, required=True)
+        except ConfigError as e:
+            log.error("config changed but is invalid; keeping the previous one:\n%s", e)
+            return False
+        if new.fingerprint() == self.config.fingerprint():
+            return False
+        log.info("configuration reloaded from %s", self.config_path)
+        self.config = new
+        return True
+
+    def run_cycle(self) -> CycleResult:
+        """One cycle, acting only as the leader and when not paused (else planning only)."""
+        leader = self.is_leader
+        acting = leader and not self.paused
+        result = run_cycle(self.engine, self.executor if acting else None, self.config, self.controllers)
+        self.cycles += 1
+        self.last_result = result
+        self.wake_at = result.plan.wake_at
+        now = time.time()
+        self.metrics.observe_cycle(result.seconds, result.engine_calls, not result.failed, now)
+        groups = group_statuses(result.plan)
+        self.metrics.set_anchor_status((g.anchor, g.colocated, g.restart_attempts, g.next_restart_at) for g in groups)
+        for hook in self.after_cycle:
+            hook(result)
+        if result.failed:
+            self.health.cycle_failed(now, "; ".join(o.detail for o in result.outcomes if o.result == "error"))
+        else:
+            self.health.cycle_ok(now)
+        if leader:
+            for f in result.plan.findings:
+                (log.warning if f.level == "warning" else log.debug)("%s: %s", f.subject, f.message)
+            if self.config.rebalance.enabled and not self.paused:
+                self.rebalance_step(result)
+        log.log(
+            logging.INFO if result.outcomes else logging.DEBUG,
+            "cycle %d (%s): %d actions, %d engine calls, %.0f ms",
+            self.cycles,
+            "leader" if leader else "follower, planning only",
+            len(result.outcomes),
+            result.engine_calls,
+            result.seconds * 1000,
+        )
+        return result
+
+    def rebalance_step(self, result: CycleResult) -> None:
+        """Follow moves in flight and, with a new memory reading, plan new moves (leader only)."""
+        with self._memory_lock:
+            memory, self._new_memory = self._new_memory, None
+        if memory is None and not self.rebalancer.in_flight:
+            return
+        snapshot = result.snapshot
+        if result.outcomes:  # this cycle changed versions: plan the moves from a fresh read
+            snapshot = self.engine.snapshot()
+        now = time.time()
+        step = self.rebalancer.step(snapshot, self.config, now, memory)
+        for _move, outcome in step.finished:
+            self.metrics.observe_move(outcome)
+        if step.memory is not None:
+            self.metrics.set_node_memory({h: n.used_percent / 100 for h, n in step.memory.nodes.items()})
+        if step.plan is not None:
+            for _ in step.plan.moves:
+                self.metrics.observe_move("planned")
+        outcomes = self.executor.apply(list(step.actions), snapshot) if step.actions else []
+        if any(o.result == "dry-run" for o in outcomes):
+            self.rebalancer.in_flight.clear()  # nothing really moves in a dry run: nothing to follow
+        wakes = [f.deadline for f in self.rebalancer.in_flight.values()]
+        if self.wake_at is not None:
+            wakes.append(self.wake_at)
+        self.wake_at = min(wakes, default=None)
+
+    def rebalance_now(self) -> tuple[str, list[Outcome]]:
+        """The `rebalance` command: read memory now and run one rebalancing cycle (cooldowns honoured; the
+        sustained period is not waited for, the operator asked). Returns why nothing moved, or the outcomes."""
+        snapshot = self.engine.snapshot()
+        plan, _memory = one_shot_rebalance_plan(self.config, snapshot)
+        if not plan.moves:
+            reasons = "; ".join(f"{f.subject}: {f.message}" for f in plan.findings[:5])
+            return "no move: " + (reasons or "no node is above high"), []
+        actions: list[Action] = []
+        now = time.time()
+        for move in plan.moves:
+            actions += plan_move(snapshot, move.pin_service, move.to_node, move.from_node, now=now, reason=move.reason)
+        outcomes = self.executor.apply(actions, snapshot)
+        if not any(o.result == "dry-run" for o in outcomes):
+            for move in plan.moves:
+                self.rebalancer.in_flight[move.unit] = MoveInFlight(
+                    move, now, now + self.config.rebalance.move_timeout_seconds
+                )
+        return "", outcomes
+
+    # --- work that runs on the caller's thread and writes through the loop -----------------------------------
+
+    def bootstrap(self) -> str:
+        """One bootstrap/heal cycle: observed here (unreachable nodes take their timeout on this thread),
+        applied by the loop."""
+        return run_bootstrap(self.config, LoopWrites(self, "bootstrap")).summary()
+
+    def reboot(self, node: str) -> str:
+        """Drain, reboot, wait Ready, activate: minutes of waiting on this thread; every write on the loop."""
+        with make_engine(self.config, self.env) as engine:
+            return reboot_node(engine, LoopWrites(self, f"reboot {node}"), self.config, node)
+
+    # --- the loop itself -------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve requests and run cycles until the trigger is stopped (on the attached thread)."""
+        self.attach()
+        self.trigger.fire("start")
+        next_resync = time.monotonic() + self.config.reconcile.resync_interval_seconds
+        retry_at: float | None = None
+        errors = 0
+        try:
+            while not self.trigger.stopped:
+                rc = self.config.reconcile
+                timeout = CONFIG_POLL_INTERVAL_SECONDS
+                if rc.polling_mode:
+                    timeout = min(timeout, next_resync - time.monotonic())
+                if self.wake_at is not None:
+                    timeout = min(timeout, self.wake_at - time.time())
+                if retry_at is not None:
+                    timeout = min(timeout, retry_at - time.monotonic())
+                reasons = self.trigger.wait(max(0.0, timeout), rc.debounce_seconds)
+                if self.trigger.stopped:
+                    break
+                self._serve_requests()
+                if self.reload_config_if_changed():
+                    reasons.append("config changed")
+                if self.wake_at is not None and time.time() >= self.wake_at:
+                    self.wake_at = None
+                    reasons.append("backoff due")
+                if rc.polling_mode and time.monotonic() >= next_resync:
+                    reasons.append("resync")
+                    next_resync = time.monotonic() + self.config.reconcile.resync_interval_seconds
+                if retry_at is not None:
+                    if time.monotonic() < retry_at:
+                        continue  # waiting out the error's delay; requests are still served
+                    retry_at = None
+                    reasons.append("retry after error")
+                if not reasons:
+                    continue
+                log.debug("cycle triggered by: %s", ", ".join(sorted(set(reasons))))
+                try:
+                    self.run_cycle()
+                    errors = 0
+                except Exception as e:  # a failed cycle (or a bug) must never end the loop
+                    delay = retry_delay(e, errors)
+                    errors += 1
+                    self._cycle_failed(e, delay)
+                    retry_at = time.monotonic() + delay
+        finally:
+            self.trigger.stop()
+
+    def _cycle_failed(self, error: Exception, delay: float) -> None:
+        if isinstance(error, OrcastraError):
+            log.error("cycle failed: %s (retrying in %.1f s)", error, delay)
+        else:
+            log.exception("cycle failed with an internal error (retrying in %.1f s)", delay)
+        now = time.time()
+        self.health.cycle_failed(now, str(error))
+        self.metrics.observe_cycle(0.0, 0, False, now)
+        self.engine.close()
+
+    def _serve_requests(self) -> None:
+        for request in self.trigger.take_requests():
+            if not request.future.set_running_or_notify_cancel():
+                continue
+            try:
+                request.future.set_result(request.fn())
+            except Exception as e:  # the caller gets the error; the loop goes on
+                if not isinstance(e, OrcastraError):
+                    log.exception("request %s failed with an internal error", request.what)
+                request.future.set_exception(e)
