@@ -30,9 +30,8 @@ from typing import Any
 import docker
 import pytest
 
-from orcastra.domain.labels import OWNED_LABELS_KEY
+from orcastra.domain.labels import OWNED_LABELS_KEY, PAUSED_LABEL
 from orcastra.features.rebalance.pins import pin_label_key
-from orcastra.runtime.handlers import PAUSED_LABEL
 from orcastra_lab import LabEnv
 
 from .util import (

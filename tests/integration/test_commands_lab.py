@@ -16,7 +16,8 @@ import docker
 import pytest
 
 from orcastra.commands import CommandRunner, parse_command_file
-from orcastra.runtime.handlers import PAUSED_LABEL, DaemonCommands
+from orcastra.domain.labels import PAUSED_LABEL
+from orcastra.runtime.handlers import CommandHandlers
 from orcastra_lab import LabEnv
 
 from .util import free_port, run_orcastra, start_orcastra, stop_process, wait_for
@@ -148,7 +149,7 @@ def test_pause_survives_restart_and_interrupted_command_is_not_rerun(cmd: Cmd, d
     # A crash right after a command was taken: its "started" record exists, no result, entry still in the file.
     cmd.commands.write_text(f"- restart {SERVICE}\n")
     # Step 1 of taking a command (journal "started"), then the process dies before anything else.
-    runner = CommandRunner(cmd.commands, DaemonCommands.__new__(DaemonCommands))
+    runner = CommandRunner(cmd.commands, CommandHandlers.__new__(CommandHandlers))
     runner.start_entry(parse_command_file(cmd.commands.read_text(), str(cmd.commands)), 0)
     proc = cmd.start("run2.log")
     try:

@@ -20,9 +20,10 @@ from orcastra.adapters.memory import collect_memory
 from orcastra.adapters.memory.engine_stats import used_memory
 from orcastra.adapters.memory.node_exporter import read_node_exporters
 from orcastra.adapters.memory.prometheus import read_prometheus
-from orcastra.config.model import Config, PrometheusSource
+from orcastra.config.model import Config
 from orcastra.domain.snapshot import Node, Service, Snapshot, Task
 from orcastra.domain.usage import MemoryProblem
+from orcastra.features.rebalance.settings import PrometheusSource
 
 from .util import free_port
 
