@@ -9,10 +9,12 @@ changed for ``ttl`` seconds of their OWN monotonic clock, the holder is presumed
 over (again at the observed version, so only one follower can win). A holder that cannot renew for ``ttl``
 stops acting by itself. A holder that stops cleanly releases the lease, so a follower takes over at once.
 
-Writes go through an executor like every other write (a creation, a takeover and a release are audited; a
-renewal is a quiet action). The ``LeaseKeeper`` thread is the one writer besides the loop's thread, and it
-writes only the lease: keeping the lease must not wait behind a slow cycle, or a long cycle would cost the
-leadership (controller-runtime's leader election runs beside its work queue for the same reason).
+Writes go through an executor like every other write, as quiet actions: the lease is Orcastra's own
+bookkeeping, renewed every few seconds, so it is logged (a change of holder at INFO) and counted in
+``orcastra_actions_total``, not audited (the audit log is the record of changes to the operator's Swarm). The
+``LeaseKeeper`` thread is the one writer besides the loop's thread, and it writes only the lease: keeping the
+lease must not wait behind a slow cycle, or a long cycle would cost the leadership (controller-runtime's
+leader election runs beside its work queue for the same reason).
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ class LeaderLease:
             {LEASE_MARKER_LABEL: "true", LEASE_HOLDER_LABEL: holder, LEASE_RENEWED_LABEL: f"{self._wall():.3f}"}
         )
 
-    def _write(self, svc: Service, holder: str, reason: str, *, quiet: bool = False) -> str:
+    def _write(self, svc: Service, holder: str, reason: str) -> str:
         """Set the holder at the version read: "ok", "conflict" (someone else wrote first) or "error"."""
         action = UpdateService(
             service_id=svc.id,
@@ -100,7 +102,7 @@ class LeaderLease:
             set_labels=self._labels(holder),
             reason=reason,
             controller=CONTROLLER,
-            quiet=quiet,
+            quiet=True,
         )
         return self._apply(action, Snapshot((), (svc,), ()))
 
@@ -124,7 +126,9 @@ class LeaderLease:
             log.warning("leader lease %s: %s", self.name, e)
             return self.is_leader
         if svc is None:
-            created = CreateService(self.name, self._labels(self.holder), LEASE_IMAGE, "no lease yet", CONTROLLER)
+            created = CreateService(
+                self.name, self._labels(self.holder), LEASE_IMAGE, "no lease yet", CONTROLLER, quiet=True
+            )
             if self._apply(created, Snapshot((), (), ())) == "ok":
                 s.is_leader, s.last_renewed, s.holder = True, now, self.holder
                 log.info("leader lease %s created: this instance (%s) is the leader", self.name, self.holder)
@@ -136,7 +140,7 @@ class LeaderLease:
         if holder == self.holder:
             # ttl/4: the keeper ticks every ttl/3, so a tick a little early still renews.
             if s.last_renewed is None or now - s.last_renewed >= self.ttl / 4:
-                result = self._write(svc, self.holder, "renew", quiet=True)
+                result = self._write(svc, self.holder, "renew")
                 if result == "ok":
                     s.last_renewed = now
                 # A conflict: someone else wrote the lease since we read it; the next tick sees who holds it.
