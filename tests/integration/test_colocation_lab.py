@@ -22,12 +22,8 @@ from typing import Any
 import docker
 import pytest
 
-from orcastra.features.colocation.plan import (
-    RESTART_AT_LABEL,
-    RESTART_ATTEMPTS_LABEL,
-    anchor_constraint,
-    anchor_label_key,
-)
+from orcastra.domain.labels import RESTART_AT_LABEL, RESTART_ATTEMPTS_LABEL
+from orcastra.features.colocation.plan import anchor_constraint, anchor_label_key
 from orcastra_lab import Lab, LabEnv
 
 from .util import (

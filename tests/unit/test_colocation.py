@@ -7,19 +7,11 @@ from collections.abc import Mapping
 import pytest
 
 from orcastra.domain.actions import UpdateNodeLabels, UpdateService, merge_node_label_updates
+from orcastra.domain.labels import DEPENDENTS_PENDING_LABEL, FOLLOW_LABEL, RESTART_AT_LABEL, RESTART_ATTEMPTS_LABEL
 from orcastra.domain.snapshot import Node, Service, Snapshot, Task, frozen_labels
-from orcastra.features.colocation.plan import (
-    DEPENDENTS_PENDING_LABEL,
-    FOLLOW_LABEL,
-    RESTART_AT_LABEL,
-    RESTART_ATTEMPTS_LABEL,
-    AnchorGroup,
-    ColocationPlan,
-    ColocationSettings,
-    anchor_constraint,
-    anchor_label_key,
-    plan_colocation,
-)
+from orcastra.features.colocation.groups import AnchorGroup, ColocationSettings
+from orcastra.features.colocation.plan import anchor_constraint, anchor_label_key, plan_colocation
+from orcastra.features.colocation.status import ColocationPlan
 
 KEY = anchor_label_key("app_db")
 CONSTRAINT = anchor_constraint("app_db")
@@ -295,7 +287,7 @@ def test_backoff_sets_a_wake_up_time() -> None:
 
 
 def test_task_history_is_asked_for_every_group_service_only() -> None:
-    from orcastra.features.colocation.plan import group_service_ids
+    from orcastra.features.colocation.groups import group_service_ids
 
     followers = service("app_cache", labels={FOLLOW_LABEL: "db"})
     s = snap((node("n1"),), (service("app_db"), *DEPS, followers, service("app_other")), ())

@@ -10,7 +10,7 @@ from orcastra.domain.actions import Action, SetNodeAvailability, UpdateNodeLabel
 from orcastra.domain.labels import OWNED_LABELS_KEY
 from orcastra.domain.plan import Plan
 from orcastra.domain.snapshot import Snapshot
-from orcastra.features.colocation.plan import GroupStatus
+from orcastra.features.colocation.status import GroupStatus
 from orcastra.features.rebalance import RebalancePlan
 from orcastra.features.static_labels.plan import owned_keys
 from orcastra.runtime.rebalancer import moves_table

@@ -190,11 +190,6 @@ class HealthState:
             return self._role
 
     @property
-    def last_good_cycle_at(self) -> float | None:
-        with self._lock:
-            return self._last_good_cycle_at
-
-    @property
     def last_error(self) -> str | None:
         with self._lock:
             return self._last_error

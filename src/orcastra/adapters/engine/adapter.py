@@ -1,17 +1,15 @@
 """The Engine adapter: a negotiated-version client that reads snapshots and applies node/service updates.
 
-Every call goes through ``_call`` which maps transport and HTTP failures onto Orcastra's error types and
-counts calls, so a cycle's cost in Engine calls is measurable (one snapshot = 3 or 4 list calls, whatever the
-number of services).
+Every call goes through ``_call`` which maps transport and HTTP failures onto Orcastra's error types
+(``transport.status_error``) and counts calls, so a cycle's cost in Engine calls is measurable (one
+snapshot = 3 or 4 list calls, whatever the number of services). How GETs reach the Engine (the client's own
+connection pool, else requests) is ``transport``.
 """
 
 from __future__ import annotations
 
-import functools
 import gc
-import json
 import logging
-import os
 import threading
 import time
 import urllib.parse
@@ -25,8 +23,6 @@ import docker.tls
 import msgspec
 import requests
 import requests.exceptions
-import requests.utils
-import urllib3.exceptions
 
 from orcastra.adapters.engine.parse import (
     JSON,
@@ -36,15 +32,23 @@ from orcastra.adapters.engine.parse import (
     decode_tasks,
     parse_node,
 )
+from orcastra.adapters.engine.transport import (
+    Client,
+    ErrorStatus,
+    filters_query,
+    get_through_pool,
+    get_through_requests,
+    pool_for,
+    retry_after_seconds,
+    ssh_url_with_config_port,
+    status_error,
+)
 from orcastra.domain.snapshot import LIVE_DESIRED_STATES, Node, Service, Snapshot, Task
 from orcastra.errors import (
-    EngineClientError,
     EngineConflictError,
     EngineError,
     EngineNotFoundError,
-    EngineServerError,
     EngineUnreachableError,
-    NotASwarmManagerError,
     cut,
 )
 
@@ -78,143 +82,6 @@ class EngineEvent:
     time_nano: int = 0
 
 
-class _Client(docker.APIClient):  # type: ignore[misc]
-    """The SDK's client, except that a TLS CA given for this endpoint is never replaced from the environment.
-
-    requests merges REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE into every request's ``verify``, overriding the
-    session's own CA (set by docker.tls.TLSConfig): with either variable set (common in CI images and some
-    distributions) a daemon's private CA would be ignored and TLS would fail. Proxies still come from the
-    environment.
-    """
-
-    def merge_environment_settings(self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any) -> dict[str, Any]:
-        merged: dict[str, Any] = super().merge_environment_settings(url, proxies, stream, verify, cert)
-        if verify is None and isinstance(self.verify, str):
-            merged["verify"] = self.verify
-        return merged
-
-
-def _get_through_requests(c: Any, path: str, params: str | None) -> bytes:
-    # Streamed, then read whole in one call: requests would assemble a non-streamed body from 10 KiB chunks.
-    response = c._get(c._url(path), params=params, stream=True)
-    try:
-        c._raise_for_status(response)
-        body: bytes = response.raw.read(decode_content=True)
-    except BaseException:
-        response.close()
-        raise
-    response.raw.release_conn()
-    return body
-
-
-def _get_through_pool(c: Any, pool: Any, path: str, params: str | None, *, what: str, host: str) -> bytes:
-    """GET on the client's own urllib3 pool (same transport, TLS settings and pooled connections as every
-    other call), skipping requests' per-request work: preparing and re-encoding the URL, merging the
-    environment, hooks, cookies. That work is most of a small request's CPU, and the task poll makes one twice
-    a second; a snapshot's reads also go this way. Transport failures are raised as requests' ConnectionError
-    so the adapter maps them like any other call's."""
-    target = urllib.parse.urlsplit(c._url(path)).path + (f"?{params}" if params else "")
-    try:
-        response = pool.urlopen(
-            "GET",
-            target,
-            headers=c.headers,
-            retries=False,
-            redirect=False,
-            preload_content=False,
-            release_conn=False,
-            timeout=c.timeout,
-        )
-    except (urllib3.exceptions.HTTPError, OSError) as e:
-        raise requests.exceptions.ConnectionError(e) from e
-    try:
-        body: bytes = response.read(decode_content=True)
-    except (urllib3.exceptions.HTTPError, OSError) as e:
-        response.close()
-        raise requests.exceptions.ConnectionError(e) from e
-    response.release_conn()
-    if response.status >= 400:
-        raise _status_error(
-            what, host, response.status, _error_message(body), _retry_after(response.headers.get("Retry-After"))
-        )
-    return body
-
-
-@functools.lru_cache(maxsize=64)
-def _filters_query(filters: tuple[tuple[str, tuple[str, ...]], ...]) -> str:
-    """``filters=<JSON>`` percent-encoded, kept for the next call with the same filters (the task poll sends
-    the same one twice a second)."""
-    return "filters=" + urllib.parse.quote(json.dumps({k: list(v) for k, v in filters}, separators=(",", ":")))
-
-
-def _ssh_url_with_config_port(url: str) -> str:
-    """``ssh://user@alias`` -> ``ssh://user@alias:PORT`` with the Port of ``~/.ssh/config`` for that host.
-
-    The SDK appends ``:22`` to a port-less ssh:// URL before it reads the ssh config, so the config's Port
-    would never apply; an explicit port in the URL is kept as it is.
-    """
-    parsed = urllib.parse.urlparse(url)
-    if parsed.port is not None or not parsed.hostname:
-        return url
-    config_file = os.path.expanduser("~/.ssh/config")
-    if not os.path.exists(config_file):
-        return url
-    import paramiko  # only needed for ssh:// endpoints
-
-    config = paramiko.SSHConfig.from_path(config_file)
-    port = config.lookup(parsed.hostname).get("port")
-    if not port:
-        return url
-    return urllib.parse.urlunparse(parsed._replace(netloc=f"{parsed.netloc}:{port}"))
-
-
-def _retry_after(value: str | None) -> float | None:
-    """An HTTP ``Retry-After`` in seconds (the date form is not used by the Engine or proxies in front of it)."""
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
-
-
-def _status_error(
-    what: str, host: str, status: int | None, message: str, retry_after: float | None = None
-) -> EngineError:
-    """An Engine answer with an error status -> the error type that says what to do about it (a 5xx carries
-    the delay a ``Retry-After`` header asked for)."""
-    msg = cut(message)
-    text = f"{what} failed on {host}: {msg}"
-    if status == 404:
-        return EngineNotFoundError(text, endpoint=host, status=status)
-    if status == 409 or _is_out_of_sequence(msg):
-        return EngineConflictError(text, endpoint=host, status=status)
-    if status == 503 and ("not a swarm manager" in msg or "not part of a swarm" in msg):
-        return NotASwarmManagerError(
-            f"{host} is not a manager of an active Swarm ({msg}); point Orcastra at a manager",
-            endpoint=host,
-            status=status,
-        )
-    if status is not None and 400 <= status < 500:
-        return EngineClientError(text, endpoint=host, status=status)
-    return EngineServerError(text, endpoint=host, status=status, retry_after_seconds=retry_after)
-
-
-def _error_message(body: bytes) -> str:
-    """The Engine's ``{"message": ...}`` error body, or the body itself."""
-    try:
-        decoded = json.loads(body)
-    except ValueError:
-        return body.decode("utf-8", "replace")
-    if isinstance(decoded, dict) and isinstance(decoded.get("message"), str):
-        return str(decoded["message"])
-    return body.decode("utf-8", "replace")
-
-
-def _is_out_of_sequence(message: str) -> bool:
-    # swarmkit rejects a spec update whose version is stale with "update out of sequence"; older engines
-    # return it as a 500 (rpc error code = Unknown), newer ones may map it to 409.
-    return "out of sequence" in message
-
-
 class EngineAdapter:
     """Typed access to one Engine endpoint. Not thread-safe for concurrent calls except ``events``."""
 
@@ -232,7 +99,7 @@ class EngineAdapter:
         if self._client is not None:
             return self._client
         s = self.settings
-        base_url = _ssh_url_with_config_port(s.host) if s.host.startswith("ssh://") else s.host
+        base_url = ssh_url_with_config_port(s.host) if s.host.startswith("ssh://") else s.host
         kwargs: dict[str, Any] = {"base_url": base_url, "version": "auto", "timeout": s.timeout_seconds}
         # ssh:// goes through paramiko (docker[ssh]): one SSH connection per adapter, reused by every call,
         # closed with it; it reads ~/.ssh/config (HostName, Port, User, IdentityFile, ProxyCommand) and
@@ -247,7 +114,7 @@ class EngineAdapter:
             # version="auto" asks GET /version and speaks the server's API version, so engines from
             # 20.10 (API 1.41) to current releases work with the same code.
             self.calls += 1
-            self._client = _Client(**kwargs)
+            self._client = Client(**kwargs)
         except docker.errors.DockerException as e:
             raise EngineUnreachableError(
                 f"cannot reach the Docker Engine at {s.host}: {cut(str(e))}", endpoint=s.host
@@ -279,8 +146,10 @@ class EngineAdapter:
                 return fn(client)
             except docker.errors.APIError as e:
                 headers = e.response.headers if e.response is not None else {}
-                retry_after = _retry_after(headers.get("Retry-After"))
-                raise _status_error(what, host, e.status_code, str(e.explanation or e), retry_after) from e
+                retry_after = retry_after_seconds(headers.get("Retry-After"))
+                raise status_error(what, host, e.status_code, str(e.explanation or e), retry_after) from e
+            except ErrorStatus as e:
+                raise status_error(what, host, e.status, e.message, e.retry_after) from e
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
                 self.close()
                 raise EngineUnreachableError(
@@ -358,16 +227,13 @@ class EngineAdapter:
 
     def _get_bytes(self, what: str, path: str, filters: Mapping[str, list[str]] | None = None) -> bytes:
         """One GET (a list, or an inspect) with optional ``filters``; the raw body, for ``parse.decode_*``
-        (msgspec) to read. Straight on the transport's pool when it can be (``_get_through_pool``), else
+        (msgspec) to read. Straight on the transport's pool when it can be (``transport.get_through_pool``), else
         through requests as the SDK's own methods do."""
-        params = _filters_query(tuple((k, tuple(v)) for k, v in filters.items())) if filters else None
+        params = filters_query(tuple((k, tuple(v)) for k, v in filters.items())) if filters else None
 
         def get(c: Any) -> bytes:
             pool = self._pool_for(c)
-            if pool is None:
-                body = _get_through_requests(c, path, params)
-            else:
-                body = _get_through_pool(c, pool, path, params, what=what, host=self.settings.host)
+            body = get_through_requests(c, path, params) if pool is None else get_through_pool(c, pool, path, params)
             self.bytes_read += len(body)
             return body
 
@@ -379,25 +245,11 @@ class EngineAdapter:
         return self._pool is not None and self._pool[1] is not None
 
     def _pool_for(self, c: Any) -> Any:
-        """The urllib3 connection pool the client's own transport adapter (unix socket, TLS, ssh) would use
-        for this endpoint, looked up once per client; None where it cannot be used as is (a proxy applies, or
-        an older requests without ``get_connection_with_tls_context``) and GETs go through requests."""
+        """The client's urllib3 pool for GETs (``transport.pool_for``), looked up once per client; None: GETs
+        go through requests."""
         if self._pool is not None and self._pool[0] is c:
             return self._pool[1]
-        pool: Any = None
-        url = c._url("/")
-        try:
-            env = c.merge_environment_settings(url, {}, False, None, None)
-            if not requests.utils.select_proxy(url, env.get("proxies") or {}):
-                request = requests.Request("GET", url).prepare()
-                adapter = c.get_adapter(url)
-                pool = adapter.get_connection_with_tls_context(request, env["verify"], None, env["cert"])
-                if url.startswith("https://"):
-                    # What requests does before each send: the endpoint's CA and client certificate on the pool.
-                    adapter.cert_verify(pool, url, env["verify"], env["cert"])
-        except (AttributeError, TypeError, KeyError, ValueError) as e:
-            log.debug("GETs go through requests for %s: %s", self.settings.host, e)
-            pool = None
+        pool = pool_for(c, self.settings.host)
         self._pool = (c, pool)
         return pool
 

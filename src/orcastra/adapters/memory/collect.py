@@ -42,11 +42,31 @@ def collect_memory(
     the settings (timeout, TLS files) each node endpoint's client starts from (else the config's
     ``docker`` section's, as for the other per-node engines).
     """
-    sources = config.rebalance.sources
-    ready = {n.hostname: n for n in snapshot.nodes if n.ready}
     problems: list[MemoryProblem] = []
+    prom, scraped = _read_http_sources(config, now, http)
+    stats = _read_engine_stats(config, snapshot, now, engine, problems)
+    problems += prom.problems + scraped.problems + stats.problems
+    stale_before = now - config.rebalance.stale_after_seconds
+    # Prometheus first: node_exporter scrapes only fill its gaps.
+    nodes = _pick_nodes((*prom.nodes, *scraped.nodes), snapshot, stale_before, now, problems)
+    ready = {n.hostname for n in snapshot.nodes if n.ready}
+    for hostname in sorted(ready - set(nodes)):
+        problems.append(MemoryProblem(hostname, f"no memory source reports node {hostname}: {_configured(config)}"))
+    # Engine stats first: measured on the node itself.
+    tasks = _pick_tasks((*stats.tasks, *prom.tasks), stale_before, now, problems)
+    for t in _estimates(snapshot, set(tasks), now):
+        tasks[(t.service, t.hostname)] = t
+    return MemoryView(
+        nodes=MappingProxyType(nodes),
+        tasks=tuple(sorted(tasks.values(), key=lambda t: (t.service, t.hostname))),
+        problems=tuple(problems),
+        taken_at=now,
+    )
 
-    owned = http is None
+
+def _read_http_sources(config: Config, now: float, http: httpx.Client | None) -> tuple[SourceReading, SourceReading]:
+    """Prometheus' reading (empty when none is configured) and the node_exporter scrapes' reading."""
+    sources = config.rebalance.sources
     client = http if http is not None else httpx.Client(timeout=sources.timeout_seconds)
     try:
         prom = SourceReading()
@@ -56,14 +76,19 @@ def collect_memory(
             {h: str(u) for h, u in sources.node_exporter.items()}, client, now, sources.timeout_seconds
         )
     finally:
-        if owned:
+        if http is None:
             client.close()
-    stats = _read_engine_stats(config, snapshot, now, engine, problems)
-    problems += prom.problems + scraped.problems + stats.problems
+    return prom, scraped
 
-    stale_before = now - config.rebalance.stale_after_seconds
+
+def _pick_nodes(
+    readings: Iterable[NodeMemory], snapshot: Snapshot, stale_before: float, now: float, problems: list[MemoryProblem]
+) -> dict[str, NodeMemory]:
+    """The first fresh reading of each Ready node (earlier sources win); nodes not in the Swarm and stale
+    samples become problems."""
+    ready = {n.hostname for n in snapshot.nodes if n.ready}
     nodes: dict[str, NodeMemory] = {}
-    for n in (*prom.nodes, *scraped.nodes):  # Prometheus first: a later source only fills gaps
+    for n in readings:
         if n.hostname in nodes:
             continue
         if n.hostname not in ready:
@@ -76,11 +101,15 @@ def collect_memory(
             )
             continue
         nodes[n.hostname] = n
-    for hostname in sorted(set(ready) - set(nodes)):
-        problems.append(MemoryProblem(hostname, f"no memory source reports node {hostname}: {_configured(config)}"))
+    return nodes
 
+
+def _pick_tasks(
+    readings: Iterable[TaskMemory], stale_before: float, now: float, problems: list[MemoryProblem]
+) -> dict[tuple[str, str], TaskMemory]:
+    """The first fresh reading per (service, node) (earlier sources win); stale samples become problems."""
     tasks: dict[tuple[str, str], TaskMemory] = {}
-    for t in (*stats.tasks, *prom.tasks):  # Engine stats first: measured on the node itself
+    for t in readings:
         key = (t.service, t.hostname)
         if key in tasks:
             continue
@@ -92,15 +121,7 @@ def collect_memory(
             )
             continue
         tasks[key] = t
-    for t in _estimates(snapshot, set(tasks), now):
-        tasks[(t.service, t.hostname)] = t
-
-    return MemoryView(
-        nodes=MappingProxyType(nodes),
-        tasks=tuple(sorted(tasks.values(), key=lambda t: (t.service, t.hostname))),
-        problems=tuple(problems),
-        taken_at=now,
-    )
+    return tasks
 
 
 def _read_engine_stats(

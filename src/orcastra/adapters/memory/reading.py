@@ -7,7 +7,6 @@ Sources never raise for a failure they can describe (unreachable, HTTP error, ba
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from orcastra.domain.usage import MemoryProblem, NodeMemory, TaskMemory
@@ -20,15 +19,3 @@ class SourceReading:
     nodes: tuple[NodeMemory, ...] = ()
     tasks: tuple[TaskMemory, ...] = ()
     problems: tuple[MemoryProblem, ...] = ()
-
-
-def merge_readings(readings: Iterable[SourceReading]) -> SourceReading:
-    """Concatenate readings (no precedence: that is ``collect_memory``'s job)."""
-    nodes: list[NodeMemory] = []
-    tasks: list[TaskMemory] = []
-    problems: list[MemoryProblem] = []
-    for r in readings:
-        nodes += r.nodes
-        tasks += r.tasks
-        problems += r.problems
-    return SourceReading(nodes=tuple(nodes), tasks=tuple(tasks), problems=tuple(problems))

@@ -65,130 +65,234 @@ def plan_bootstrap(
     remove_down_after_seconds: float | None = None,
 ) -> BootstrapPlan:
     """The actions that bring the inventory into one Swarm with ``settings.manager_target`` managers."""
-    findings: list[str] = []
-    order = {name: i for i, name in enumerate(inventory)}
-    wants_manager = {name for name, n in inventory.items() if n.role == "manager"}
+    planner = _Planner(observation, inventory, remove_down_after_seconds)
     observed = [o for o in observation.nodes if o.name in inventory]
+    planner.note_left_alone(observed)
     reachable = [o for o in observed if o.reachable]
-    for o in observed:
-        if not o.reachable:
-            findings.append(f"{o.name}: Engine at {o.endpoint} not reachable ({o.error or 'no answer'}); left alone")
-        elif o.local_state == "locked":
-            findings.append(f"{o.name}: its Swarm is locked (autolock); unlock it by hand, left alone")
-
     split = _split_brain(observation, reachable)
     if split is not None:
-        return BootstrapPlan(findings=(*findings, split), refused=True)
+        return BootstrapPlan(findings=(*planner.findings, split), refused=True)
 
-    actions: list[BootstrapAction] = []
-    member_ids = {m.id for m in observation.members}
-    any_active = any(o.local_state == "active" for o in reachable)
-
-    if not any_active and not observation.members:
-        # No swarm anywhere: initialise one on the first reachable node meant to be a manager.
-        candidates = [o for o in reachable if o.local_state in JOINABLE_STATES]
-        first = next((o for o in candidates if o.name in wants_manager), None) or next(iter(candidates), None)
-        if first is None:
-            return BootstrapPlan(findings=(*findings, "no reachable inventory node can start a Swarm"))
-        if not first.address:
-            return BootstrapPlan(findings=(*findings, _no_address(first.name, "initialise the Swarm")))
-        actions.append(
-            InitSwarm(first.name, first.address, reason="no inventory node is in a Swarm; starting one here")
-        )
-        manager_name, manager_address = first.name, first.address
-        members: list[_Member] = []
-        managers = 1
-        healthy = 1
-        joiners = [o for o in candidates if o is not first]
+    if any(o.local_state == "active" for o in reachable) or observation.members:
+        start = planner.existing_swarm(reachable)
     else:
-        manager_obs = observation.node(observation.manager) if observation.manager else None
-        if manager_obs is None:
-            return BootstrapPlan(
-                findings=(*findings, "a Swarm exists but no inventory manager answered; nothing changed")
-            )
-        manager_name, manager_address = manager_obs.name, manager_obs.address
-        members = _members(observation, inventory)
+        start = planner.new_swarm(reachable)
+    if isinstance(start, str):
+        return BootstrapPlan(findings=(*planner.findings, start))
+
+    joinable = planner.with_address(start.joiners)
+    target = planner.manager_target(settings.manager_target, start.healthy + len(joinable))
+    joins = planner.joins(joinable, start, target)
+    managers = start.managers + sum(j.role == "manager" for j in joins)
+    actions = [*start.actions, *joins, *planner.manager_changes(start.members, managers, target, start.manager)]
+    return BootstrapPlan(actions=tuple(actions), findings=tuple(planner.findings))
+
+
+@dataclass(frozen=True)
+class _Start:
+    """Where joins and manager changes start from: the Swarm about to be initialised, or the one that exists
+    with its stale and long-Down entries removed."""
+
+    manager: str  # inventory name of the manager that admits the joiners
+    manager_address: str
+    members: list[_Member]  # the Swarm's node entries, after removals
+    joiners: list[NodeObservation]  # inventory nodes to join
+    actions: list[BootstrapAction]  # the init, or the removals
+    managers: int
+    healthy: int
+
+
+class _Planner:
+    """One planning pass: the inventory's ranking (who is meant to be a manager, in which order) and the
+    findings collected along the way."""
+
+    def __init__(
+        self,
+        observation: BootstrapObservation,
+        inventory: Mapping[str, NodeSettings],
+        remove_down_after_seconds: float | None,
+    ) -> None:
+        self.observation = observation
+        self.inventory = inventory
+        self.remove_down_after_seconds = remove_down_after_seconds
+        self.order = {name: i for i, name in enumerate(inventory)}
+        self.wants_manager = {name for name, n in inventory.items() if n.role == "manager"}
+        self.findings: list[str] = []
+
+    def note_left_alone(self, observed: list[NodeObservation]) -> None:
+        for o in observed:
+            if not o.reachable:
+                self.findings.append(
+                    f"{o.name}: Engine at {o.endpoint} not reachable ({o.error or 'no answer'}); left alone"
+                )
+            elif o.local_state == "locked":
+                self.findings.append(f"{o.name}: its Swarm is locked (autolock); unlock it by hand, left alone")
+
+    def new_swarm(self, reachable: list[NodeObservation]) -> _Start | str:
+        """No swarm anywhere: initialise one on the first reachable node meant to be a manager (else the first
+        reachable one); the others join it. A string says why it cannot be done."""
+        candidates = [o for o in reachable if o.local_state in JOINABLE_STATES]
+        first = next((o for o in candidates if o.name in self.wants_manager), None) or next(iter(candidates), None)
+        if first is None:
+            return "no reachable inventory node can start a Swarm"
+        if not first.address:
+            return _no_address(first.name, "initialise the Swarm")
+        init = InitSwarm(first.name, first.address, reason="no inventory node is in a Swarm; starting one here")
+        joiners = [o for o in candidates if o is not first]
+        return _Start(first.name, first.address, [], joiners, [init], managers=1, healthy=1)
+
+    def existing_swarm(self, reachable: list[NodeObservation]) -> _Start | str:
+        """A Swarm exists: the manager whose node list was read admits the joiners, after stale and long-Down
+        entries are removed. A string says why nothing can be done."""
+        observation = self.observation
+        manager = observation.node(observation.manager) if observation.manager else None
+        if manager is None:
+            return "a Swarm exists but no inventory manager answered; nothing changed"
+        member_ids = {m.id for m in observation.members}
         joiners = []
         for o in reachable:
             if o.local_state in JOINABLE_STATES:
                 joiners.append(o)
             elif o.local_state == "active" and o.node_id not in member_ids:
-                findings.append(
-                    f"{o.name}: reports Swarm node {o.node_id[:12]}, which {manager_name}'s Swarm does not list; "
+                self.findings.append(
+                    f"{o.name}: reports Swarm node {o.node_id[:12]}, which {manager.name}'s Swarm does not list; "
                     "left alone (leave that swarm by hand to have it joined)"
                 )
+        removals, members = self.removals(_members(observation, self.inventory), reachable, manager.name)
+        managers = sum(m.manager for m in members)
+        healthy = sum(m.healthy for m in members)
+        return _Start(manager.name, manager.address, members, joiners, removals, managers, healthy)
+
+    def removals(
+        self, members: list[_Member], reachable: list[NodeObservation], manager: str
+    ) -> tuple[list[BootstrapAction], list[_Member]]:
+        """Remove stale and long-Down entries (a manager is demoted first); the members that remain."""
         # Entries left behind by a node that has since left (it now reports another ID or none): the
         # node itself says it is not that member, so the entry can only ever be Down. Removed before the
         # node joins again, so the Raft membership never counts a dead manager twice.
+        after = self.remove_down_after_seconds
         stale = _stale_entries(members, reachable)
-        long_down = _long_down(members, observation, remove_down_after_seconds, stale)
+        long_down = _long_down(members, self.observation, after, stale)
+        actions: list[BootstrapAction] = []
         for m, why in [*((m, "stale") for m in stale), *((m, "down") for m in long_down)]:
             reason = (
                 f"{m.label} left the Swarm and is not node {m.node.id[:12]} any more; removing its Down entry"
                 if why == "stale"
                 else f"{m.label} has been {m.node.state} for "
-                f"{observation.now - m.node.updated_at:.1f} s (limit {remove_down_after_seconds:g} s); removing it"
+                f"{self.observation.now - m.node.updated_at:.1f} s (limit {after:g} s); removing it"
             )
             if m.manager:
                 # Swarm refuses to remove a manager; demoting an unreachable manager shrinks the Raft
                 # membership, which keeps the quorum the remaining managers need.
-                actions.append(DemoteNode(m.label, m.node.id, manager_name, reason=reason))
-            actions.append(RemoveNode(m.label, m.node.id, manager_name, reason=reason))
+                actions.append(DemoteNode(m.label, m.node.id, manager, reason=reason))
+            actions.append(RemoveNode(m.label, m.node.id, manager, reason=reason))
         gone = {m.node.id for m in [*stale, *long_down]}
-        members = [m for m in members if m.node.id not in gone]
-        managers = sum(m.manager for m in members)
-        healthy = sum(m.healthy for m in members)
+        return actions, [m for m in members if m.node.id not in gone]
 
-    joinable = []
-    for o in joiners:
-        if not o.address:
-            findings.append(_no_address(o.name, "join it"))
-        else:
-            joinable.append(o)
-    target = min(settings.manager_target, largest_odd_at_most(healthy + len(joinable)))
-    if target < settings.manager_target:
-        findings.append(
-            f"manager target {settings.manager_target} lowered to {target}: only "
-            f"{healthy + len(joinable)} Ready, active nodes"
-        )
+    def with_address(self, joiners: list[NodeObservation]) -> list[NodeObservation]:
+        """The joiners that can be joined: a node with no known address is left alone, with a finding."""
+        joinable = []
+        for o in joiners:
+            if not o.address:
+                self.findings.append(_no_address(o.name, "join it"))
+            else:
+                joinable.append(o)
+        return joinable
 
-    # Joiners meant to be managers first, then inventory order.
-    for o in sorted(joinable, key=lambda o: (o.name not in wants_manager, order[o.name])):
-        role: Role = "manager" if managers < target else "worker"
-        managers += role == "manager"
-        state_note = "" if o.local_state == "inactive" else f" (was {o.local_state}: leaves first)"
-        actions.append(
-            JoinSwarm(
-                o.name,
-                role,
-                manager_name,
-                o.address,
-                manager_address,
-                reason=f"{o.name} is in the inventory but not in the Swarm{state_note}",
+    def manager_target(self, wanted: int, healthy: int) -> int:
+        """``wanted`` managers, lowered to the largest odd number the ``healthy`` nodes can make."""
+        target = min(wanted, largest_odd_at_most(healthy))
+        if target < wanted:
+            self.findings.append(f"manager target {wanted} lowered to {target}: only {healthy} Ready, active nodes")
+        return target
+
+    def joins(self, joinable: list[NodeObservation], start: _Start, target: int) -> list[JoinSwarm]:
+        """Join each node, as a manager while the Swarm has fewer than ``target``; joiners meant to be managers
+        first, then inventory order."""
+        managers = start.managers
+        joins = []
+        for o in sorted(joinable, key=lambda o: (o.name not in self.wants_manager, self.order[o.name])):
+            role: Role = "manager" if managers < target else "worker"
+            managers += role == "manager"
+            state_note = "" if o.local_state == "inactive" else f" (was {o.local_state}: leaves first)"
+            joins.append(
+                JoinSwarm(
+                    o.name,
+                    role,
+                    start.manager,
+                    o.address,
+                    start.manager_address,
+                    reason=f"{o.name} is in the inventory but not in the Swarm{state_note}",
+                )
             )
-        )
+        return joins
 
-    if managers < target:
-        actions += _promotions(
-            members,
-            missing=target - managers,
-            manager=manager_name,
-            wants_manager=wants_manager,
-            order=order,
-            findings=findings,
-        )
-    elif managers > target:
-        actions += _demotions(
-            members,
-            managers=managers,
-            target=target,
-            manager=manager_name,
-            observation=observation,
-            roles={name: n.role for name, n in inventory.items()},
-            order=order,
-            findings=findings,
-        )
-    return BootstrapPlan(actions=tuple(actions), findings=tuple(findings))
+    def manager_changes(
+        self, members: list[_Member], managers: int, target: int, manager: str
+    ) -> list[BootstrapAction]:
+        """Promotions or demotions that bring ``managers`` (after the joins) to ``target``."""
+        if managers < target:
+            return self.promotions(members, missing=target - managers, manager=manager)
+        if managers > target:
+            return self.demotions(members, managers=managers, target=target, manager=manager)
+        return []
+
+    def promotions(self, members: list[_Member], *, missing: int, manager: str) -> list[BootstrapAction]:
+        order = self.order
+        candidates = [m for m in members if m.name is not None and not m.manager and m.healthy]
+        candidates.sort(key=lambda m: (m.name not in self.wants_manager, order.get(m.name or "", 0)))
+        chosen = candidates[:missing]
+        if len(chosen) < missing:
+            self.findings.append(
+                f"{missing - len(chosen)} more manager(s) wanted but no healthy (Ready, active) inventory worker "
+                "left to promote"
+            )
+        return [
+            PromoteNode(m.label, m.node.id, manager, reason="fewer managers than the target; this worker is healthy")
+            for m in chosen
+        ]
+
+    def demotions(self, members: list[_Member], *, managers: int, target: int, manager: str) -> list[BootstrapAction]:
+        if target == 1:
+            # Going down to a single manager drops all fault tolerance; Orcastra never does it on its own.
+            self.findings.append(
+                f"{managers} managers but the target is 1: refusing to go down to a single manager automatically "
+                "(demote by hand with `docker node demote` if that is really meant)"
+            )
+            return []
+        observation, order = self.observation, self.order
+        roles = {name: n.role for name, n in self.inventory.items()}
+        protected = {observation.self_node_id}
+        read = observation.node(manager)
+        if read is not None:
+            protected.add(read.node_id)
+        candidates = [m for m in members if m.manager and m.name is not None and m.node.id not in protected]
+        # Inventory workers first (then nodes with no role given), unreachable managers before reachable ones
+        # (demoting those only shrinks the Raft membership), and later inventory entries before earlier ones.
+        rank = {"worker": 0, None: 1, "manager": 2}
+        candidates.sort(key=lambda m: (rank[roles.get(m.name or "")], m.reachable_manager, -order.get(m.name or "", 0)))
+        reachable_left = sum(m.reachable_manager for m in members)
+        remaining = managers
+        actions: list[BootstrapAction] = []
+        for m in candidates:
+            if remaining <= target:
+                break
+            left_after = reachable_left - m.reachable_manager
+            if left_after <= (remaining - 1) // 2:
+                self.findings.append(
+                    f"not demoting {m.label}: the reachable managers left would lose the Raft majority"
+                )
+                continue
+            actions.append(
+                DemoteNode(m.label, m.node.id, manager, reason=f"{remaining} managers, more than the target {target}")
+            )
+            remaining -= 1
+            reachable_left = left_after
+        if remaining > target:
+            self.findings.append(
+                f"{remaining} managers remain (target {target}): no other manager may be demoted safely"
+            )
+        return actions
 
 
 def _no_address(name: str, what: str) -> str:
@@ -267,73 +371,3 @@ def _long_down(
         and m.node.state in ("down", "disconnected")
         and observation.now - m.node.updated_at > after_seconds
     ]
-
-
-def _promotions(
-    members: list[_Member],
-    *,
-    missing: int,
-    manager: str,
-    wants_manager: set[str],
-    order: Mapping[str, int],
-    findings: list[str],
-) -> list[BootstrapAction]:
-    candidates = [m for m in members if m.name is not None and not m.manager and m.healthy]
-    candidates.sort(key=lambda m: (m.name not in wants_manager, order.get(m.name or "", 0)))
-    chosen = candidates[:missing]
-    if len(chosen) < missing:
-        findings.append(
-            f"{missing - len(chosen)} more manager(s) wanted but no healthy (Ready, active) inventory worker left "
-            "to promote"
-        )
-    return [
-        PromoteNode(m.label, m.node.id, manager, reason="fewer managers than the target; this worker is healthy")
-        for m in chosen
-    ]
-
-
-def _demotions(
-    members: list[_Member],
-    *,
-    managers: int,
-    target: int,
-    manager: str,
-    observation: BootstrapObservation,
-    roles: Mapping[str, str | None],
-    order: Mapping[str, int],
-    findings: list[str],
-) -> list[BootstrapAction]:
-    if target == 1:
-        # Going down to a single manager drops all fault tolerance; Orcastra never does it on its own.
-        findings.append(
-            f"{managers} managers but the target is 1: refusing to go down to a single manager automatically "
-            "(demote by hand with `docker node demote` if that is really meant)"
-        )
-        return []
-    protected = {observation.self_node_id}
-    read = observation.node(manager)
-    if read is not None:
-        protected.add(read.node_id)
-    candidates = [m for m in members if m.manager and m.name is not None and m.node.id not in protected]
-    # Inventory workers first (then nodes with no role given), unreachable managers before reachable ones
-    # (demoting those only shrinks the Raft membership), and later inventory entries before earlier ones.
-    rank = {"worker": 0, None: 1, "manager": 2}
-    candidates.sort(key=lambda m: (rank[roles.get(m.name or "")], m.reachable_manager, -order.get(m.name or "", 0)))
-    reachable_left = sum(m.reachable_manager for m in members)
-    remaining = managers
-    actions: list[BootstrapAction] = []
-    for m in candidates:
-        if remaining <= target:
-            break
-        left_after = reachable_left - m.reachable_manager
-        if left_after <= (remaining - 1) // 2:
-            findings.append(f"not demoting {m.label}: the reachable managers left would lose the Raft majority")
-            continue
-        actions.append(
-            DemoteNode(m.label, m.node.id, manager, reason=f"{remaining} managers, more than the target {target}")
-        )
-        remaining -= 1
-        reachable_left = left_after
-    if remaining > target:
-        findings.append(f"{remaining} managers remain (target {target}): no other manager may be demoted safely")
-    return actions

@@ -1,4 +1,4 @@
-"""Anchor-following: dependents run on the node(s) where their anchor runs.
+"""The colocation planner: dependents run on the node(s) where their anchor runs.
 
 Mechanism (Swarm cannot say "run where service X runs"):
 - every node running a task of anchor ``S`` carries the node label ``orcastra.anchor.S=true`` (``S`` is the
@@ -12,7 +12,9 @@ An anchor with no running task is restarted (forced update) with exponential bac
 and time live in the anchor service's own labels (``orcastra.restart.*``), so the backoff survives an
 Orcastra restart and a move to another manager. It resets only once the group is colocated.
 
-Pure: ``plan_colocation(snapshot, settings, now)`` reads the snapshot and returns actions; no I/O, no clock.
+Which services form a group is ``groups`` (config + ``orcastra.follow`` labels); what the planner reports is
+``status``. Pure: ``plan_colocation(snapshot, settings, now)`` reads the snapshot and returns actions; no I/O,
+no clock.
 """
 
 from __future__ import annotations
@@ -25,21 +27,29 @@ from orcastra.domain.actions import Action, UpdateNodeLabels, UpdateService
 from orcastra.domain.labels import (
     ANCHOR_LABEL_PREFIX,
     DEPENDENTS_PENDING_LABEL,
-    FOLLOW_LABEL,
     LABEL_TRUE,
     RESTART_AT_LABEL,
     RESTART_ATTEMPTS_LABEL,
-    RESTART_DEPENDENTS_LABEL,
-    RETRY_INTERVALS_LABEL,
 )
 from orcastra.domain.placement import has_constraint
 from orcastra.domain.plan import Finding, Plan
 from orcastra.domain.snapshot import LIVE_DESIRED_STATES, TERMINAL_TASK_STATES, Service, Snapshot, Task
-from orcastra.features.colocation.settings import (
-    DEFAULT_RETRY_INTERVALS_SECONDS,
-    MISPLACED_GRACE_SECONDS,
-    PENDING_GRACE_SECONDS,
-)
+from orcastra.features.colocation.groups import AnchorGroup, ColocationSettings, group_service_ids, resolve_groups
+from orcastra.features.colocation.status import ColocationPlan, DependentStatus, GroupStatus, group_statuses
+
+# The names below from ``groups`` and ``status`` are also importable from here for modules that import them
+# this way today (runtime/, features/rebalance/); anything else imports them from their own module.
+__all__ = [
+    "CONTROLLER",
+    "AnchorGroup",
+    "ColocationSettings",
+    "anchor_constraint",
+    "anchor_label_key",
+    "group_service_ids",
+    "group_statuses",
+    "plan_colocation",
+    "resolve_groups",
+]
 
 CONTROLLER = "colocation"
 
@@ -52,154 +62,13 @@ def anchor_constraint(anchor: str) -> str:
     return f"node.labels.{anchor_label_key(anchor)}==true"
 
 
-@dataclass(frozen=True)
-class AnchorGroup:
-    """An anchor service and the services that must run beside it (full Swarm service names)."""
-
-    anchor: str
-    dependents: tuple[str, ...]
-    restart_dependents: bool = True
-    retry_intervals: tuple[float, ...] = DEFAULT_RETRY_INTERVALS_SECONDS
-    source: str = "config"
-
-
-@dataclass(frozen=True)
-class ColocationSettings:
-    groups: tuple[AnchorGroup, ...] = ()
-    restart_dependents: bool = True
-    pending_grace_seconds: float = PENDING_GRACE_SECONDS
-    misplaced_grace_seconds: float = MISPLACED_GRACE_SECONDS
-
-
-# --- group resolution: config + service labels ----------------------------------------------------------
-
-
-def _resolve_anchor_name(snapshot: Snapshot, target: str, stack: str | None) -> str:
-    """``orcastra.follow=db`` on a service of stack ``app`` means ``app_db`` if it exists, else ``db``."""
-    if stack and snapshot.service(f"{stack}_{target}") is not None:
-        return f"{stack}_{target}"
-    if stack and snapshot.service(target) is None:
-        return f"{stack}_{target}"
-    return target
-
-
-def _parse_intervals(raw: str) -> tuple[float, ...] | None:
-    try:
-        values = tuple(float(p) for p in raw.split(",") if p.strip())
-    except ValueError:
-        return None
-    if not values or any(v <= 0 for v in values) or list(values) != sorted(values):
-        return None
-    return values
-
-
-def resolve_groups(snapshot: Snapshot, settings: ColocationSettings) -> tuple[list[AnchorGroup], list[Finding]]:
-    """Merge the config's anchors with ``orcastra.follow`` labels on services; report conflicts (config wins)."""
-    findings: list[Finding] = []
-    groups: dict[str, AnchorGroup] = {g.anchor: g for g in settings.groups}
-    follower_of = {d: g.anchor for g in settings.groups for d in g.dependents}
-    from_labels: dict[str, list[str]] = {}
-    for svc in sorted(snapshot.services, key=lambda s: s.name):
-        target = svc.labels.get(FOLLOW_LABEL, "").strip()
-        if not target:
-            continue
-        anchor = _resolve_anchor_name(snapshot, target, svc.stack)
-        if anchor == svc.name:
-            findings.append(Finding(svc.name, f"{FOLLOW_LABEL}={target} names the service itself; ignored", "warning"))
-            continue
-        if svc.name in groups:
-            findings.append(
-                Finding(svc.name, f"is an anchor and also follows {anchor}; anchors cannot be chained", "warning")
-            )
-            continue
-        configured = follower_of.get(svc.name)
-        if configured is not None and configured != anchor:
-            findings.append(
-                Finding(
-                    svc.name,
-                    f"label {FOLLOW_LABEL}={target} says it follows {anchor}, the config says {configured}; "
-                    "the config wins",
-                    "warning",
-                )
-            )
-            continue
-        if configured is None:
-            from_labels.setdefault(anchor, []).append(svc.name)
-            follower_of[svc.name] = anchor
-    for anchor, deps in from_labels.items():
-        if anchor in follower_of:
-            findings.append(
-                Finding(anchor, f"is followed by {', '.join(deps)} but itself follows {follower_of[anchor]}", "warning")
-            )
-            continue
-        existing = groups.get(anchor)
-        if existing is not None:
-            groups[anchor] = AnchorGroup(
-                anchor=anchor,
-                dependents=existing.dependents + tuple(deps),
-                restart_dependents=existing.restart_dependents,
-                retry_intervals=existing.retry_intervals,
-                source="config+labels",
-            )
-            continue
-        restart = settings.restart_dependents
-        intervals: tuple[float, ...] = DEFAULT_RETRY_INTERVALS_SECONDS
-        anchor_svc = snapshot.service(anchor)
-        if anchor_svc is not None:
-            raw_restart = anchor_svc.labels.get(RESTART_DEPENDENTS_LABEL)
-            if raw_restart is not None:
-                restart = raw_restart.strip().lower() in ("true", "1", "yes", "on")
-            raw_intervals = anchor_svc.labels.get(RETRY_INTERVALS_LABEL)
-            if raw_intervals is not None:
-                parsed = _parse_intervals(raw_intervals)
-                if parsed is None:
-                    findings.append(
-                        Finding(
-                            anchor,
-                            f"label {RETRY_INTERVALS_LABEL}={raw_intervals!r} is not a non-decreasing list of "
-                            "positive seconds (e.g. 2,10,60); using the default",
-                            "warning",
-                        )
-                    )
-                else:
-                    intervals = parsed
-        groups[anchor] = AnchorGroup(anchor, tuple(deps), restart, intervals, source="labels")
-    return [groups[k] for k in sorted(groups)], findings
-
-
-# --- status --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DependentStatus:
-    name: str
-    nodes: tuple[str, ...]
-    running: int
-    desired: int | None
-    has_constraint: bool
-    colocated: bool
-    why: str = ""
-
-
-@dataclass(frozen=True)
-class GroupStatus:
-    anchor: str
-    source: str
-    anchor_nodes: tuple[str, ...]
-    colocated: bool
-    why: str
-    dependents: tuple[DependentStatus, ...] = ()
-    restart_attempts: int = 0
-    next_restart_at: float | None = None
-
-
-@dataclass(frozen=True)
-class ColocationPlan:
-    plan: Plan
-    groups: tuple[GroupStatus, ...]
-
-
-# --- planning ------------------------------------------------------------------------------------------
+def plan_colocation(snapshot: Snapshot, settings: ColocationSettings, now: float) -> ColocationPlan:
+    groups, findings = resolve_groups(snapshot, settings)
+    planner = _Planner(snapshot, settings, now)
+    planner.findings.extend(findings)
+    statuses = tuple(planner.plan_group(g) for g in groups)
+    planner.orphan_labels(groups)
+    return ColocationPlan(Plan(tuple(planner.actions()), tuple(planner.findings), planner.wake_at, statuses), statuses)
 
 
 @dataclass
@@ -291,18 +160,44 @@ class _Planner:
         self.node_reasons.setdefault(node_id, []).append(reason)
 
     def plan_group(self, group: AnchorGroup) -> GroupStatus:
-        snap = self.snapshot
-        key = anchor_label_key(group.anchor)
-        anchor = snap.service(group.anchor)
+        anchor = self.snapshot.service(group.anchor)
         if anchor is None:
             self.findings.append(Finding(group.anchor, "anchor service not found in the Swarm", "warning"))
             return GroupStatus(group.anchor, group.source, (), False, "anchor service not found")
+        where = self.label_anchor_nodes(group, anchor)
+        restart_attempts = _int_label(anchor.labels, RESTART_ATTEMPTS_LABEL)
+        next_restart_at: float | None = None
+        why_not: list[str] = []
+        if not where.nodes:
+            next_restart_at, why = self.plan_anchor_restart(group, anchor)
+            why_not.append(why)
+        elif anchor.labels.get(DEPENDENTS_PENDING_LABEL) == LABEL_TRUE:
+            self.restart_dependents(group, anchor)
+        dep_statuses = tuple(self.plan_dependent(group, dep_name, where) for dep_name in group.dependents)
+        colocated = bool(where.nodes) and all(d.colocated for d in dep_statuses)
+        why_not += [f"{d.name}: {d.why}" for d in dep_statuses if not d.colocated]
+        if colocated:
+            self.reset_group_backoff(group, anchor)
+            restart_attempts = 0
+        return GroupStatus(
+            anchor=group.anchor,
+            source=group.source,
+            anchor_nodes=tuple(sorted(self.hostname(n) for n in where.nodes)),
+            colocated=colocated,
+            why="; ".join(why_not),
+            dependents=dep_statuses,
+            restart_attempts=restart_attempts,
+            next_restart_at=next_restart_at,
+        )
 
+    def label_anchor_nodes(self, group: AnchorGroup, anchor: Service) -> _AnchorPlacement:
+        """Give the anchor label to the nodes the anchor runs on and take it from the others (none changes
+        while the anchor runs nowhere: its dependents stay where they are); where the anchor runs."""
+        snap = self.snapshot
+        key = anchor_label_key(group.anchor)
         running = snap.running_tasks(anchor.id)
         anchor_nodes = sorted({t.node_id for t in running})
         labelled = sorted(n.id for n in snap.nodes if key in n.labels)
-        anchor_hosts = tuple(sorted(self.hostname(n) for n in anchor_nodes))
-
         if anchor_nodes:
             for node_id in anchor_nodes:
                 node = snap.node(node_id)
@@ -311,53 +206,34 @@ class _Planner:
             for node_id in labelled:
                 if node_id not in anchor_nodes:
                     self.unlabel_node(node_id, key, f"anchor {group.anchor} no longer runs here")
-        labels_moving = bool(anchor_nodes) and (set(anchor_nodes) != set(labelled))
-
-        restart_attempts = _int_label(anchor.labels, RESTART_ATTEMPTS_LABEL)
-        next_restart_at: float | None = None
-        why_not: list[str] = []
-
-        if not anchor_nodes:
-            next_restart_at, why = self.plan_anchor_restart(group, anchor, restart_attempts)
-            why_not.append(why)
-        elif anchor.labels.get(DEPENDENTS_PENDING_LABEL) == LABEL_TRUE:
-            # The anchor runs again after Orcastra restarted it: now restart its dependents (fresh
-            # connections to the restarted anchor), once.
-            c = self.change(anchor)
-            c.remove_labels.append(DEPENDENTS_PENDING_LABEL)
-            c.reasons.append("anchor runs again; dependents restarted")
-            for dep_name in group.dependents:
-                dep = snap.service(dep_name)
-                if dep is not None:
-                    dc = self.change(dep)
-                    dc.force = True
-                    dc.reasons.append(f"restart_dependents: anchor {group.anchor} was restarted")
-
-        anchor_started = max((t.updated_at for t in running), default=0.0)
-        labels_changed_at = max(
-            (n.updated_at for n_id in anchor_nodes if (n := snap.node(n_id)) is not None), default=0.0
+        return _AnchorPlacement(
+            nodes=frozenset(anchor_nodes),
+            started_at=max((t.updated_at for t in running), default=0.0),
+            labels_changed_at=max(
+                (n.updated_at for n_id in anchor_nodes if (n := snap.node(n_id)) is not None), default=0.0
+            ),
+            labels_moving=bool(anchor_nodes) and (set(anchor_nodes) != set(labelled)),
         )
-        where = _AnchorPlacement(frozenset(anchor_nodes), anchor_started, labels_changed_at, labels_moving)
-        dep_statuses = tuple(self.plan_dependent(group, dep_name, where) for dep_name in group.dependents)
-        colocated = bool(anchor_nodes) and all(d.colocated for d in dep_statuses)
-        why_not += [f"{d.name}: {d.why}" for d in dep_statuses if not d.colocated]
-        if colocated:
-            self.reset_backoff(anchor)
-            for dep_name in group.dependents:
-                dep = snap.service(dep_name)
-                if dep is not None:
-                    self.reset_backoff(dep)
-            restart_attempts = 0
-        return GroupStatus(
-            anchor=group.anchor,
-            source=group.source,
-            anchor_nodes=anchor_hosts,
-            colocated=colocated,
-            why="; ".join(why_not),
-            dependents=dep_statuses,
-            restart_attempts=restart_attempts,
-            next_restart_at=next_restart_at,
-        )
+
+    def restart_dependents(self, group: AnchorGroup, anchor: Service) -> None:
+        """The anchor runs again after Orcastra restarted it: now restart its dependents (fresh connections
+        to the restarted anchor), once."""
+        c = self.change(anchor)
+        c.remove_labels.append(DEPENDENTS_PENDING_LABEL)
+        c.reasons.append("anchor runs again; dependents restarted")
+        for dep_name in group.dependents:
+            dep = self.snapshot.service(dep_name)
+            if dep is not None:
+                dc = self.change(dep)
+                dc.force = True
+                dc.reasons.append(f"restart_dependents: anchor {group.anchor} was restarted")
+
+    def reset_group_backoff(self, group: AnchorGroup, anchor: Service) -> None:
+        self.reset_backoff(anchor)
+        for dep_name in group.dependents:
+            dep = self.snapshot.service(dep_name)
+            if dep is not None:
+                self.reset_backoff(dep)
 
     def reset_backoff(self, svc: Service) -> None:
         stale = [k for k in (RESTART_ATTEMPTS_LABEL, RESTART_AT_LABEL) if k in svc.labels]
@@ -373,7 +249,7 @@ class _Planner:
         last = _float_label(svc.labels, RESTART_AT_LABEL) if attempts else since
         return attempts, delay, last + delay
 
-    def plan_anchor_restart(self, group: AnchorGroup, anchor: Service, attempts: int) -> tuple[float | None, str]:
+    def plan_anchor_restart(self, group: AnchorGroup, anchor: Service) -> tuple[float | None, str]:
         if anchor.mode == "replicated" and anchor.replicas == 0:
             return None, "anchor is scaled to 0"
         snap = self.snapshot
@@ -420,49 +296,66 @@ class _Planner:
         return self.now + next_delay, f"anchor not running ({problem}); restarting (attempt {attempts + 1})"
 
     def plan_dependent(self, group: AnchorGroup, name: str, where: _AnchorPlacement) -> DependentStatus:
-        anchor_nodes, labels_moving = where.nodes, where.labels_moving
         snap = self.snapshot
         dep = snap.service(name)
         if dep is None:
             self.findings.append(Finding(name, f"dependent of {group.anchor} not found in the Swarm", "warning"))
             return DependentStatus(name, (), 0, None, False, False, "service not found")
-        constraint = anchor_constraint(group.anchor)
-        constrained = has_constraint(dep.constraints, constraint)
         running = snap.running_tasks(dep.id)
         nodes = tuple(sorted({self.hostname(t.node_id) for t in running}))
         desired = dep.replicas if dep.mode == "replicated" else None
-        if not constrained:
-            c = self.change(dep)
-            c.add_constraints.append(constraint)
-            c.reasons.append(
-                f"placement constraint {constraint} missing (follows {group.anchor}); added. Put it in the stack "
-                "file to avoid a restart after every deploy"
-            )
-            self.findings.append(Finding(name, f"constraint {constraint} was missing: adding it", "warning"))
-            return DependentStatus(name, nodes, len(running), desired, False, False, "constraint missing (adding)")
+
+        def status(constrained: bool, colocated: bool, why: str = "") -> DependentStatus:
+            return DependentStatus(name, nodes, len(running), desired, constrained, colocated, why)
+
+        if not has_constraint(dep.constraints, anchor_constraint(group.anchor)):
+            self.add_anchor_constraint(group, dep)
+            return status(False, False, "constraint missing (adding)")
         if desired == 0:
-            return DependentStatus(name, nodes, len(running), desired, True, True, "scaled to 0")
-        if not anchor_nodes:
-            return DependentStatus(name, nodes, len(running), desired, True, False, "waiting for the anchor")
+            return status(True, True, "scaled to 0")
+        if not where.nodes:
+            return status(True, False, "waiting for the anchor")
+        why = self.why_not_colocated(dep, running, desired, where.nodes)
+        if why is None:
+            return status(True, True)
+        if where.labels_moving:
+            return status(True, False, why + "; labels moving now")
+        return status(True, False, f"{why}; {self.retry_dependent(group, dep, why, where)}")
+
+    def add_anchor_constraint(self, group: AnchorGroup, dep: Service) -> None:
+        constraint = anchor_constraint(group.anchor)
+        c = self.change(dep)
+        c.add_constraints.append(constraint)
+        c.reasons.append(
+            f"placement constraint {constraint} missing (follows {group.anchor}); added. Put it in the stack "
+            "file to avoid a restart after every deploy"
+        )
+        self.findings.append(Finding(dep.name, f"constraint {constraint} was missing: adding it", "warning"))
+
+    def why_not_colocated(
+        self, dep: Service, running: tuple[Task, ...], desired: int | None, anchor_nodes: frozenset[str]
+    ) -> str | None:
+        """What keeps a dependent from being colocated, or None when every task it wants runs beside the anchor."""
         misplaced = sorted({self.hostname(t.node_id) for t in running if t.node_id not in anchor_nodes})
         short = desired is not None and len(running) < desired
         if not misplaced and not short and running:
-            return DependentStatus(name, nodes, len(running), desired, True, True)
+            return None
         if misplaced:
             anchor_hosts = ", ".join(sorted(self.hostname(n) for n in anchor_nodes))
-            why = f"running on {', '.join(misplaced)}, anchor on {anchor_hosts}"
-        elif not running:
-            newest = _newest(tuple(t for t in snap.tasks_of(dep.id) if t.desired_state in LIVE_DESIRED_STATES))
-            why = f"no running task ({_task_problem(newest)})"
-        else:
-            why = f"{len(running)}/{desired} running"
-        if labels_moving:
-            return DependentStatus(name, nodes, len(running), desired, True, False, why + "; labels moving now")
+            return f"running on {', '.join(misplaced)}, anchor on {anchor_hosts}"
+        if not running:
+            newest = _newest(tuple(t for t in self.snapshot.tasks_of(dep.id) if t.desired_state in LIVE_DESIRED_STATES))
+            return f"no running task ({_task_problem(newest)})"
+        return f"{len(running)}/{desired} running"
+
+    def retry_dependent(self, group: AnchorGroup, dep: Service, why: str, where: _AnchorPlacement) -> str:
+        """Force an update of a dependent that is still not colocated after the grace period (with backoff);
+        what it does, for the status."""
         # Labels are right. Swarm's constraint enforcer and orchestrator move the tasks by themselves; only
         # when that has not happened within the grace period is a forced update worth its rolling restart.
         # The grace counts from the last thing that could have set Swarm moving: the anchor starting, a
         # label change on its node(s), the dependent's newest task.
-        newest_dep = _newest(snap.tasks_of(dep.id))
+        newest_dep = _newest(self.snapshot.tasks_of(dep.id))
         since = (
             max(
                 where.started_at,
@@ -474,15 +367,13 @@ class _Planner:
         attempts, _, due = self.backoff_due(dep, group.retry_intervals, since)
         if self.now < due:
             self.wake(due)
-            return DependentStatus(
-                name, nodes, len(running), desired, True, False, f"{why}; waiting (retry at +{due - self.now:.0f}s)"
-            )
+            return f"waiting (retry at +{due - self.now:.0f}s)"
         c = self.change(dep)
         c.force = True
         c.set_labels[RESTART_ATTEMPTS_LABEL] = str(attempts + 1)
         c.set_labels[RESTART_AT_LABEL] = f"{self.now:.0f}"
         c.reasons.append(f"not colocated with {group.anchor} ({why}); forced update, attempt {attempts + 1}")
-        return DependentStatus(name, nodes, len(running), desired, True, False, f"{why}; forcing an update")
+        return "forcing an update"
 
     def orphan_labels(self, groups: list[AnchorGroup]) -> None:
         """Anchor labels of anchors no longer declared anywhere are removed (they are Orcastra's own)."""
@@ -511,28 +402,3 @@ class _Planner:
             )
         out += [c.action() for c in self.changes.values()]
         return out
-
-
-def plan_colocation(snapshot: Snapshot, settings: ColocationSettings, now: float) -> ColocationPlan:
-    groups, findings = resolve_groups(snapshot, settings)
-    planner = _Planner(snapshot, settings, now)
-    planner.findings.extend(findings)
-    statuses = tuple(planner.plan_group(g) for g in groups)
-    planner.orphan_labels(groups)
-    return ColocationPlan(Plan(tuple(planner.actions()), tuple(planner.findings), planner.wake_at, statuses), statuses)
-
-
-def group_statuses(plan: Plan) -> tuple[GroupStatus, ...]:
-    """The anchor groups' status in a (combined) plan."""
-    return tuple(s for s in plan.status if isinstance(s, GroupStatus))
-
-
-def group_service_ids(snapshot: Snapshot, settings: ColocationSettings) -> frozenset[str]:
-    groups, _ = resolve_groups(snapshot, settings)
-    out = set()
-    for g in groups:
-        for name in (g.anchor, *g.dependents):
-            svc = snapshot.service(name)
-            if svc is not None:
-                out.add(svc.id)
-    return frozenset(out)
