@@ -24,7 +24,7 @@ def engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[EngineAdapter]:
     fake: Any = importlib.import_module("bench.fake_engine")
     with (
         # a short shutdown poll: close() otherwise waits up to serve_forever's default half second per test
-        fake.FakeEngine(fake.Cluster(nodes=3, services=12, groups=2), poll_interval=0.02) as server,
+        fake.FakeEngine(fake.Cluster(nodes=3, services=12, groups=2)) as server,
         EngineAdapter(EngineSettings(host=server.docker_host)) as adapter,
     ):
         adapter.ping()
