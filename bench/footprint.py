@@ -1,7 +1,7 @@
 """Footprint: resident memory and CPU of a real ``orcastra run`` process, idle, watching 300 services.
 
 A child ``python -m orcastra run`` is started against the lab Swarm (default) or the fake Engine (``--fake``,
-quick: bench/fake_engine.py in this process), with the benchmark's layout: ``--services`` services of 3 tasks
+quick: orcastra_lab/fake_engine.py in this process), with the benchmark's layout: ``--services`` services of 3 tasks
 and 50 anchor groups, every group colocated, so the daemon has nothing to do but watch (events, the task poll
 every 0.5 s, the periodic resync, the leader lease on the lab). Once its first cycle is done (``/healthz``
 answers ok) it is sampled every ``--interval`` seconds for ``--seconds``: VmRSS and VmHWM from
@@ -32,9 +32,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.fake_engine import Cluster, FakeEngine
 from bench.reconcile_cost import LabServices, groups_for, lab_env, machine
 from orcastra import __version__
+from orcastra_lab.fake_engine import Cluster, FakeEngine
 
 RESULTS = Path(__file__).parent / "results"
 RSS_TARGET_BYTES = 80 * 1024 * 1024

@@ -4,7 +4,7 @@ One cycle is what the daemon does on every trigger: ``run_cycle`` = one snapshot
 tasks desired to run, and the task history of anchor-group services only) and the plan of every registered
 controller; plan-only (no executor), so only Orcastra's own cost is
 measured. Sizes: 10, 100, 1,000 and 5,000 services of 3 tasks each with 50 anchor groups (``min(50, S/4)``):
-- against the fake Engine (bench/fake_engine.py, run in a child process so its CPU is not counted), which
+- against the fake Engine (orcastra_lab/fake_engine.py, run in a child process so its CPU is not counted), which
   serves stack-shaped objects and one shutdown history task per slot;
 - against the real lab Swarm for the sizes that fit (10, 100, 300 services; ``--no-lab`` skips it): the bench
   creates the services with the lab image (SDK-created: leaner objects than a stack's), labels the anchors'
@@ -37,13 +37,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.fake_engine import STACK, Cluster, _plan_services, _ServicePlan
 from orcastra import __version__
 from orcastra.adapters.engine import EngineAdapter
 from orcastra.adapters.engine.adapter import EngineSettings
 from orcastra.config import Config, load_config
 from orcastra.runtime.controllers import Controller, registry
 from orcastra.runtime.reconcile import run_cycle
+from orcastra_lab.fake_engine import STACK, Cluster, _plan_services, _ServicePlan
 
 RESULTS = Path(__file__).parent / "results"
 FAKE_SIZES = (10, 100, 1_000, 5_000)
@@ -141,10 +141,10 @@ def baselines(engine: EngineAdapter, repeats: int) -> tuple[float, float]:
 
 @contextmanager
 def fake_engine_process(cluster: Cluster) -> Iterator[str]:
-    """``python -m bench.fake_engine`` for ``cluster``; yields its docker_host."""
+    """``python -m orcastra_lab.fake_engine`` for ``cluster``; yields its docker_host."""
     repo = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-m", "bench.fake_engine", "--nodes", str(cluster.nodes)]
+    cmd = [sys.executable, "-m", "orcastra_lab.fake_engine", "--nodes", str(cluster.nodes)]
     cmd += ["--services", str(cluster.services), "--groups", str(cluster.groups)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True)
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,15 +14,11 @@ from orcastra.adapters.engine import EngineAdapter
 from orcastra.adapters.engine.adapter import EngineSettings
 from orcastra.domain.snapshot import Snapshot
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture
-def engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[EngineAdapter]:
-    monkeypatch.syspath_prepend(str(REPO))  # bench/ is a top-level package of the repository
-    fake: Any = importlib.import_module("bench.fake_engine")
+def engine() -> Iterator[EngineAdapter]:
+    fake: Any = importlib.import_module("orcastra_lab.fake_engine")
     with (
-        # a short shutdown poll: close() otherwise waits up to serve_forever's default half second per test
         fake.FakeEngine(fake.Cluster(nodes=3, services=12, groups=2)) as server,
         EngineAdapter(EngineSettings(host=server.docker_host)) as adapter,
     ):

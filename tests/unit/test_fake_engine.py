@@ -1,5 +1,5 @@
-"""The fake Engine (bench/fake_engine.py) answers docker-py's low-level client as a Swarm manager does: writes at a
-version (optimistic concurrency), what the orchestrator does after them, events, and the test hooks."""
+"""The fake Engine (orcastra_lab/fake_engine.py) answers docker-py's low-level client as a Swarm manager does:
+writes at a version (optimistic concurrency), what the orchestrator does after them, events, and the test hooks."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import docker
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 2.0  # the longest any test waits for an event (they arrive in milliseconds)
 OUT_OF_SEQUENCE = "rpc error: code = Unknown desc = update out of sequence"
 
@@ -24,13 +22,7 @@ JSON = dict[str, Any]
 
 @pytest.fixture(scope="module")
 def fe() -> ModuleType:
-    import sys
-
-    sys.path.insert(0, str(REPO))  # bench/ is a top-level package of the repository, not installed
-    try:
-        return importlib.import_module("bench.fake_engine")
-    finally:
-        sys.path.remove(str(REPO))
+    return importlib.import_module("orcastra_lab.fake_engine")
 
 
 @pytest.fixture(autouse=True)

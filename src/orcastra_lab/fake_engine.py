@@ -55,7 +55,7 @@ Test hooks on ``FakeEngine`` (thread-safe): ``set_node_state``, ``move_task``, `
 ``events``, and the ``swarm``/``node``/``service``/``tasks`` accessors (copies of the current JSON).
 
 Usage: ``with FakeEngine(Cluster(services=1000, groups=50)) as fake: fake.docker_host`` in a process, or
-``python -m bench.fake_engine --services 1000 --groups 50`` (prints ``docker_host=tcp://127.0.0.1:PORT``,
+``python -m orcastra_lab.fake_engine --services 1000 --groups 50`` (prints ``docker_host=tcp://127.0.0.1:PORT``,
 serves until killed).
 """
 
