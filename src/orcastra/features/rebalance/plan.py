@@ -21,6 +21,7 @@ from orcastra.features.rebalance.types import (
     LEASE_LABEL,
     PREFERRED_NODE_LABEL,
     REBALANCE_LABEL,
+    MoveRecord,
     NodeReport,
     PlannedMove,
     RebalanceHistory,
@@ -233,10 +234,28 @@ class _Planner:
         task_memory: Mapping[tuple[str, str], TaskMemory],
         receivers: set[int],
     ) -> _Candidate | str:
-        """The unit as a move candidate off node ``src``, or why it cannot move."""
-        p, now = self.policy, self.now
-        host = self.nodes[src].hostname
-        node_id = self.nodes[src].id
+        """The unit as a move candidate off node ``src``, or why it cannot move (the first reason found, in
+        the order: never moved, not movable as one from this node, cooldown, memory, targets)."""
+        node = self.nodes[src]
+        why = self.why_never_moved(unit) or self.why_not_movable_from(unit, node, running_on)
+        if why is not None:
+            return why
+        cooldown = self.cooldown(unit)
+        moves = [m for m in self.history.recent_moves if m.unit == unit.name]
+        why = self.why_cooling_down(moves, cooldown)
+        if why is not None:
+            return why
+        measured = self.unit_bytes(unit, node, running_on, task_memory)
+        if isinstance(measured, str):
+            return measured
+        total, estimated = measured
+        roomy = self.targets_with_room(unit, src, total, self.left_recently(moves, cooldown), receivers)
+        if isinstance(roomy, str):
+            return roomy
+        return _Candidate(unit, src, total, estimated, roomy, self.preferred_target(unit, roomy))
+
+    def why_never_moved(self, unit: _Unit) -> str | None:
+        """Global services, jobs and the leader lease never move, nor anything opted out (config or label)."""
         for svc in unit.services:
             if svc.mode in NEVER_MOVING_MODES:
                 return f"{svc.name} is a {svc.mode} service: never moved"
@@ -245,78 +264,111 @@ class _Planner:
         for svc in unit.services:
             if not self.override_rebalance(svc):
                 return f"opted out ({svc.name}: {REBALANCE_LABEL}=false or rebalance: false in the config)"
-        if node_id not in running_on.get(unit.pin.name, frozenset()):
-            return f"anchor {unit.pin.name} does not run on {host} (its dependents follow it; colocation fixes it)"
+        return None
+
+    def why_not_movable_from(self, unit: _Unit, node: Node, running_on: Mapping[str, frozenset[str]]) -> str | None:
+        """A unit moves off ``node`` only if its anchor runs there and none of its services runs elsewhere."""
+        if node.id not in running_on.get(unit.pin.name, frozenset()):
+            return (
+                f"anchor {unit.pin.name} does not run on {node.hostname} (its dependents follow it; colocation "
+                "fixes it)"
+            )
         for svc in unit.services:
-            elsewhere = running_on.get(svc.name, frozenset()) - {node_id}
+            elsewhere = running_on.get(svc.name, frozenset()) - {node.id}
             if elsewhere:
                 names = sorted(n.hostname if (n := self.snap.node(x)) is not None else x for x in elsewhere)
                 return (
                     f"spread over nodes: {svc.name} also runs on {', '.join(names)}; pinning it to one node "
                     "would move those tasks too"
                 )
-        cooldown = self.cooldown(unit)
-        moves = [m for m in self.history.recent_moves if m.unit == unit.name]
+        return None
+
+    def why_cooling_down(self, moves: Sequence[MoveRecord], cooldown: float) -> str | None:
         last = max(moves, key=lambda m: m.at, default=None)
-        if last is not None and now - last.at < cooldown:
+        if last is not None and self.now - last.at < cooldown:
             return (
-                f"cooldown: moved {last.from_node} -> {last.to_node} {format_seconds(now - last.at)} ago "
+                f"cooldown: moved {last.from_node} -> {last.to_node} {format_seconds(self.now - last.at)} ago "
                 f"(cooldown {format_seconds(cooldown)})"
             )
+        return None
+
+    def unit_bytes(
+        self,
+        unit: _Unit,
+        node: Node,
+        running_on: Mapping[str, frozenset[str]],
+        task_memory: Mapping[tuple[str, str], TaskMemory],
+    ) -> tuple[int, bool] | str:
+        """What the unit's tasks on ``node`` use, and whether some of it is an estimate; or why it is not
+        known well enough to move on (never guessed)."""
+        host = node.hostname
         total = 0
         estimated = False
         for svc in unit.services:
-            if node_id not in running_on.get(svc.name, frozenset()):
+            if node.id not in running_on.get(svc.name, frozenset()):
                 continue
             tm = task_memory.get((svc.name, host))
             if tm is None:
                 return f"no memory measurement for {svc.name} on {host}: not guessed"
-            if now - tm.sampled_at > p.stale_after_seconds:
-                return f"memory of {svc.name} on {host} is {format_seconds(now - tm.sampled_at)} old: not used"
+            if self.now - tm.sampled_at > self.policy.stale_after_seconds:
+                return f"memory of {svc.name} on {host} is {format_seconds(self.now - tm.sampled_at)} old: not used"
             total += tm.used_bytes
             estimated = estimated or tm.source not in MEASURED_SOURCES
         if total <= 0:
             return "uses no memory: moving it would not help"
+        return total, estimated
+
+    def left_recently(self, moves: Sequence[MoveRecord], cooldown: float) -> tuple[frozenset[str], float]:
+        """The nodes the unit may not go back to, and for how long that holds. Never back to a node the unit
+        left within its cooldown (the descheduler's classic flap). A short per-service cooldown lets a unit
+        move again sooner, but not back: that window is never shorter than the policy's service cooldown."""
+        window = max(cooldown, self.policy.service_cooldown_seconds)
+        return frozenset(m.from_node for m in moves if self.now - m.at < window), window
+
+    def targets_with_room(
+        self, unit: _Unit, src: int, total: int, left: tuple[frozenset[str], float], receivers: set[int]
+    ) -> tuple[int, ...] | str:
+        """The nodes that qualify for the unit (constraints, not one it left recently) and stay under
+        ``target`` with it (margin included), or why there are none."""
+        p = self.policy
         constraints = tuple(sorted({c for s in unit.services for c in s.constraints if not _owned(c)}))
         allowed = self.targets_for(constraints, receivers)
         if isinstance(allowed, str):
             return allowed
-        # Never back to a node the unit left within its cooldown (the descheduler's classic flap). A short
-        # per-service cooldown lets a unit move again sooner, but not back: that window is never shorter
-        # than the policy's service cooldown.
-        return_window = max(cooldown, p.service_cooldown_seconds)
-        left = {m.from_node for m in moves if now - m.at < return_window}
-        targets = tuple(i for i in allowed if i != src and self.nodes[i].hostname not in left)
-        excluded = sorted(self.nodes[i].hostname for i in allowed if self.nodes[i].hostname in left)
+        left_nodes, window = left
+        targets = tuple(i for i in allowed if i != src and self.nodes[i].hostname not in left_nodes)
+        excluded = sorted(self.nodes[i].hostname for i in allowed if self.nodes[i].hostname in left_nodes)
         would_return = (
-            f" ({', '.join(excluded)} excluded: it left them within {format_seconds(return_window)})"
-            if excluded
-            else ""
+            f" ({', '.join(excluded)} excluded: it left them within {format_seconds(window)})" if excluded else ""
         )
         if not targets:
             return "no qualified target: the only qualified node(s) are ones it left" + would_return
         margin = 1.0 + p.safety_margin_percent / 100.0
-        roomy = [
+        roomy = tuple(
             i
             for i in targets
             if self.samples[i].used_bytes + total * margin <= p.target_percent / 100.0 * self.samples[i].total_bytes
-        ]
+        )
         if not roomy:
             return (
                 f"no qualified target has room: {format_bytes(total)} (+{p.safety_margin_percent:g}% margin) "
                 f"would take each of the {len(targets)} qualified node(s) above {p.target_percent:g}%" + would_return
             )
-        preferred = -1
+        return roomy
+
+    def preferred_target(self, unit: _Unit, roomy: tuple[int, ...]) -> int:
+        """The index of the unit's preferred node if it is among ``roomy``, else -1 (with a finding when a
+        preferred node was named but does not qualify)."""
         wanted = self.preferred(unit)
-        if wanted is not None:
-            j = self.index.get(wanted, -1)
-            if j in roomy:
-                preferred = j
-            else:
-                self.findings.append(
-                    Finding(unit.name, f"preferred node {wanted} does not qualify as a target; choosing another")
-                )
-        return _Candidate(unit, src, total, estimated, tuple(roomy), preferred)
+        if wanted is None:
+            return -1
+        j = self.index.get(wanted, -1)
+        if j in roomy:
+            return j
+        self.findings.append(
+            Finding(unit.name, f"preferred node {wanted} does not qualify as a target; choosing another")
+        )
+        return -1
 
     # --- the plan -----------------------------------------------------------------------------------
 
