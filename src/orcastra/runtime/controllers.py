@@ -4,7 +4,7 @@ it reads from the configuration. The registry maps their names to them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from types import MappingProxyType
 from typing import Protocol
 
@@ -14,7 +14,7 @@ from orcastra.domain.snapshot import Snapshot
 from orcastra.features.colocation import plan as colocation
 from orcastra.features.colocation.plan import AnchorGroup, ColocationSettings
 from orcastra.features.rebalance import pins
-from orcastra.features.rebalance.types import RebalancePolicy, ServiceOverride
+from orcastra.features.rebalance.settings import ServiceRebalance
 from orcastra.features.static_labels import plan as static_labels
 from orcastra.features.static_labels.plan import StaticLabelSettings
 
@@ -60,25 +60,10 @@ def static_label_settings(config: Config) -> StaticLabelSettings:
     )
 
 
-def rebalance_policy(config: Config) -> RebalancePolicy:
-    r = config.rebalance
-    overrides = {
-        # Keys are short names, resolved with the config's stack like anchors are.
-        config.service_name(name): ServiceOverride(s.rebalance, s.preferred_node, s.cooldown_seconds)
-        for name, s in r.services.items()
-    }
-    return RebalancePolicy(
-        high_percent=r.high_percent,
-        target_percent=r.target_percent,
-        sustained_seconds=r.sustained_seconds,
-        safety_margin_percent=r.safety_margin_percent,
-        global_cooldown_seconds=r.global_cooldown_seconds,
-        service_cooldown_seconds=r.service_cooldown_seconds,
-        max_moves_per_cycle=r.max_moves_per_cycle,
-        max_moves_per_node=r.max_moves_per_node,
-        stale_after_seconds=r.stale_after_seconds,
-        overrides=MappingProxyType(overrides),
-    )
+def rebalance_overrides(config: Config) -> Mapping[str, ServiceRebalance]:
+    """``rebalance.services`` by full service name: the keys are short names, resolved with the config's
+    ``stack`` like anchors are."""
+    return MappingProxyType({config.service_name(name): s for name, s in config.rebalance.services.items()})
 
 
 class StaticLabels:

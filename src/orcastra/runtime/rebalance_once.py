@@ -15,7 +15,7 @@ from orcastra.features.rebalance import (
     plan_rebalance,
     update_history,
 )
-from orcastra.runtime.controllers import colocation_settings, rebalance_policy
+from orcastra.runtime.controllers import colocation_settings, rebalance_overrides
 from orcastra.runtime.rebalancer import history_with_recorded_moves
 
 
@@ -25,8 +25,10 @@ def one_shot_rebalance_plan(config: Config, snapshot: Snapshot) -> tuple[Rebalan
     cooldowns and every other rule apply as usual."""
     now = time.time()
     memory = collect_memory(config, snapshot, now)
-    policy = rebalance_policy(config)
-    history = update_history(RebalanceHistory(), memory, policy, now - policy.sustained_seconds)
+    settings = config.rebalance
+    history = update_history(RebalanceHistory(), memory, settings, now - settings.sustained_seconds)
     history = history_with_recorded_moves(history, snapshot)
     groups, _ = resolve_groups(snapshot, colocation_settings(config))
-    return plan_rebalance(snapshot, memory, groups, policy, history, now), memory
+    return plan_rebalance(
+        snapshot, memory, groups, settings, history, now, overrides=rebalance_overrides(config)
+    ), memory

@@ -30,7 +30,7 @@ from orcastra.features.rebalance import (
     update_history,
 )
 from orcastra.features.rebalance.pins import plan_move, plan_release, recorded_moves
-from orcastra.runtime.controllers import colocation_settings, rebalance_policy
+from orcastra.runtime.controllers import colocation_settings, rebalance_overrides
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +111,11 @@ class Rebalancer:
         actions, finished = self.follow_moves(snapshot, config, now)
         if memory is None:
             return RebalanceStep(tuple(actions), None, None, tuple(finished))
-        policy = rebalance_policy(config)
-        self.history = update_history(self.history, memory, policy, now)
+        settings = config.rebalance
+        self.history = update_history(self.history, memory, settings, now)
         groups, _ = resolve_groups(snapshot, colocation_settings(config))
         history = history_with_recorded_moves(self.history, snapshot)
-        plan = plan_rebalance(snapshot, memory, groups, policy, history, now)
+        plan = plan_rebalance(snapshot, memory, groups, settings, history, now, overrides=rebalance_overrides(config))
         self.last_plan, self.last_memory = plan, memory
         # The same findings come back every monitor interval: log a finding when it appears, not each time.
         current = frozenset((f.subject, f.message) for f in plan.findings)

@@ -1,10 +1,11 @@
 """Memory-aware rebalancing: move units (anchor groups or single services) off nodes that stay above
 ``high`` to a node the planner chose, without flapping. Pure planner; docs/rebalancing.md explains it.
 
-- ``types``: the policy (``RebalancePolicy.from_config`` + service labels), the history kept between
-  cycles (``update_history``, ``record_move``) and the plan (``PlannedMove``, ``NodeReport``);
-- ``plan``: ``plan_rebalance(snapshot, memory, groups, policy, history, now)``: units, eligibility,
-  placement, anti-flap and explanations;
+- ``settings``: the ``rebalance:`` config section (``RebalanceSettings``, per-service ``ServiceRebalance``);
+- ``types``: the label keys, the history kept between cycles (``update_history``, ``record_move``) and the
+  plan (``PlannedMove``, ``NodeReport``);
+- ``plan``: ``plan_rebalance(snapshot, memory, groups, settings, history, now, overrides=)``: units,
+  eligibility, placement, anti-flap and explanations;
 - ``optimize``: ``choose_moves`` on plain arrays (the part the benchmark compares with a MILP optimum).
 """
 
@@ -21,8 +22,6 @@ from orcastra.features.rebalance.types import (
     PlannedMove,
     RebalanceHistory,
     RebalancePlan,
-    RebalancePolicy,
-    ServiceOverride,
     record_move,
     update_history,
 )
@@ -37,9 +36,7 @@ __all__ = [
     "PlannedMove",
     "RebalanceHistory",
     "RebalancePlan",
-    "RebalancePolicy",
     "Score",
-    "ServiceOverride",
     "choose_moves",
     "evaluate",
     "plan_rebalance",
