@@ -8,15 +8,9 @@ import pytest
 
 from orcastra.domain.actions import UpdateNodeLabels, UpdateService
 from orcastra.domain.snapshot import Node, Service, Snapshot, frozen_labels
-from orcastra.features.rebalance.pins import (
-    MOVED_AT_LABEL,
-    MOVED_FROM_LABEL,
-    pin_constraint,
-    pin_label_key,
-    plan_move,
-    plan_pins,
-    recorded_moves,
-)
+from orcastra.features.rebalance.history import recorded_moves
+from orcastra.features.rebalance.labels import MOVED_AT_LABEL, MOVED_FROM_LABEL, MOVED_TO_LABEL, pin_label_key
+from orcastra.features.rebalance.pins import pin_constraint, plan_move, plan_pins
 
 NOW = 5000.0
 KEY = pin_label_key("app_db")
@@ -98,8 +92,6 @@ def test_release_waits_for_the_grace_period() -> None:
 
 
 def test_recorded_moves_are_read_back_from_service_labels() -> None:
-    s = Snapshot(
-        (), (svc(labels={MOVED_FROM_LABEL: "n1", "orcastra.rebalance.moved-to": "n2", MOVED_AT_LABEL: "42"}),), ()
-    )
+    s = Snapshot((), (svc(labels={MOVED_FROM_LABEL: "n1", MOVED_TO_LABEL: "n2", MOVED_AT_LABEL: "42"}),), ())
     (m,) = recorded_moves(s)
     assert (m.service, m.from_node, m.to_node, m.at) == ("app_db", "n1", "n2", 42.0)

@@ -22,9 +22,10 @@ from orcastra.features.rebalance import (
     choose_moves,
     evaluate,
     plan_rebalance,
-    record_move,
     update_history,
+    with_recorded_moves,
 )
+from orcastra.features.rebalance.labels import MOVED_AT_LABEL, MOVED_FROM_LABEL, MOVED_TO_LABEL
 from orcastra.features.rebalance.settings import RebalanceSettings, ServiceRebalance
 from orcastra.runtime.controllers import rebalance_overrides
 
@@ -353,15 +354,14 @@ def test_update_history(since: dict[str, float], nodes: dict[str, NodeMemory], e
     assert dict(updated.overloaded_since) == expected
 
 
-def test_history_forgets_old_moves_and_records_new_ones() -> None:
-    old = MoveRecord("a", "n1", "n2", NOW - 10_000)
-    history = update_history(RebalanceHistory(recent_moves=(old,), last_move_at=old.at), MemoryView(),
-                             RebalanceSettings(), NOW)  # fmt: skip
-    assert history.recent_moves == ()
-    new = MoveRecord("b", "n1", "n3", NOW)
-    history = record_move(history, new)
-    assert history.recent_moves == (new,)
-    assert history.last_move_at == NOW
+def test_recent_moves_are_read_back_from_the_services_labels() -> None:
+    moved = {MOVED_FROM_LABEL: "n1", MOVED_TO_LABEL: "n2", MOVED_AT_LABEL: f"{NOW - 50:.0f}"}
+    snap = Snapshot((node("n1"), node("n2")), (svc("a", labels=moved), svc("b")), ())
+    clocks = RebalanceHistory(overloaded_since=MappingProxyType({"n1": NOW - 700}))
+    history = with_recorded_moves(clocks, snap)
+    assert history.recent_moves == (MoveRecord("a", "n1", "n2", NOW - 50),)
+    assert history.last_move_at == NOW - 50
+    assert history.overloaded_since == clocks.overloaded_since
 
 
 def test_overrides_from_config_resolve_short_names_with_the_stack() -> None:

@@ -10,7 +10,8 @@ from orcastra.config import load_config
 from orcastra.domain.actions import UpdateNodeLabels, UpdateService
 from orcastra.domain.snapshot import Node, Service, Snapshot, Task, frozen_labels
 from orcastra.features.rebalance import PlannedMove
-from orcastra.features.rebalance.pins import pin_constraint, pin_label_key
+from orcastra.features.rebalance.labels import pin_label_key
+from orcastra.features.rebalance.pins import pin_constraint
 from orcastra.runtime.rebalancer import MoveInFlight, Rebalancer, unit_converged
 
 MOVE = PlannedMove(

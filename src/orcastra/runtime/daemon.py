@@ -38,13 +38,12 @@ from orcastra.domain.snapshot import LIVE_DESIRED_STATES, Snapshot
 from orcastra.domain.usage import MemoryView
 from orcastra.errors import ConfigError, OrcastraError
 from orcastra.features.colocation.plan import plan_colocation
-from orcastra.features.rebalance.pins import plan_move
 from orcastra.runtime.controllers import Controller, colocation_settings, registry
 from orcastra.runtime.executor import AuditLog, Executor, Outcome
 from orcastra.runtime.handlers import PAUSED_LABEL, DaemonCommands
 from orcastra.runtime.leadership import LeaderLease
 from orcastra.runtime.observe import HealthState, Metrics, status_routes
-from orcastra.runtime.rebalancer import MoveInFlight, Rebalancer
+from orcastra.runtime.rebalancer import MoveInFlight, Rebalancer, plan_now
 from orcastra.runtime.reconcile import CycleResult, run_cycle
 from orcastra.runtime.wiring import make_executor
 
@@ -562,16 +561,17 @@ class Daemon:
         if result.outcomes:  # this cycle changed versions: plan the moves from a fresh read
             snapshot = self.engine.snapshot()
         now = time.time()
-        step = self.rebalancer.step(snapshot, self.config, now, memory)
-        for _move, outcome in step.finished:
+        actions, finished = self.rebalancer.follow_moves(snapshot, self.config, now)
+        for _move, outcome in finished:
             self.metrics.observe_move(outcome)
-        if step.memory is not None:
+        if memory is not None:
+            step = self.rebalancer.step(snapshot, self.config, now, memory)
             self.metrics.set_node_memory({h: n.used_percent / 100 for h, n in step.memory.nodes.items()})
-        if step.plan is not None:
             for _ in step.plan.moves:
                 self.metrics.observe_move("planned")
-        if step.actions:
-            self.executor.apply(list(step.actions), snapshot)
+            actions += step.actions
+        if actions:
+            self.executor.apply(actions, snapshot)
         if self.executor.dry_run:
             self.rebalancer.in_flight.clear()  # nothing really moves in a dry run: nothing to follow
         wakes = [f.deadline for f in self.rebalancer.in_flight.values()]
@@ -671,23 +671,18 @@ class Daemon:
     def rebalance_now(self) -> str:
         """The `rebalance` command: read memory now and run one rebalancing cycle (cooldowns honoured; the
         sustained period is not waited for, the operator asked)."""
-        from orcastra.runtime.rebalance_once import one_shot_rebalance_plan
-
         snapshot = self.engine.snapshot()
-        plan, memory = one_shot_rebalance_plan(self.config, snapshot)
-        if not plan.moves:
-            reasons = "; ".join(f"{f.subject}: {f.message}" for f in plan.findings[:5])
-            return "no move: " + (reasons or "no node is above high")
-        self.rebalancer.last_memory = memory
-        actions = []
         now = time.time()
-        for move in plan.moves:
-            actions += plan_move(snapshot, move.pin_service, move.to_node, move.from_node, now=now, reason=move.reason)
-            if not self.executor.dry_run:
+        step = plan_now(self.config, snapshot, now)
+        if not step.plan.moves:
+            reasons = "; ".join(f"{f.subject}: {f.message}" for f in step.plan.findings[:5])
+            return "no move: " + (reasons or "no node is above high")
+        if not self.executor.dry_run:
+            for move in step.plan.moves:
                 self.rebalancer.in_flight[move.unit] = MoveInFlight(
                     move, now, now + self.config.rebalance.move_timeout_seconds
                 )
-        return self.commands.apply_and_describe(actions, snapshot)
+        return self.commands.apply_and_describe(list(step.actions), snapshot)
 
     def run_forever(self) -> None:
         self._install_signal_handlers()

@@ -1,35 +1,39 @@
-"""The rebalancing loop's stateful side: keep the overload history, plan, and follow moves through.
+"""The rebalancing driver: the stateful side of the pure planner (``orcastra.features.rebalance``).
 
-Every ``monitor_interval_seconds`` the daemon's memory watcher reads memory (``orcastra.adapters.memory``, in its own
-thread: container stats are one call per container and must not hold up reconcile cycles). With each new
-reading the leader updates since-when each node has been above ``high`` and asks the pure planner for moves. A
-planned move becomes pin actions (``controllers.pins.plan_move``) for the one executor. A move in flight is
-checked every cycle: it is done when the moved service's tasks (and its dependents') run on the chosen node;
-if that has not happened within ``move_timeout_seconds`` the pin is released (rolled back), the failure is
-reported and counted, and the per-service cooldown (recorded in the service's labels) keeps it from being
-retried at once.
+Every ``monitor_interval_seconds`` the daemon's memory watcher reads memory (``orcastra.adapters.memory``, in
+its own thread: container stats are one call per container and must not hold up reconcile cycles). With each
+new reading the leader's ``Rebalancer.step`` advances since-when each node has been above ``high`` and asks
+the pure planner for moves; a planned move becomes pin actions (``pins.plan_move``) for the one executor. A
+move in flight is checked every cycle: it is done when the moved service's tasks (and its dependents') run
+on the chosen node; if that has not happened within ``move_timeout_seconds`` the pin is released (rolled
+back), the failure is reported and counted, and the per-service cooldown (recorded in the service's labels)
+keeps it from being retried at once.
+
+``plan_now`` is the one-shot plan of ``orcastra plan`` and of the ``rebalance`` command: memory read now,
+cooldowns honoured, the sustained period not waited for.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 
+from orcastra.adapters.memory import collect_memory
 from orcastra.config import Config
 from orcastra.domain.actions import Action
 from orcastra.domain.snapshot import Snapshot
 from orcastra.domain.usage import MemoryView
 from orcastra.features.colocation.plan import resolve_groups
 from orcastra.features.rebalance import (
-    MoveRecord,
     PlannedMove,
     RebalanceHistory,
     RebalancePlan,
+    assume_sustained,
     plan_rebalance,
     update_history,
+    with_recorded_moves,
 )
-from orcastra.features.rebalance.pins import plan_move, plan_release, recorded_moves
+from orcastra.features.rebalance.pins import plan_move, plan_release
 from orcastra.runtime.controllers import colocation_settings, rebalance_overrides
 
 log = logging.getLogger(__name__)
@@ -44,19 +48,11 @@ class MoveInFlight:
 
 @dataclass(frozen=True)
 class RebalanceStep:
-    actions: tuple[Action, ...] = ()
-    plan: RebalancePlan | None = None
-    memory: MemoryView | None = None
-    finished: tuple[tuple[PlannedMove, str], ...] = ()  # (move, "ok" | "rolled-back")
+    """A rebalancing plan made from one memory reading, and the pin actions of the moves it starts."""
 
-
-def history_with_recorded_moves(history: RebalanceHistory, snapshot: Snapshot) -> RebalanceHistory:
-    """The anti-flap memory: moves recorded in the services' labels (they survive an Orcastra restart)."""
-    recorded = tuple(MoveRecord(m.service, m.from_node, m.to_node, m.at) for m in recorded_moves(snapshot))
-    last = max((m.at for m in recorded), default=None)
-    if history.last_move_at is not None:
-        last = history.last_move_at if last is None else max(last, history.last_move_at)
-    return RebalanceHistory(history.overloaded_since, recorded, last)
+    actions: tuple[Action, ...]
+    plan: RebalancePlan
+    memory: MemoryView
 
 
 def unit_converged(snapshot: Snapshot, move: PlannedMove) -> bool:
@@ -74,14 +70,44 @@ def unit_converged(snapshot: Snapshot, move: PlannedMove) -> bool:
     return True
 
 
+def _plan(
+    config: Config, snapshot: Snapshot, memory: MemoryView, history: RebalanceHistory, now: float
+) -> RebalancePlan:
+    groups, _ = resolve_groups(snapshot, colocation_settings(config))
+    return plan_rebalance(
+        snapshot,
+        memory,
+        groups,
+        config.rebalance,
+        with_recorded_moves(history, snapshot),
+        now,
+        overrides=rebalance_overrides(config),
+    )
+
+
+def _move_actions(snapshot: Snapshot, moves: tuple[PlannedMove, ...], now: float) -> list[Action]:
+    actions: list[Action] = []
+    for move in moves:
+        actions += plan_move(snapshot, move.pin_service, move.to_node, move.from_node, now=now, reason=move.reason)
+    return actions
+
+
+def plan_now(config: Config, snapshot: Snapshot, now: float) -> RebalanceStep:
+    """Read memory now and plan, for ``orcastra plan`` and the ``rebalance`` command: the plan, the memory it
+    read and the pin actions of its moves. A single read cannot know for how long a node has been above
+    `high`, so nodes above it count as if the sustained period had passed (the daemon's own loop does wait
+    for it); cooldowns and every other rule apply as usual."""
+    memory = collect_memory(config, snapshot, now)
+    plan = _plan(config, snapshot, memory, assume_sustained(memory, config.rebalance, now), now)
+    return RebalanceStep(tuple(_move_actions(snapshot, plan.moves, now)), plan, memory)
+
+
 class Rebalancer:
-    """Holds what must outlive one cycle: overload history, the last plan, moves in flight."""
+    """Holds what must outlive one cycle: the above-high clocks, moves in flight, the findings logged."""
 
     def __init__(self) -> None:
         self.history = RebalanceHistory()
         self.in_flight: dict[str, MoveInFlight] = {}
-        self.last_plan: RebalancePlan | None = None
-        self.last_memory: MemoryView | None = None
         self._logged: frozenset[tuple[str, str]] = frozenset()
 
     def follow_moves(
@@ -106,41 +132,20 @@ class Rebalancer:
                 del self.in_flight[unit]
         return actions, finished
 
-    def step(self, snapshot: Snapshot, config: Config, now: float, memory: MemoryView | None) -> RebalanceStep:
-        """Follow moves in flight; with a new memory reading, plan new moves."""
-        actions, finished = self.follow_moves(snapshot, config, now)
-        if memory is None:
-            return RebalanceStep(tuple(actions), None, None, tuple(finished))
-        settings = config.rebalance
-        self.history = update_history(self.history, memory, settings, now)
-        groups, _ = resolve_groups(snapshot, colocation_settings(config))
-        history = history_with_recorded_moves(self.history, snapshot)
-        plan = plan_rebalance(snapshot, memory, groups, settings, history, now, overrides=rebalance_overrides(config))
-        self.last_plan, self.last_memory = plan, memory
+    def step(self, snapshot: Snapshot, config: Config, now: float, memory: MemoryView) -> RebalanceStep:
+        """Plan new moves with a new memory reading."""
+        self.history = update_history(self.history, memory, config.rebalance, now)
+        plan = _plan(config, snapshot, memory, self.history, now)
         # The same findings come back every monitor interval: log a finding when it appears, not each time.
         current = frozenset((f.subject, f.message) for f in plan.findings)
         for f in plan.findings:
             if (f.subject, f.message) not in self._logged:
                 (log.warning if f.level == "warning" else log.info)("rebalance: %s: %s", f.subject, f.message)
         self._logged = current
-        for move in plan.moves:
-            if move.unit in self.in_flight:
-                continue
-            actions += plan_move(snapshot, move.pin_service, move.to_node, move.from_node, now=now, reason=move.reason)
+        moves = tuple(m for m in plan.moves if m.unit not in self.in_flight)
+        actions = _move_actions(snapshot, moves, now)
+        for move in moves:
             self.in_flight[move.unit] = MoveInFlight(move, now, now + config.rebalance.move_timeout_seconds)
+        if moves:
             self.history = RebalanceHistory(self.history.overloaded_since, self.history.recent_moves, now)
-        return RebalanceStep(tuple(actions), plan, memory, tuple(finished))
-
-
-def moves_table(moves: Sequence[PlannedMove]) -> list[list[str]]:
-    return [
-        [
-            m.unit,
-            f"{m.from_node} -> {m.to_node}",
-            f"{m.bytes / 2**20:.0f} MiB" + (" (estimated)" if m.estimated else ""),
-            f"{m.from_before_percent:.0f}% -> {m.from_after_percent:.0f}%",
-            f"{m.to_before_percent:.0f}% -> {m.to_after_percent:.0f}%",
-            m.reason,
-        ]
-        for m in moves
-    ]
+        return RebalanceStep(tuple(actions), plan, memory)

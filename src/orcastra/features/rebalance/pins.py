@@ -7,7 +7,7 @@ A move of service ``S`` (an anchor, or a plain service) to node ``N``:
   reschedules its tasks, onto ``N``, the only node carrying the label); a later move only moves the label, and
   Swarm's constraint enforcer moves the tasks;
 - ``S``'s own labels record the move (``orcastra.rebalance.moved-from/-to/-at``): the anti-flap memory of
-  recent moves lives in the Swarm and survives an Orcastra restart.
+  recent moves lives in the Swarm and survives an Orcastra restart (``history.with_recorded_moves``).
 
 Every cycle (``plan_pins``) keeps pins healthy:
 - a pin constraint removed by ``docker stack deploy`` is put back (the pin is not undone by a deploy);
@@ -21,24 +21,22 @@ Pure: no I/O, no clock (``now`` is a parameter).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import MappingProxyType
 
 from orcastra.domain.actions import Action, UpdateNodeLabels, UpdateService
 from orcastra.domain.placement import has_constraint
 from orcastra.domain.plan import Finding, Plan
 from orcastra.domain.snapshot import Node, Service, Snapshot
+from orcastra.features.rebalance.labels import (
+    MOVED_AT_LABEL,
+    MOVED_FROM_LABEL,
+    MOVED_TO_LABEL,
+    PIN_LABEL_PREFIX,
+    pin_label_key,
+)
 
-PIN_LABEL_PREFIX = "orcastra.place."
-MOVED_FROM_LABEL = "orcastra.rebalance.moved-from"
-MOVED_TO_LABEL = "orcastra.rebalance.moved-to"
-MOVED_AT_LABEL = "orcastra.rebalance.moved-at"
 RELEASE_AFTER_SECONDS = 30.0
 CONTROLLER = "pins"
-
-
-def pin_label_key(service: str) -> str:
-    return PIN_LABEL_PREFIX + service
 
 
 def pin_constraint(service: str) -> str:
@@ -52,30 +50,6 @@ def has_pin_constraint(svc: Service) -> bool:
 def pinned_nodes(snapshot: Snapshot, service: str) -> list[Node]:
     key = pin_label_key(service)
     return [n for n in snapshot.nodes if n.labels.get(key) == "true"]
-
-
-@dataclass(frozen=True)
-class MoveRecordLabels:
-    """A move as recorded in the moved service's labels."""
-
-    service: str
-    from_node: str
-    to_node: str
-    at: float
-
-
-def recorded_moves(snapshot: Snapshot) -> tuple[MoveRecordLabels, ...]:
-    out = []
-    for s in snapshot.services:
-        if MOVED_AT_LABEL in s.labels:
-            try:
-                at = float(s.labels[MOVED_AT_LABEL])
-            except ValueError:
-                continue
-            out.append(
-                MoveRecordLabels(s.name, s.labels.get(MOVED_FROM_LABEL, ""), s.labels.get(MOVED_TO_LABEL, ""), at)
-            )
-    return tuple(out)
 
 
 def plan_move(

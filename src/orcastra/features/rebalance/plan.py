@@ -14,25 +14,22 @@ from orcastra.domain.plan import Finding
 from orcastra.domain.snapshot import Node, Service, Snapshot
 from orcastra.domain.usage import MemoryView, NodeMemory, TaskMemory
 from orcastra.features.colocation.plan import ANCHOR_LABEL_PREFIX, AnchorGroup
-from orcastra.features.rebalance.optimize import MoveProblem, choose_moves
-from orcastra.features.rebalance.pins import PIN_LABEL_PREFIX
-from orcastra.features.rebalance.settings import RebalanceSettings, ServiceRebalance
-from orcastra.features.rebalance.types import (
+from orcastra.features.rebalance.history import MoveRecord, RebalanceHistory
+from orcastra.features.rebalance.labels import (
     FALSE_VALUES,
     LEASE_LABEL,
+    PIN_LABEL_PREFIX,
     PREFERRED_NODE_LABEL,
     REBALANCE_LABEL,
-    MoveRecord,
-    NodeReport,
-    PlannedMove,
-    RebalanceHistory,
-    RebalancePlan,
 )
+from orcastra.features.rebalance.optimize import MoveProblem, choose_moves
+from orcastra.features.rebalance.settings import RebalanceSettings, ServiceRebalance
+from orcastra.features.rebalance.types import NodeReport, PlannedMove, RebalancePlan
 
 # Constraints on node labels Orcastra itself moves with a unit: a dependent's anchor constraint (the anchor
-# label follows the anchor) and the pin of an earlier move (controllers.pins re-points it to the new node).
+# label follows the anchor) and the pin of an earlier move (pins.plan_move re-points it to the new node).
 # Holding them against a target would forbid every move after the first, so the target check skips them.
-OWNED_LABEL_PREFIXES = (ANCHOR_LABEL_PREFIX, PIN_LABEL_PREFIX, "orcastra.rebalance.")
+OWNED_LABEL_PREFIXES = (ANCHOR_LABEL_PREFIX, PIN_LABEL_PREFIX, REBALANCE_LABEL + ".")
 MEASURED_SOURCES = frozenset({"engine-stats", "prometheus"})
 NEVER_MOVING_MODES = frozenset({"global", "replicated-job", "global-job"})
 
@@ -243,7 +240,7 @@ class _Planner:
         if why is not None:
             return why
         cooldown = self.cooldown(unit)
-        moves = [m for m in self.history.recent_moves if m.unit == unit.name]
+        moves = [m for m in self.history.recent_moves if m.service == unit.name]  # the unit's pinned service
         why = self.why_cooling_down(moves, cooldown)
         if why is not None:
             return why
