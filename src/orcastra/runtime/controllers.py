@@ -13,8 +13,9 @@ from orcastra.domain.plan import Plan
 from orcastra.domain.snapshot import Snapshot
 from orcastra.features.colocation import plan as colocation
 from orcastra.features.colocation.plan import AnchorGroup, ColocationSettings
-from orcastra.features.rebalance import pins
+from orcastra.features.rebalance import pins, tracking
 from orcastra.features.rebalance.settings import ServiceRebalance
+from orcastra.features.rebalance.tracking import MoveTracking
 from orcastra.features.static_labels import plan as static_labels
 from orcastra.features.static_labels.plan import StaticLabelSettings
 
@@ -66,6 +67,13 @@ def rebalance_overrides(config: Config) -> Mapping[str, ServiceRebalance]:
     return MappingProxyType({config.service_name(name): s for name, s in config.rebalance.services.items()})
 
 
+def move_tracking(snapshot: Snapshot, config: Config) -> MoveTracking:
+    """The rebalancing moves followed through on ``snapshot``, at the snapshot's own time: exactly what the
+    Pins controller plans from it (the runtime reads the moves' outcomes from the same call)."""
+    groups, _ = colocation.resolve_groups(snapshot, colocation_settings(config))
+    return tracking.track_moves(snapshot, groups, config.rebalance, snapshot.taken_at)
+
+
 class StaticLabels:
     """Static node labels from the config's ``nodes:`` section."""
 
@@ -93,12 +101,14 @@ class Colocation:
 
 
 class Pins:
-    """Keeps rebalancing pins healthy every cycle."""
+    """Follows rebalancing moves through (converged, or rolled back when they do not converge in time) and
+    keeps the pins healthy, every cycle: any leader, a new one too, finishes what another one started."""
 
     name = pins.CONTROLLER
 
     def plan(self, snapshot: Snapshot, config: Config) -> Plan:
-        return pins.plan_pins(snapshot, snapshot.taken_at)
+        moves = move_tracking(snapshot, config)
+        return pins.plan_pins(snapshot, snapshot.taken_at, skip=moves.changed_services) + moves.plan
 
     def history_needed(self, snapshot: Snapshot, config: Config) -> frozenset[str]:
         return frozenset()  # reads running tasks only

@@ -43,7 +43,7 @@ from orcastra.runtime.executor import AuditLog, Executor, Outcome
 from orcastra.runtime.handlers import PAUSED_LABEL, DaemonCommands
 from orcastra.runtime.leadership import LeaderLease
 from orcastra.runtime.observe import HealthState, Metrics, status_routes
-from orcastra.runtime.rebalancer import MoveInFlight, Rebalancer, plan_now
+from orcastra.runtime.rebalancer import Rebalancer
 from orcastra.runtime.reconcile import CycleResult, run_cycle
 from orcastra.runtime.wiring import make_executor
 
@@ -552,32 +552,25 @@ class Daemon:
         return self.last_result.snapshot if self.last_result is not None else None
 
     def rebalance_step(self, result: CycleResult) -> None:
-        """Follow moves in flight and, with a new memory reading, plan new moves (leader only)."""
+        """Count the moves this cycle saw finish and, with a new memory reading, plan new moves (leader only).
+        Moves in flight are followed by the Pins controller, in the cycle itself."""
+        for _move, outcome in self.rebalancer.finished_moves(result.snapshot, self.config):
+            self.metrics.observe_move(outcome)
         with self._memory_lock:
             memory, self._new_memory = self._new_memory, None
-        if memory is None and not self.rebalancer.in_flight:
+        if memory is None:
             return
         snapshot = result.snapshot
         if result.outcomes:  # this cycle changed versions: plan the moves from a fresh read
             snapshot = self.engine.snapshot()
-        now = time.time()
-        actions, finished = self.rebalancer.follow_moves(snapshot, self.config, now)
-        for _move, outcome in finished:
-            self.metrics.observe_move(outcome)
-        if memory is not None:
-            step = self.rebalancer.step(snapshot, self.config, now, memory)
-            self.metrics.set_node_memory({h: n.used_percent / 100 for h, n in step.memory.nodes.items()})
-            for _ in step.plan.moves:
-                self.metrics.observe_move("planned")
-            actions += step.actions
-        if actions:
-            self.executor.apply(actions, snapshot)
-        if self.executor.dry_run:
-            self.rebalancer.in_flight.clear()  # nothing really moves in a dry run: nothing to follow
-        wakes = [f.deadline for f in self.rebalancer.in_flight.values()]
-        if self.wake_at is not None:
-            wakes.append(self.wake_at)
-        self.wake_at = min(wakes, default=None)
+        step = self.rebalancer.step(snapshot, self.config, time.time(), memory)
+        self.metrics.set_node_memory({h: n.used_percent / 100 for h, n in step.memory.nodes.items()})
+        for _ in step.started:
+            self.metrics.observe_move("planned")
+        if step.actions:
+            self.executor.apply(list(step.actions), snapshot)
+        if step.wake_at is not None:
+            self.wake_at = step.wake_at if self.wake_at is None else min(self.wake_at, step.wake_at)
 
     def _publish_groups(self, snapshot: Snapshot) -> None:
         groups = plan_colocation(snapshot, colocation_settings(self.config), snapshot.taken_at).groups
@@ -671,17 +664,13 @@ class Daemon:
     def rebalance_now(self) -> str:
         """The `rebalance` command: read memory now and run one rebalancing cycle (cooldowns honoured; the
         sustained period is not waited for, the operator asked)."""
+        from orcastra.runtime.rebalancer import plan_now
+
         snapshot = self.engine.snapshot()
-        now = time.time()
-        step = plan_now(self.config, snapshot, now)
-        if not step.plan.moves:
+        step = plan_now(self.config, snapshot, time.time())
+        if not step.started:
             reasons = "; ".join(f"{f.subject}: {f.message}" for f in step.plan.findings[:5])
             return "no move: " + (reasons or "no node is above high")
-        if not self.executor.dry_run:
-            for move in step.plan.moves:
-                self.rebalancer.in_flight[move.unit] = MoveInFlight(
-                    move, now, now + self.config.rebalance.move_timeout_seconds
-                )
         return self.commands.apply_and_describe(list(step.actions), snapshot)
 
     def run_forever(self) -> None:

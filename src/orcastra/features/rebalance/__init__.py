@@ -8,7 +8,9 @@
 - ``plan``: ``plan_rebalance(snapshot, memory, groups, settings, history, now, overrides=)``: units,
   eligibility, placement, anti-flap and explanations, returning a ``RebalancePlan`` (``types``);
 - ``optimize``: ``choose_moves`` on plain arrays (the part the benchmark compares with a MILP optimum);
-- ``pins``: how a move is carried out (pin label and constraint) and the pins kept healthy every cycle.
+- ``pins``: how a move is carried out (pin label and constraint) and the pins kept healthy every cycle;
+- ``tracking``: ``track_moves``, every move followed through by level (converged, in flight, or rolled back
+  when it does not converge within ``move_timeout_seconds``), with its status (``TrackedMove``).
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ from orcastra.features.rebalance.history import (
 from orcastra.features.rebalance.optimize import MoveProblem, Score, choose_moves, evaluate
 from orcastra.features.rebalance.plan import plan_rebalance
 from orcastra.features.rebalance.settings import RebalanceSettings, ServiceRebalance
+from orcastra.features.rebalance.tracking import MoveResult, MoveTracking, TrackedMove, track_moves
 from orcastra.features.rebalance.types import NodeReport, PlannedMove, RebalancePlan
 
 __all__ = [
     "MoveProblem",
     "MoveRecord",
+    "MoveResult",
+    "MoveTracking",
     "NodeReport",
     "PlannedMove",
     "RebalanceHistory",
@@ -36,11 +41,13 @@ __all__ = [
     "RebalanceSettings",
     "Score",
     "ServiceRebalance",
+    "TrackedMove",
     "assume_sustained",
     "choose_moves",
     "evaluate",
     "plan_rebalance",
     "recorded_moves",
+    "track_moves",
     "update_history",
     "with_recorded_moves",
 ]

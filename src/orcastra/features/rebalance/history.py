@@ -78,5 +78,4 @@ def assume_sustained(memory: MemoryView, settings: RebalanceSettings, now: float
 def with_recorded_moves(history: RebalanceHistory, snapshot: Snapshot) -> RebalanceHistory:
     """``history`` with the moves recorded in the services' labels (the anti-flap memory)."""
     recorded = recorded_moves(snapshot)
-    times = [m.at for m in recorded] + ([history.last_move_at] if history.last_move_at is not None else [])
-    return replace(history, recent_moves=recorded, last_move_at=max(times, default=None))
+    return replace(history, recent_moves=recorded, last_move_at=max((m.at for m in recorded), default=None))
