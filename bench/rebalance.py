@@ -42,12 +42,12 @@ from orcastra.features.colocation.plan import AnchorGroup, anchor_constraint
 from orcastra.features.rebalance import (
     MoveProblem,
     RebalanceHistory,
-    RebalancePolicy,
     choose_moves,
     evaluate,
     plan_rebalance,
 )
 from orcastra.features.rebalance.plan import build_problem
+from orcastra.features.rebalance.settings import RebalanceSettings
 
 RESULTS = Path(__file__).parent / "results"
 NOW = 1_000_000.0
@@ -65,11 +65,11 @@ class Cluster:
     snapshot: Snapshot
     memory: MemoryView
     groups: tuple[AnchorGroup, ...]
-    policy: RebalancePolicy
+    settings: RebalanceSettings
     history: RebalanceHistory
 
 
-def generate(rng: random.Random, n_nodes: int, n_services: int, policy: RebalancePolicy) -> Cluster:
+def generate(rng: random.Random, n_nodes: int, n_services: int, settings: RebalanceSettings) -> Cluster:
     """A cluster where most nodes are fine and a few are over `high`; usage is the sum of what runs."""
     nodes = []
     for i in range(n_nodes):
@@ -117,10 +117,11 @@ def generate(rng: random.Random, n_nodes: int, n_services: int, policy: Rebalanc
         units.append(members)
     # Per-node desired utilisation: ~5% of nodes over high, the rest spread below it.
     desired = [
-        rng.uniform(policy.high_percent + 1, 98) if rng.random() < 0.05 else rng.uniform(20, 80) for _ in range(n_nodes)
+        rng.uniform(settings.high_percent + 1, 98) if rng.random() < 0.05 else rng.uniform(20, 80)
+        for _ in range(n_nodes)
     ]
-    if not any(d > policy.high_percent for d in desired):
-        desired[rng.randrange(n_nodes)] = rng.uniform(policy.high_percent + 1, 98)
+    if not any(d > settings.high_percent for d in desired):
+        desired[rng.randrange(n_nodes)] = rng.uniform(settings.high_percent + 1, 98)
     load = [int(rng.uniform(0.3, 1.0) * GIB) for _ in nodes]  # system memory
     tasks: list[Task] = []
     mem_tasks: list[TaskMemory] = []
@@ -140,12 +141,14 @@ def generate(rng: random.Random, n_nodes: int, n_services: int, policy: Rebalanc
         n.hostname: NodeMemory(n.hostname, int(load[i] * 100 / desired[i]), load[i], NOW - 5, "prometheus")
         for i, n in enumerate(nodes)
     }
-    since = {h: NOW - 2 * policy.sustained_seconds for h, m in node_mem.items() if m.used_percent > policy.high_percent}
+    since = {
+        h: NOW - 2 * settings.sustained_seconds for h, m in node_mem.items() if m.used_percent > settings.high_percent
+    }
     return Cluster(
         snapshot=Snapshot(tuple(nodes), tuple(services), tuple(tasks), taken_at=NOW),
         memory=MemoryView(nodes=MappingProxyType(node_mem), tasks=tuple(mem_tasks), taken_at=NOW),
         groups=tuple(groups),
-        policy=policy,
+        settings=settings,
         history=RebalanceHistory(overloaded_since=MappingProxyType(since)),
     )
 
@@ -277,12 +280,12 @@ def quality(instances: int, seed: int, time_limit: float, max_nodes: int, max_se
         attempts += 1
         n_nodes = rng.randint(10, max_nodes)
         n_services = min(max_services, n_nodes * rng.randint(5, 25))
-        policy = RebalancePolicy(
+        settings = RebalanceSettings(
             max_moves_per_cycle=rng.choice((1, 2, 3, 5, 8)), max_moves_per_node=rng.choice((1, 2, 3))
         )
-        cluster = generate(rng, n_nodes, n_services, policy)
+        cluster = generate(rng, n_nodes, n_services, settings)
         problem = build_problem(
-            cluster.snapshot, cluster.memory, cluster.groups, policy, cluster.history, NOW
+            cluster.snapshot, cluster.memory, cluster.groups, settings, cluster.history, NOW, overrides={}
         )  # fmt: skip
         if not problem.cand_source:
             continue  # nothing movable: both sides trivially agree; not a test of anything
@@ -299,8 +302,8 @@ def quality(instances: int, seed: int, time_limit: float, max_nodes: int, max_se
                 "sources": len(problem.sources),
                 "candidates": len(problem.cand_source),
                 "pairs": sum(len(t) for t in problem.cand_targets),
-                "budget": policy.max_moves_per_cycle,
-                "per_node": policy.max_moves_per_node,
+                "budget": settings.max_moves_per_cycle,
+                "per_node": settings.max_moves_per_node,
                 "heuristic": {"above": h.above, "excess": h.excess_percent, "moves": h.moves, "peak": h.peak_percent},
                 "optimum": {"above": o.above, "excess": o.excess_percent, "moves": o.moves, "peak": o.peak_percent},
                 "proven_optimal": optimum.proven,
@@ -313,7 +316,7 @@ def quality(instances: int, seed: int, time_limit: float, max_nodes: int, max_se
         )
         print(
             f"  #{len(rows):3d} nodes={n_nodes:3d} services={n_services:4d} sources={len(problem.sources):2d} "
-            f"cands={len(problem.cand_source):4d} budget={policy.max_moves_per_cycle}/{policy.max_moves_per_node} "
+            f"cands={len(problem.cand_source):4d} budget={settings.max_moves_per_cycle}/{settings.max_moves_per_node} "
             f"peak {h.peak_percent:6.2f} vs {o.peak_percent:6.2f} moves {h.moves} vs {o.moves} "
             f"above {h.above} vs {o.above}{'' if optimum.proven else ' (not proven)'}",
             flush=True,
@@ -348,17 +351,17 @@ def median_seconds(fn: Callable[[], object], repeat: int) -> float:
 
 
 def speed(n_nodes: int, n_services: int, repeat: int, seed: int) -> dict[str, Any]:
-    policy = RebalancePolicy(max_moves_per_cycle=10, max_moves_per_node=2)
-    cluster = generate(random.Random(seed), n_nodes, n_services, policy)
+    settings = RebalanceSettings(max_moves_per_cycle=10, max_moves_per_node=2)
+    cluster = generate(random.Random(seed), n_nodes, n_services, settings)
     snap = cluster.snapshot
     build = median_seconds(lambda: Snapshot(snap.nodes, snap.services, snap.tasks, snap.taken_at), repeat)
     sort = median_seconds(lambda: sorted(snap.tasks, key=lambda t: (t.node_id, t.service_id)), repeat)
-    result = plan_rebalance(snap, cluster.memory, cluster.groups, policy, cluster.history, NOW)
+    result = plan_rebalance(snap, cluster.memory, cluster.groups, settings, cluster.history, NOW, overrides={})
 
     def full() -> object:
-        return plan_rebalance(snap, cluster.memory, cluster.groups, policy, cluster.history, NOW)
+        return plan_rebalance(snap, cluster.memory, cluster.groups, settings, cluster.history, NOW, overrides={})
 
-    problem = build_problem(snap, cluster.memory, cluster.groups, policy, cluster.history, NOW)
+    problem = build_problem(snap, cluster.memory, cluster.groups, settings, cluster.history, NOW, overrides={})
     plan_s = median_seconds(full, repeat)
     core_s = median_seconds(lambda: choose_moves(problem), repeat)
     return {
@@ -368,7 +371,7 @@ def speed(n_nodes: int, n_services: int, repeat: int, seed: int) -> dict[str, An
         "sources": len(problem.sources),
         "candidates": len(problem.cand_source),
         "moves": len(result.moves),
-        "budget": [policy.max_moves_per_cycle, policy.max_moves_per_node],
+        "budget": [settings.max_moves_per_cycle, settings.max_moves_per_node],
         "plan_seconds": plan_s,
         "core_seconds": core_s,
         "baseline_snapshot_build_seconds": build,

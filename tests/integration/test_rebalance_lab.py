@@ -20,7 +20,7 @@ from typing import Any
 import docker
 import pytest
 
-from orcastra.features.rebalance.pins import MOVED_AT_LABEL, MOVED_TO_LABEL, pin_label_key
+from orcastra.features.rebalance.labels import MOVED_AT_LABEL, MOVED_TO_LABEL, pin_label_key
 from orcastra_lab import Lab, LabEnv
 
 from .test_colocation_lab import docker_cli

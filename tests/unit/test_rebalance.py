@@ -19,15 +19,15 @@ from orcastra.features.rebalance import (
     MoveProblem,
     MoveRecord,
     RebalanceHistory,
-    RebalancePolicy,
-    ServiceOverride,
     choose_moves,
     evaluate,
     plan_rebalance,
-    record_move,
     update_history,
+    with_recorded_moves,
 )
-from orcastra.runtime.controllers import rebalance_policy
+from orcastra.features.rebalance.labels import MOVED_AT_LABEL, MOVED_FROM_LABEL, MOVED_TO_LABEL
+from orcastra.features.rebalance.settings import RebalanceSettings, ServiceRebalance
+from orcastra.runtime.controllers import rebalance_overrides
 
 NOW = 100_000.0
 TOTAL = 1000
@@ -70,7 +70,7 @@ class Cluster:
     node_sampled_at: float = NOW - 10
     since: Mapping[str, float] = field(default_factory=lambda: {"n1": NOW - 700})
     groups: tuple[AnchorGroup, ...] = ()
-    policy: RebalancePolicy = field(default_factory=RebalancePolicy)
+    settings: RebalanceSettings = field(default_factory=RebalanceSettings)  # no stack: names are full names
     history: RebalanceHistory | None = None
 
     def snapshot(self) -> Snapshot:
@@ -87,7 +87,9 @@ class Cluster:
 
     def plan(self) -> tuple[list[tuple[str, str, str]], list[str]]:
         history = self.history or RebalanceHistory(overloaded_since=MappingProxyType(dict(self.since)))
-        result = plan_rebalance(self.snapshot(), self.memory(), self.groups, self.policy, history, NOW)
+        result = plan_rebalance(
+            self.snapshot(), self.memory(), self.groups, self.settings, history, NOW, overrides=self.settings.services
+        )
         moves = [(m.unit, m.from_node, m.to_node) for m in result.moves]
         findings = [f"{f.subject}: {f.message}" for f in result.findings]
         return moves, findings
@@ -122,7 +124,7 @@ SCENARIOS: list[tuple[str, Cluster, list[tuple[str, str, str]], list[str]]] = [
     ),
     (
         "opted-out-by-config",
-        replace(BASE, policy=RebalancePolicy(overrides={"a": ServiceOverride(rebalance=False)})),
+        replace(BASE, settings=RebalanceSettings(services={"a": ServiceRebalance(rebalance=False)})),
         [("b", "n1", "n2")],
         ["a: not moved off n1: opted out"],
     ),
@@ -131,7 +133,7 @@ SCENARIOS: list[tuple[str, Cluster, list[tuple[str, str, str]], list[str]]] = [
         replace(
             BASE,
             services=(svc("a", labels={"orcastra.rebalance": "false"}), svc("b")),
-            policy=RebalancePolicy(overrides={"a": ServiceOverride(rebalance=True)}),
+            settings=RebalanceSettings(services={"a": ServiceRebalance(rebalance=True)}),
         ),
         [("a", "n1", "n2")],
         [],
@@ -190,7 +192,7 @@ SCENARIOS: list[tuple[str, Cluster, list[tuple[str, str, str]], list[str]]] = [
         replace(
             WITH_N4,
             services=(svc("a", labels={"orcastra.rebalance.preferred-node": "n4"}), svc("b")),
-            policy=RebalancePolicy(overrides={"a": ServiceOverride(preferred_node="n2")}),
+            settings=RebalanceSettings(services={"a": ServiceRebalance(preferred_node="n2")}),
         ),
         [("a", "n1", "n2")],
         [],
@@ -227,7 +229,7 @@ SCENARIOS: list[tuple[str, Cluster, list[tuple[str, str, str]], list[str]]] = [
         "never-back-to-the-node-it-left",
         replace(
             BASE,
-            policy=RebalancePolicy(overrides={"a": ServiceOverride(cooldown_seconds=60)}),
+            settings=RebalanceSettings(services={"a": ServiceRebalance(cooldown_seconds=60)}),
             history=RebalanceHistory(
                 overloaded_since=MappingProxyType({"n1": NOW - 700}),
                 recent_moves=(MoveRecord("a", "n2", "n1", NOW - 1000),),
@@ -276,7 +278,7 @@ SCENARIOS: list[tuple[str, Cluster, list[tuple[str, str, str]], list[str]]] = [
             services=(svc("a"), svc("b"), svc("c")),
             placement=(*BASE.placement, ("c", "n5", 100)),
             since={"n1": NOW - 700, "n5": NOW - 700},
-            policy=RebalancePolicy(max_moves_per_cycle=2),
+            settings=RebalanceSettings(max_moves_per_cycle=2),
         ),
         [("a", "n1", "n2"), ("c", "n5", "n3")],
         [],
@@ -307,8 +309,8 @@ def test_plan(cluster: Cluster, expected_moves: list[tuple[str, str, str]], expe
 
 
 def test_move_figures_and_reason() -> None:
-    result = plan_rebalance(GROUPED.snapshot(), GROUPED.memory(), GROUPED.groups, RebalancePolicy(),
-                            RebalanceHistory(overloaded_since={"n1": NOW - 700}), NOW)  # fmt: skip
+    result = plan_rebalance(GROUPED.snapshot(), GROUPED.memory(), GROUPED.groups, RebalanceSettings(),
+                            RebalanceHistory(overloaded_since={"n1": NOW - 700}), NOW, overrides={})  # fmt: skip
     (move,) = result.moves
     assert (move.unit, move.services, move.pin_service, move.bytes) == ("a", ("a", "d"), "a", 180)
     assert (move.from_before_percent, move.from_after_percent) == pytest.approx((90.0, 72.0))
@@ -324,8 +326,8 @@ def test_move_figures_and_reason() -> None:
 
 def test_estimated_bytes_are_flagged() -> None:
     cluster = replace(BASE, task_source="reservation")
-    result = plan_rebalance(cluster.snapshot(), cluster.memory(), (), RebalancePolicy(),
-                            RebalanceHistory(overloaded_since={"n1": NOW - 700}), NOW)  # fmt: skip
+    result = plan_rebalance(cluster.snapshot(), cluster.memory(), (), RebalanceSettings(),
+                            RebalanceHistory(overloaded_since={"n1": NOW - 700}), NOW, overrides={})  # fmt: skip
     assert [m.estimated for m in result.moves] == [True]
     assert "estimated from reservation/limit" in result.moves[0].reason
 
@@ -348,22 +350,21 @@ HISTORY_CASES = [
 )
 def test_update_history(since: dict[str, float], nodes: dict[str, NodeMemory], expected: dict[str, float]) -> None:
     history = RebalanceHistory(overloaded_since=since)
-    updated = update_history(history, MemoryView(nodes=nodes), RebalancePolicy(), NOW)
+    updated = update_history(history, MemoryView(nodes=nodes), RebalanceSettings(), NOW)
     assert dict(updated.overloaded_since) == expected
 
 
-def test_history_forgets_old_moves_and_records_new_ones() -> None:
-    old = MoveRecord("a", "n1", "n2", NOW - 10_000)
-    history = update_history(RebalanceHistory(recent_moves=(old,), last_move_at=old.at), MemoryView(),
-                             RebalancePolicy(), NOW)  # fmt: skip
-    assert history.recent_moves == ()
-    new = MoveRecord("b", "n1", "n3", NOW)
-    history = record_move(history, new)
-    assert history.recent_moves == (new,)
-    assert history.last_move_at == NOW
+def test_recent_moves_are_read_back_from_the_services_labels() -> None:
+    moved = {MOVED_FROM_LABEL: "n1", MOVED_TO_LABEL: "n2", MOVED_AT_LABEL: f"{NOW - 50:.0f}"}
+    snap = Snapshot((node("n1"), node("n2")), (svc("a", labels=moved), svc("b")), ())
+    clocks = RebalanceHistory(overloaded_since=MappingProxyType({"n1": NOW - 700}))
+    history = with_recorded_moves(clocks, snap)
+    assert history.recent_moves == (MoveRecord("a", "n1", "n2", NOW - 50),)
+    assert history.last_move_at == NOW - 50
+    assert history.overloaded_since == clocks.overloaded_since
 
 
-def test_policy_from_config_resolves_short_names_with_the_stack() -> None:
+def test_overrides_from_config_resolve_short_names_with_the_stack() -> None:
     config = Config.model_validate(
         {
             "stack": "app",
@@ -375,28 +376,32 @@ def test_policy_from_config_resolves_short_names_with_the_stack() -> None:
             },
         }
     )
-    policy = rebalance_policy(config)
-    assert (policy.high_percent, policy.target_percent, policy.max_moves_per_cycle) == (90, 60, 3)
-    assert dict(policy.overrides) == {
-        "app_db": ServiceOverride(rebalance=False),
-        "app_web": ServiceOverride(preferred_node="n2", cooldown_seconds=60),
+    assert (config.rebalance.high_percent, config.rebalance.target_percent) == (90, 60)
+    assert dict(rebalance_overrides(config)) == {
+        "app_db": ServiceRebalance(rebalance=False),
+        "app_web": ServiceRebalance(preferred_node="n2", cooldown_seconds=60),
     }
 
 
-def problem(used: list[float], cands: list[tuple[int, float]], **kw: float) -> MoveProblem:
-    """Nodes of 100 bytes; every candidate may go to every node but its own."""
+def problem(used: list[float], cands: list[tuple[int, float]], *, max_moves: int = 1,
+            max_moves_per_node: int = 1) -> MoveProblem:  # fmt: skip
+    """Nodes of 100 bytes, the default thresholds without a margin; every candidate may go to every node but
+    its own."""
     n = len(used)
+    defaults = RebalanceSettings()
     return MoveProblem(
         node_used=used,
         node_total=[100.0] * n,
-        sources=[i for i, u in enumerate(used) if u > kw.get("high_percent", 85)],
+        sources=[i for i, u in enumerate(used) if u > defaults.high_percent],
         cand_source=[s for s, _ in cands],
         cand_bytes=[b for _, b in cands],
         cand_targets=[[t for t in range(n) if t != s] for s, _ in cands],
         cand_preferred=[-1] * len(cands),
+        high_percent=defaults.high_percent,
+        target_percent=defaults.target_percent,
         safety_margin_percent=0,
-        max_moves=int(kw.get("max_moves", 1)),
-        max_moves_per_node=int(kw.get("max_moves_per_node", 1)),
+        max_moves=max_moves,
+        max_moves_per_node=max_moves_per_node,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -105,9 +106,9 @@ def plan(ctx: click.Context, as_json: bool) -> None:
 
 
 def _plan_rebalance_once(config: Config, snapshot: Snapshot) -> RebalancePlan:
-    from orcastra.runtime.rebalance_once import one_shot_rebalance_plan
+    from orcastra.runtime.rebalancer import plan_now
 
-    return one_shot_rebalance_plan(config, snapshot)[0]
+    return plan_now(config, snapshot, time.time()).plan
 
 
 @cli.command()

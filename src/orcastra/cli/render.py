@@ -11,9 +11,8 @@ from orcastra.domain.labels import OWNED_LABELS_KEY
 from orcastra.domain.plan import Plan
 from orcastra.domain.snapshot import Snapshot
 from orcastra.features.colocation.status import GroupStatus
-from orcastra.features.rebalance import RebalancePlan
+from orcastra.features.rebalance import PlannedMove, RebalancePlan
 from orcastra.features.static_labels.plan import owned_keys
-from orcastra.runtime.rebalancer import moves_table
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -45,6 +44,20 @@ def action_json(a: Action) -> dict[str, object]:
             "remove_labels": list(a.remove_labels),
         }
     return out | {"controller": a.controller, "reason": a.reason}
+
+
+def moves_table(moves: Sequence[PlannedMove]) -> list[list[str]]:
+    return [
+        [
+            m.unit,
+            f"{m.from_node} -> {m.to_node}",
+            f"{m.bytes / 2**20:.0f} MiB" + (" (estimated)" if m.estimated else ""),
+            f"{m.from_before_percent:.0f}% -> {m.from_after_percent:.0f}%",
+            f"{m.to_before_percent:.0f}% -> {m.to_after_percent:.0f}%",
+            m.reason,
+        ]
+        for m in moves
+    ]
 
 
 def rebalance_json(r: RebalancePlan) -> dict[str, object]:

@@ -4,7 +4,7 @@ it reads from the configuration. The registry maps their names to them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from types import MappingProxyType
 from typing import Protocol
 
@@ -13,8 +13,9 @@ from orcastra.domain.plan import Plan
 from orcastra.domain.snapshot import Snapshot
 from orcastra.features.colocation import plan as colocation
 from orcastra.features.colocation.plan import AnchorGroup, ColocationSettings
-from orcastra.features.rebalance import pins
-from orcastra.features.rebalance.types import RebalancePolicy, ServiceOverride
+from orcastra.features.rebalance import pins, tracking
+from orcastra.features.rebalance.settings import ServiceRebalance
+from orcastra.features.rebalance.tracking import MoveTracking
 from orcastra.features.static_labels import plan as static_labels
 from orcastra.features.static_labels.plan import StaticLabelSettings
 
@@ -60,25 +61,17 @@ def static_label_settings(config: Config) -> StaticLabelSettings:
     )
 
 
-def rebalance_policy(config: Config) -> RebalancePolicy:
-    r = config.rebalance
-    overrides = {
-        # Keys are short names, resolved with the config's stack like anchors are.
-        config.service_name(name): ServiceOverride(s.rebalance, s.preferred_node, s.cooldown_seconds)
-        for name, s in r.services.items()
-    }
-    return RebalancePolicy(
-        high_percent=r.high_percent,
-        target_percent=r.target_percent,
-        sustained_seconds=r.sustained_seconds,
-        safety_margin_percent=r.safety_margin_percent,
-        global_cooldown_seconds=r.global_cooldown_seconds,
-        service_cooldown_seconds=r.service_cooldown_seconds,
-        max_moves_per_cycle=r.max_moves_per_cycle,
-        max_moves_per_node=r.max_moves_per_node,
-        stale_after_seconds=r.stale_after_seconds,
-        overrides=MappingProxyType(overrides),
-    )
+def rebalance_overrides(config: Config) -> Mapping[str, ServiceRebalance]:
+    """``rebalance.services`` by full service name: the keys are short names, resolved with the config's
+    ``stack`` like anchors are."""
+    return MappingProxyType({config.service_name(name): s for name, s in config.rebalance.services.items()})
+
+
+def move_tracking(snapshot: Snapshot, config: Config) -> MoveTracking:
+    """The rebalancing moves followed through on ``snapshot``, at the snapshot's own time: exactly what the
+    Pins controller plans from it (the runtime reads the moves' outcomes from the same call)."""
+    groups, _ = colocation.resolve_groups(snapshot, colocation_settings(config))
+    return tracking.track_moves(snapshot, groups, config.rebalance, snapshot.taken_at)
 
 
 class StaticLabels:
@@ -108,12 +101,14 @@ class Colocation:
 
 
 class Pins:
-    """Keeps rebalancing pins healthy every cycle."""
+    """Follows rebalancing moves through (converged, or rolled back when they do not converge in time) and
+    keeps the pins healthy, every cycle: any leader, a new one too, finishes what another one started."""
 
     name = pins.CONTROLLER
 
     def plan(self, snapshot: Snapshot, config: Config) -> Plan:
-        return pins.plan_pins(snapshot, snapshot.taken_at)
+        moves = move_tracking(snapshot, config)
+        return pins.plan_pins(snapshot, snapshot.taken_at, skip=moves.changed_services) + moves.plan
 
     def history_needed(self, snapshot: Snapshot, config: Config) -> frozenset[str]:
         return frozenset()  # reads running tasks only

@@ -33,13 +33,11 @@ from orcastra.domain.snapshot import Snapshot
 from orcastra.domain.usage import MemoryView
 from orcastra.errors import ConfigError, OrcastraError, TemporaryError
 from orcastra.features.colocation.plan import group_statuses
-from orcastra.features.rebalance.pins import plan_move
 from orcastra.runtime.bootstrap import run_bootstrap
 from orcastra.runtime.controllers import Controller
 from orcastra.runtime.executor import Executor, Outcome
 from orcastra.runtime.observe import HealthState, Metrics
-from orcastra.runtime.rebalance_once import one_shot_rebalance_plan
-from orcastra.runtime.rebalancer import MoveInFlight, Rebalancer
+from orcastra.runtime.rebalancer import Rebalancer, plan_now
 from orcastra.runtime.reboot import reboot_node
 from orcastra.runtime.reconcile import CycleResult, run_cycle
 from orcastra.runtime.triggers import Request, Trigger
@@ -263,50 +261,35 @@ class Loop:
         return result
 
     def rebalance_step(self, result: CycleResult) -> None:
-        """Follow moves in flight and, with a new memory reading, plan new moves (leader only)."""
+        """Count the moves this cycle saw finish and, with a new memory reading, plan new moves (leader only).
+        Moves in flight are followed by the Pins controller, in the cycle itself (level-based: any leader)."""
+        for _move, outcome in self.rebalancer.finished_moves(result.snapshot, self.config):
+            self.metrics.observe_move(outcome)
         with self._memory_lock:
             memory, self._new_memory = self._new_memory, None
-        if memory is None and not self.rebalancer.in_flight:
+        if memory is None:
             return
         snapshot = result.snapshot
         if result.outcomes:  # this cycle changed versions: plan the moves from a fresh read
             snapshot = self.engine.snapshot()
-        now = time.time()
-        step = self.rebalancer.step(snapshot, self.config, now, memory)
-        for _move, outcome in step.finished:
-            self.metrics.observe_move(outcome)
-        if step.memory is not None:
-            self.metrics.set_node_memory({h: n.used_percent / 100 for h, n in step.memory.nodes.items()})
-        if step.plan is not None:
-            for _ in step.plan.moves:
-                self.metrics.observe_move("planned")
-        outcomes = self.executor.apply(list(step.actions), snapshot) if step.actions else []
-        if any(o.result == "dry-run" for o in outcomes):
-            self.rebalancer.in_flight.clear()  # nothing really moves in a dry run: nothing to follow
-        wakes = [f.deadline for f in self.rebalancer.in_flight.values()]
-        if self.wake_at is not None:
-            wakes.append(self.wake_at)
-        self.wake_at = min(wakes, default=None)
+        step = self.rebalancer.step(snapshot, self.config, time.time(), memory)
+        self.metrics.set_node_memory({h: n.used_percent / 100 for h, n in step.memory.nodes.items()})
+        for _ in step.started:
+            self.metrics.observe_move("planned")
+        if step.actions:
+            self.executor.apply(list(step.actions), snapshot)
+        if step.wake_at is not None:
+            self.wake_at = step.wake_at if self.wake_at is None else min(self.wake_at, step.wake_at)
 
     def rebalance_now(self) -> tuple[str, list[Outcome]]:
         """The `rebalance` command: read memory now and run one rebalancing cycle (cooldowns honoured; the
         sustained period is not waited for, the operator asked). Returns why nothing moved, or the outcomes."""
         snapshot = self.engine.snapshot()
-        plan, _memory = one_shot_rebalance_plan(self.config, snapshot)
-        if not plan.moves:
-            reasons = "; ".join(f"{f.subject}: {f.message}" for f in plan.findings[:5])
+        step = plan_now(self.config, snapshot, time.time())
+        if not step.started:
+            reasons = "; ".join(f"{f.subject}: {f.message}" for f in step.plan.findings[:5])
             return "no move: " + (reasons or "no node is above high"), []
-        actions: list[Action] = []
-        now = time.time()
-        for move in plan.moves:
-            actions += plan_move(snapshot, move.pin_service, move.to_node, move.from_node, now=now, reason=move.reason)
-        outcomes = self.executor.apply(actions, snapshot)
-        if not any(o.result == "dry-run" for o in outcomes):
-            for move in plan.moves:
-                self.rebalancer.in_flight[move.unit] = MoveInFlight(
-                    move, now, now + self.config.rebalance.move_timeout_seconds
-                )
-        return "", outcomes
+        return "", self.executor.apply(list(step.actions), snapshot)
 
     # --- work that runs on the caller's thread and writes through the loop -----------------------------------
 

@@ -1,146 +1,129 @@
-"""The rebalancing loop's stateful side: keep the overload history, plan, and follow moves through.
+"""The rebalancing driver: the stateful side of the pure feature (``orcastra.features.rebalance``).
 
-Every ``monitor_interval_seconds`` the daemon's memory watcher reads memory (``orcastra.adapters.memory``, in its own
-thread: container stats are one call per container and must not hold up reconcile cycles). With each new
-reading the leader updates since-when each node has been above ``high`` and asks the pure planner for moves. A
-planned move becomes pin actions (``controllers.pins.plan_move``) for the one executor. A move in flight is
-checked every cycle: it is done when the moved service's tasks (and its dependents') run on the chosen node;
-if that has not happened within ``move_timeout_seconds`` the pin is released (rolled back), the failure is
-reported and counted, and the per-service cooldown (recorded in the service's labels) keeps it from being
-retried at once.
+Every ``monitor_interval_seconds`` the daemon's memory watcher reads memory (``orcastra.adapters.memory``, in
+its own thread: container stats are one call per container and must not hold up reconcile cycles). With each
+new reading the leader's ``Rebalancer.step`` advances since-when each node has been above ``high`` and asks
+the pure planner for moves; a planned move becomes pin actions (``pins.plan_move``) for the one executor.
+
+Moves are followed through by level, not here: the Pins controller runs ``tracking.track_moves`` every
+cycle on whatever the Swarm shows (the move recorded in the service's labels, the pin on the target node),
+so any leader, a new one included, marks a move converged or rolls it back. ``Rebalancer.finished_moves``
+reads the same outcomes from the cycle's snapshot to log and count each one once.
+
+What lives here, in memory, is only what cannot live in the Swarm: the above-high clocks (a restart starts
+them again, which only delays a move), the findings already logged and the outcomes already reported.
+
+``plan_now`` is the one-shot plan of ``orcastra plan`` and of the ``rebalance`` command: memory read now,
+cooldowns honoured, the sustained period not waited for.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 
+from orcastra.adapters.memory import collect_memory
 from orcastra.config import Config
 from orcastra.domain.actions import Action
 from orcastra.domain.snapshot import Snapshot
 from orcastra.domain.usage import MemoryView
 from orcastra.features.colocation.plan import resolve_groups
 from orcastra.features.rebalance import (
-    MoveRecord,
     PlannedMove,
     RebalanceHistory,
     RebalancePlan,
+    assume_sustained,
     plan_rebalance,
     update_history,
+    with_recorded_moves,
 )
-from orcastra.features.rebalance.pins import plan_move, plan_release, recorded_moves
-from orcastra.runtime.controllers import colocation_settings, rebalance_policy
+from orcastra.features.rebalance.pins import plan_move
+from orcastra.features.rebalance.tracking import MoveResult, TrackedMove
+from orcastra.runtime.controllers import colocation_settings, move_tracking, rebalance_overrides
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class MoveInFlight:
-    move: PlannedMove
-    started_at: float
-    deadline: float
-
-
-@dataclass(frozen=True)
 class RebalanceStep:
-    actions: tuple[Action, ...] = ()
-    plan: RebalancePlan | None = None
-    memory: MemoryView | None = None
-    finished: tuple[tuple[PlannedMove, str], ...] = ()  # (move, "ok" | "rolled-back")
+    """A rebalancing plan made from one memory reading, and what it starts."""
+
+    actions: tuple[Action, ...]  # the pin actions of the moves started, for the executor
+    plan: RebalancePlan
+    memory: MemoryView
+    started: tuple[PlannedMove, ...]  # the plan's moves but those of units with a move still in flight
+    wake_at: float | None  # when the moves started must have converged (the Pins controller rolls back then)
 
 
-def history_with_recorded_moves(history: RebalanceHistory, snapshot: Snapshot) -> RebalanceHistory:
-    """The anti-flap memory: moves recorded in the services' labels (they survive an Orcastra restart)."""
-    recorded = tuple(MoveRecord(m.service, m.from_node, m.to_node, m.at) for m in recorded_moves(snapshot))
-    last = max((m.at for m in recorded), default=None)
-    if history.last_move_at is not None:
-        last = history.last_move_at if last is None else max(last, history.last_move_at)
-    return RebalanceHistory(history.overloaded_since, recorded, last)
+def _step(
+    config: Config, snapshot: Snapshot, memory: MemoryView, history: RebalanceHistory, now: float
+) -> RebalanceStep:
+    """Plan from ``memory``, and the pin actions of every move whose unit has no move in flight."""
+    groups, _ = resolve_groups(snapshot, colocation_settings(config))
+    plan = plan_rebalance(
+        snapshot,
+        memory,
+        groups,
+        config.rebalance,
+        with_recorded_moves(history, snapshot),
+        now,
+        overrides=rebalance_overrides(config),
+    )
+    # A cooldown normally keeps a moving unit from being planned again; a cooldown of 0 must not either.
+    moving = {m.service for m in move_tracking(snapshot, config).moves if m.state == "in-flight"}
+    started = tuple(m for m in plan.moves if m.pin_service not in moving)
+    actions: list[Action] = []
+    for move in started:
+        actions += plan_move(snapshot, move.pin_service, move.to_node, move.from_node, now=now, reason=move.reason)
+    wake_at = now + config.rebalance.move_timeout_seconds if started else None
+    return RebalanceStep(tuple(actions), plan, memory, started, wake_at)
 
 
-def unit_converged(snapshot: Snapshot, move: PlannedMove) -> bool:
-    """Every service of the unit runs (only) on the chosen node."""
-    target = snapshot.node_by_hostname(move.to_node)
-    if target is None:
-        return False
-    for name in move.services:
-        svc = snapshot.service(name)
-        if svc is None:
-            return False
-        running = snapshot.running_tasks(svc.id)
-        if not running or any(t.node_id != target.id for t in running):
-            return False
-    return True
+def plan_now(config: Config, snapshot: Snapshot, now: float) -> RebalanceStep:
+    """Read memory now and plan, for ``orcastra plan`` and the ``rebalance`` command: the plan, the memory it
+    read and the pin actions of its moves. A single read cannot know for how long a node has been above
+    `high`, so nodes above it count as if the sustained period had passed (the daemon's own loop does wait
+    for it); cooldowns and every other rule apply as usual."""
+    memory = collect_memory(config, snapshot, now)
+    return _step(config, snapshot, memory, assume_sustained(memory, config.rebalance, now), now)
 
 
 class Rebalancer:
-    """Holds what must outlive one cycle: overload history, the last plan, moves in flight."""
+    """The rebalancing loop's memory: the above-high clocks, the findings logged, the outcomes reported."""
 
     def __init__(self) -> None:
-        self.history = RebalanceHistory()
-        self.in_flight: dict[str, MoveInFlight] = {}
-        self.last_plan: RebalancePlan | None = None
-        self.last_memory: MemoryView | None = None
+        self.history = RebalanceHistory()  # only its above-high clocks: the moves are read from the Swarm
         self._logged: frozenset[tuple[str, str]] = frozenset()
+        self._reported: frozenset[tuple[str, float]] = frozenset()
 
-    def follow_moves(
-        self, snapshot: Snapshot, config: Config, now: float
-    ) -> tuple[list[Action], list[tuple[PlannedMove, str]]]:
-        actions: list[Action] = []
-        finished: list[tuple[PlannedMove, str]] = []
-        for unit, flight in list(self.in_flight.items()):
-            if unit_converged(snapshot, flight.move):
-                log.info("rebalance: %s now runs on %s (%.0f s)", unit, flight.move.to_node, now - flight.started_at)
-                finished.append((flight.move, "ok"))
-                del self.in_flight[unit]
-            elif now >= flight.deadline:
+    def finished_moves(self, snapshot: Snapshot, config: Config) -> tuple[tuple[TrackedMove, MoveResult], ...]:
+        """The moves that reached an outcome on ``snapshot`` (the one the cycle's Pins controller planned
+        from), each returned once with its result: "ok" (converged) or "rolled-back". An outcome comes back
+        until its record is written (a dry run never writes it); it is logged and returned the first time."""
+        finished = [(m, r) for m in move_tracking(snapshot, config).moves if (r := m.result) is not None]
+        new = tuple((m, r) for m, r in finished if m.key not in self._reported)
+        self._reported = frozenset(m.key for m, _ in finished)
+        for m, r in new:
+            if r == "ok":
+                log.info("rebalance: %s now runs on %s (%.0f s)", m.service, m.to_node, snapshot.taken_at - m.moved_at)
+            else:
                 log.warning(
-                    "rebalance: %s did not converge on %s within %.0f s; rolling back (pin released)",
-                    unit,
-                    flight.move.to_node,
+                    "rebalance: %s did not converge on %s within %.0f s (%s); rolling back (pin released)",
+                    m.service,
+                    m.to_node,
                     config.rebalance.move_timeout_seconds,
+                    m.detail,
                 )
-                actions += plan_release(snapshot, flight.move.pin_service, "the move did not converge in time")
-                finished.append((flight.move, "rolled-back"))
-                del self.in_flight[unit]
-        return actions, finished
+        return new
 
-    def step(self, snapshot: Snapshot, config: Config, now: float, memory: MemoryView | None) -> RebalanceStep:
-        """Follow moves in flight; with a new memory reading, plan new moves."""
-        actions, finished = self.follow_moves(snapshot, config, now)
-        if memory is None:
-            return RebalanceStep(tuple(actions), None, None, tuple(finished))
-        policy = rebalance_policy(config)
-        self.history = update_history(self.history, memory, policy, now)
-        groups, _ = resolve_groups(snapshot, colocation_settings(config))
-        history = history_with_recorded_moves(self.history, snapshot)
-        plan = plan_rebalance(snapshot, memory, groups, policy, history, now)
-        self.last_plan, self.last_memory = plan, memory
+    def step(self, snapshot: Snapshot, config: Config, now: float, memory: MemoryView) -> RebalanceStep:
+        """Plan new moves with a new memory reading (the leader, once per reading)."""
+        self.history = update_history(self.history, memory, config.rebalance, now)
+        step = _step(config, snapshot, memory, self.history, now)
         # The same findings come back every monitor interval: log a finding when it appears, not each time.
-        current = frozenset((f.subject, f.message) for f in plan.findings)
-        for f in plan.findings:
+        current = frozenset((f.subject, f.message) for f in step.plan.findings)
+        for f in step.plan.findings:
             if (f.subject, f.message) not in self._logged:
                 (log.warning if f.level == "warning" else log.info)("rebalance: %s: %s", f.subject, f.message)
         self._logged = current
-        for move in plan.moves:
-            if move.unit in self.in_flight:
-                continue
-            actions += plan_move(snapshot, move.pin_service, move.to_node, move.from_node, now=now, reason=move.reason)
-            self.in_flight[move.unit] = MoveInFlight(move, now, now + config.rebalance.move_timeout_seconds)
-            self.history = RebalanceHistory(self.history.overloaded_since, self.history.recent_moves, now)
-        return RebalanceStep(tuple(actions), plan, memory, tuple(finished))
-
-
-def moves_table(moves: Sequence[PlannedMove]) -> list[list[str]]:
-    return [
-        [
-            m.unit,
-            f"{m.from_node} -> {m.to_node}",
-            f"{m.bytes / 2**20:.0f} MiB" + (" (estimated)" if m.estimated else ""),
-            f"{m.from_before_percent:.0f}% -> {m.from_after_percent:.0f}%",
-            f"{m.to_before_percent:.0f}% -> {m.to_after_percent:.0f}%",
-            m.reason,
-        ]
-        for m in moves
-    ]
+        return step

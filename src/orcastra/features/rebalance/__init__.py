@@ -1,48 +1,53 @@
 """Memory-aware rebalancing: move units (anchor groups or single services) off nodes that stay above
-``high`` to a node the planner chose, without flapping. Pure planner; docs/rebalancing.md explains it.
+``high`` to a node the planner chose, without flapping. Pure; docs/rebalancing.md explains it.
 
-- ``types``: the policy (``RebalancePolicy.from_config`` + service labels), the history kept between
-  cycles (``update_history``, ``record_move``) and the plan (``PlannedMove``, ``NodeReport``);
-- ``plan``: ``plan_rebalance(snapshot, memory, groups, policy, history, now)``: units, eligibility,
-  placement, anti-flap and explanations;
-- ``optimize``: ``choose_moves`` on plain arrays (the part the benchmark compares with a MILP optimum).
+- ``settings``: the ``rebalance:`` config section (``RebalanceSettings``, per-service ``ServiceRebalance``);
+- ``labels``: every ``orcastra.*`` label key the feature reads or writes;
+- ``history``: the above-high clocks (``update_history``) and the moves read back from the services'
+  labels (``with_recorded_moves``);
+- ``plan``: ``plan_rebalance(snapshot, memory, groups, settings, history, now, overrides=)``: units,
+  eligibility, placement, anti-flap and explanations, returning a ``RebalancePlan`` (``types``);
+- ``optimize``: ``choose_moves`` on plain arrays (the part the benchmark compares with a MILP optimum);
+- ``pins``: how a move is carried out (pin label and constraint) and the pins kept healthy every cycle;
+- ``tracking``: ``track_moves``, every move followed through by level (converged, in flight, or rolled back
+  when it does not converge within ``move_timeout_seconds``), with its status (``TrackedMove``).
 """
 
 from __future__ import annotations
 
+from orcastra.features.rebalance.history import (
+    MoveRecord,
+    RebalanceHistory,
+    assume_sustained,
+    recorded_moves,
+    update_history,
+    with_recorded_moves,
+)
 from orcastra.features.rebalance.optimize import MoveProblem, Score, choose_moves, evaluate
 from orcastra.features.rebalance.plan import plan_rebalance
-from orcastra.features.rebalance.types import (
-    LEASE_LABEL,
-    PREFERRED_NODE_LABEL,
-    REBALANCE_LABEL,
-    MoveRecord,
-    NodeReport,
-    PlannedMove,
-    RebalanceHistory,
-    RebalancePlan,
-    RebalancePolicy,
-    ServiceOverride,
-    record_move,
-    update_history,
-)
+from orcastra.features.rebalance.settings import RebalanceSettings, ServiceRebalance
+from orcastra.features.rebalance.tracking import MoveResult, MoveTracking, TrackedMove, track_moves
+from orcastra.features.rebalance.types import NodeReport, PlannedMove, RebalancePlan
 
 __all__ = [
-    "LEASE_LABEL",
-    "PREFERRED_NODE_LABEL",
-    "REBALANCE_LABEL",
     "MoveProblem",
     "MoveRecord",
+    "MoveResult",
+    "MoveTracking",
     "NodeReport",
     "PlannedMove",
     "RebalanceHistory",
     "RebalancePlan",
-    "RebalancePolicy",
+    "RebalanceSettings",
     "Score",
-    "ServiceOverride",
+    "ServiceRebalance",
+    "TrackedMove",
+    "assume_sustained",
     "choose_moves",
     "evaluate",
     "plan_rebalance",
-    "record_move",
+    "recorded_moves",
+    "track_moves",
     "update_history",
+    "with_recorded_moves",
 ]

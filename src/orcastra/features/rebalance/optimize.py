@@ -41,11 +41,12 @@ class MoveProblem:
     cand_bytes: Sequence[float]
     cand_targets: Sequence[Sequence[int]]  # nodes the candidate may go to (capacity is checked here)
     cand_preferred: Sequence[int]  # a preferred target node, or -1
-    high_percent: float = 85.0
-    target_percent: float = 70.0
-    safety_margin_percent: float = 10.0
-    max_moves: int = 1
-    max_moves_per_node: int = 1
+    # The thresholds and limits of RebalanceSettings (no defaults here: they are defined there, once).
+    high_percent: float
+    target_percent: float
+    safety_margin_percent: float
+    max_moves: int
+    max_moves_per_node: int
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,12 @@ A move of service ``S`` (an anchor, or a plain service) to node ``N``:
 - ``S`` gets the placement constraint ``node.labels.orcastra.place.S==true`` if it lacks it (that update
   reschedules its tasks, onto ``N``, the only node carrying the label); a later move only moves the label, and
   Swarm's constraint enforcer moves the tasks;
-- ``S``'s own labels record the move (``orcastra.rebalance.moved-from/-to/-at``): the anti-flap memory of
-  recent moves lives in the Swarm and survives an Orcastra restart.
+- ``S``'s own labels record the move (``orcastra.rebalance.moved-from/-to/-at``, ``move-state=moving``): the
+  anti-flap memory of recent moves (``history.with_recorded_moves``) and the moves in flight live in the
+  Swarm and survive an Orcastra restart or a change of leader.
 
-Every cycle (``plan_pins``) keeps pins healthy:
+Every cycle the move is followed through (``tracking.track_moves``: converged, or rolled back when it does not
+converge within ``move_timeout_seconds``) and ``plan_pins`` keeps pins healthy:
 - a pin constraint removed by ``docker stack deploy`` is put back (the pin is not undone by a deploy);
 - a pin whose node is not Ready or not active (failed, drained, paused) for ``release_after_seconds`` is
   released (label and constraint removed) so Swarm can run the service elsewhere: a pin must never keep a
@@ -21,24 +23,26 @@ Pure: no I/O, no clock (``now`` is a parameter).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
 from types import MappingProxyType
 
 from orcastra.domain.actions import Action, UpdateNodeLabels, UpdateService
 from orcastra.domain.placement import has_constraint
 from orcastra.domain.plan import Finding, Plan
 from orcastra.domain.snapshot import Node, Service, Snapshot
+from orcastra.features.rebalance.labels import (
+    MOVE_STATE_LABEL,
+    MOVED_AT_LABEL,
+    MOVED_FROM_LABEL,
+    MOVED_TO_LABEL,
+    MOVING,
+    PIN_LABEL_PREFIX,
+    ROLLED_BACK,
+    pin_label_key,
+)
 
-PIN_LABEL_PREFIX = "orcastra.place."
-MOVED_FROM_LABEL = "orcastra.rebalance.moved-from"
-MOVED_TO_LABEL = "orcastra.rebalance.moved-to"
-MOVED_AT_LABEL = "orcastra.rebalance.moved-at"
 RELEASE_AFTER_SECONDS = 30.0
 CONTROLLER = "pins"
-
-
-def pin_label_key(service: str) -> str:
-    return PIN_LABEL_PREFIX + service
 
 
 def pin_constraint(service: str) -> str:
@@ -52,30 +56,6 @@ def has_pin_constraint(svc: Service) -> bool:
 def pinned_nodes(snapshot: Snapshot, service: str) -> list[Node]:
     key = pin_label_key(service)
     return [n for n in snapshot.nodes if n.labels.get(key) == "true"]
-
-
-@dataclass(frozen=True)
-class MoveRecordLabels:
-    """A move as recorded in the moved service's labels."""
-
-    service: str
-    from_node: str
-    to_node: str
-    at: float
-
-
-def recorded_moves(snapshot: Snapshot) -> tuple[MoveRecordLabels, ...]:
-    out = []
-    for s in snapshot.services:
-        if MOVED_AT_LABEL in s.labels:
-            try:
-                at = float(s.labels[MOVED_AT_LABEL])
-            except ValueError:
-                continue
-            out.append(
-                MoveRecordLabels(s.name, s.labels.get(MOVED_FROM_LABEL, ""), s.labels.get(MOVED_TO_LABEL, ""), at)
-            )
-    return tuple(out)
 
 
 def plan_move(
@@ -117,7 +97,12 @@ def plan_move(
             service_version=svc.version,
             add_constraints=() if has_pin_constraint(svc) else (pin_constraint(svc.name),),
             set_labels=MappingProxyType(
-                {MOVED_FROM_LABEL: from_node, MOVED_TO_LABEL: to_node, MOVED_AT_LABEL: f"{now:.0f}"}
+                {
+                    MOVED_FROM_LABEL: from_node,
+                    MOVED_TO_LABEL: to_node,
+                    MOVED_AT_LABEL: f"{now:.0f}",
+                    MOVE_STATE_LABEL: MOVING,
+                }
             ),
             reason=f"rebalance: move {from_node} -> {to_node} ({reason})",
             controller="rebalance",
@@ -127,7 +112,8 @@ def plan_move(
 
 
 def plan_release(snapshot: Snapshot, service: str, reason: str) -> list[Action]:
-    """Undo a pin: remove the label from every node and the constraint from the service."""
+    """Undo a pin: remove the label from every node and the constraint from the service; a move still
+    ``moving`` is marked ``rolled-back`` (in the same service update)."""
     key = pin_label_key(service)
     actions: list[Action] = [
         UpdateNodeLabels(
@@ -141,13 +127,18 @@ def plan_release(snapshot: Snapshot, service: str, reason: str) -> list[Action]:
         for n in pinned_nodes(snapshot, service)
     ]
     svc = snapshot.service(service)
-    if svc is not None and has_pin_constraint(svc):
+    if svc is None:
+        return actions
+    constraint = (pin_constraint(svc.name),) if has_pin_constraint(svc) else ()
+    moving = svc.labels.get(MOVE_STATE_LABEL) == MOVING
+    if constraint or moving:
         actions.append(
             UpdateService(
                 service_id=svc.id,
                 service_name=svc.name,
                 service_version=svc.version,
-                remove_constraints=(pin_constraint(svc.name),),
+                remove_constraints=constraint,
+                set_labels=MappingProxyType({MOVE_STATE_LABEL: ROLLED_BACK} if moving else {}),
                 reason=f"release pin: {reason}",
                 controller=CONTROLLER,
             )
@@ -155,7 +146,15 @@ def plan_release(snapshot: Snapshot, service: str, reason: str) -> list[Action]:
     return actions
 
 
-def plan_pins(snapshot: Snapshot, now: float, release_after_seconds: float = RELEASE_AFTER_SECONDS) -> Plan:
+def plan_pins(
+    snapshot: Snapshot,
+    now: float,
+    release_after_seconds: float = RELEASE_AFTER_SECONDS,
+    *,
+    skip: Collection[str] = frozenset(),
+) -> Plan:
+    """Keep every pin healthy (see the module docstring). ``skip``: services whose pin another plan of this
+    cycle changes already (``tracking.MoveTracking.changed_services``); they are looked at next cycle."""
     actions: list[Action] = []
     findings: list[Finding] = []
     wake_at: float | None = None
@@ -165,6 +164,8 @@ def plan_pins(snapshot: Snapshot, now: float, release_after_seconds: float = REL
             if key.startswith(PIN_LABEL_PREFIX) and value == "true":
                 pinned.setdefault(key[len(PIN_LABEL_PREFIX) :], []).append(node)
     for service, nodes in sorted(pinned.items()):
+        if service in skip:
+            continue
         svc = snapshot.service(service)
         if svc is None:
             actions += plan_release(snapshot, service, "the service no longer exists")
@@ -199,15 +200,8 @@ def plan_pins(snapshot: Snapshot, now: float, release_after_seconds: float = REL
                 )
             )
     for svc in snapshot.services:
-        if has_pin_constraint(svc) and svc.name not in pinned:
-            actions.append(
-                UpdateService(
-                    service_id=svc.id,
-                    service_name=svc.name,
-                    service_version=svc.version,
-                    remove_constraints=(pin_constraint(svc.name),),
-                    reason="pin constraint without a pinned node (its tasks could never be scheduled); removed",
-                    controller=CONTROLLER,
-                )
+        if has_pin_constraint(svc) and svc.name not in pinned and svc.name not in skip:
+            actions += plan_release(
+                snapshot, svc.name, "pin constraint without a pinned node (its tasks could never be scheduled)"
             )
     return Plan(tuple(actions), tuple(findings), wake_at)

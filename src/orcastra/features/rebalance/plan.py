@@ -14,25 +14,23 @@ from orcastra.domain.placement import NODE_LABEL_PREFIX, node_satisfies, parse_c
 from orcastra.domain.plan import Finding
 from orcastra.domain.snapshot import Node, Service, Snapshot
 from orcastra.domain.usage import MemoryView, NodeMemory, TaskMemory
-from orcastra.features.colocation.plan import AnchorGroup
-from orcastra.features.rebalance.optimize import MoveProblem, choose_moves
-from orcastra.features.rebalance.pins import PIN_LABEL_PREFIX
-from orcastra.features.rebalance.types import (
+from orcastra.features.colocation.groups import AnchorGroup
+from orcastra.features.rebalance.history import MoveRecord, RebalanceHistory
+from orcastra.features.rebalance.labels import (
     FALSE_VALUES,
     LEASE_LABEL,
+    PIN_LABEL_PREFIX,
     PREFERRED_NODE_LABEL,
     REBALANCE_LABEL,
-    NodeReport,
-    PlannedMove,
-    RebalanceHistory,
-    RebalancePlan,
-    RebalancePolicy,
 )
+from orcastra.features.rebalance.optimize import MoveProblem, choose_moves
+from orcastra.features.rebalance.settings import RebalanceSettings, ServiceRebalance
+from orcastra.features.rebalance.types import NodeReport, PlannedMove, RebalancePlan
 
 # Constraints on node labels Orcastra itself moves with a unit: a dependent's anchor constraint (the anchor
-# label follows the anchor) and the pin of an earlier move (controllers.pins re-points it to the new node).
+# label follows the anchor) and the pin of an earlier move (pins.plan_move re-points it to the new node).
 # Holding them against a target would forbid every move after the first, so the target check skips them.
-OWNED_LABEL_PREFIXES = (ANCHOR_LABEL_PREFIX, PIN_LABEL_PREFIX, "orcastra.rebalance.")
+OWNED_LABEL_PREFIXES = (ANCHOR_LABEL_PREFIX, PIN_LABEL_PREFIX, REBALANCE_LABEL + ".")
 MEASURED_SOURCES = frozenset({"engine-stats", "prometheus"})
 NEVER_MOVING_MODES = frozenset({"global", "replicated-job", "global-job"})
 
@@ -87,14 +85,16 @@ class _Planner:
         snapshot: Snapshot,
         memory: MemoryView,
         groups: Sequence[AnchorGroup],
-        policy: RebalancePolicy,
+        settings: RebalanceSettings,
+        overrides: Mapping[str, ServiceRebalance],
         history: RebalanceHistory,
         now: float,
     ) -> None:
         self.snap = snapshot
         self.memory = memory
         self.groups = groups
-        self.policy = policy
+        self.settings = settings
+        self.overrides = overrides  # by full service name
         self.history = history
         self.now = now
         self.findings: list[Finding] = []
@@ -107,13 +107,13 @@ class _Planner:
 
     def read_nodes(self) -> tuple[list[NodeReport], list[int], set[int]]:
         """Node reports, the sources (overloaded long enough), and the nodes that may receive a unit."""
-        p, now = self.policy, self.now
+        st, now = self.settings, self.now
         reports: list[NodeReport] = []
         sources: list[int] = []
         receivers: set[int] = set()
         for node in sorted(self.snap.nodes, key=lambda n: n.hostname):
             sample = self.memory.nodes.get(node.hostname)
-            if sample is None or not p.fresh(sample, now):
+            if sample is None or not st.fresh(sample, now):
                 if sample is None:
                     why = "no memory data"
                 elif sample.total_bytes <= 0:
@@ -121,7 +121,7 @@ class _Planner:
                 else:
                     why = (
                         f"memory data {format_seconds(now - sample.sampled_at)} old "
-                        f"(stale after {format_seconds(p.stale_after_seconds)})"
+                        f"(stale after {format_seconds(st.stale_after_seconds)})"
                     )
                 reports.append(NodeReport(node.hostname, None, False, 0.0, f"{why}: left alone"))
                 if node.ready:
@@ -135,18 +135,18 @@ class _Planner:
             self.index[node.hostname] = i
             pct = sample.used_percent
             since = self.history.overloaded_since.get(node.hostname)
-            above = pct > p.high_percent
+            above = pct > st.high_percent
             for_seconds = now - since if above and since is not None else 0.0
-            overloaded = above and since is not None and for_seconds >= p.sustained_seconds
+            overloaded = above and since is not None and for_seconds >= st.sustained_seconds
             if not node.ready:
                 note = f"{node.state}: left alone"
             elif overloaded:
-                note = f"overloaded: above {p.high_percent:g}% for {format_seconds(for_seconds)}"
+                note = f"overloaded: above {st.high_percent:g}% for {format_seconds(for_seconds)}"
                 sources.append(i)
             elif above:
                 note = (
-                    f"above {p.high_percent:g}% for {format_seconds(for_seconds)} of "
-                    f"{format_seconds(p.sustained_seconds)}: not yet overloaded"
+                    f"above {st.high_percent:g}% for {format_seconds(for_seconds)} of "
+                    f"{format_seconds(st.sustained_seconds)}: not yet overloaded"
                 )
             elif node.availability != "active":
                 note = f"availability {node.availability}: not a target"
@@ -175,14 +175,14 @@ class _Planner:
         return by_service
 
     def override_rebalance(self, svc: Service) -> bool:
-        o = self.policy.overrides.get(svc.name)
+        o = self.overrides.get(svc.name)
         if o is not None:  # the config wins over the label
             return o.rebalance
         return svc.labels.get(REBALANCE_LABEL, "").strip().lower() not in FALSE_VALUES
 
     def preferred(self, unit: _Unit) -> str | None:
         for svc in unit.services:
-            o = self.policy.overrides.get(svc.name)
+            o = self.overrides.get(svc.name)
             if o is not None and o.preferred_node:
                 return o.preferred_node
             label = svc.labels.get(PREFERRED_NODE_LABEL, "").strip()
@@ -194,9 +194,9 @@ class _Planner:
         set_ = [
             o.cooldown_seconds
             for s in unit.services
-            if (o := self.policy.overrides.get(s.name)) is not None and o.cooldown_seconds is not None
+            if (o := self.overrides.get(s.name)) is not None and o.cooldown_seconds is not None
         ]
-        return max(set_) if set_ else self.policy.service_cooldown_seconds
+        return max(set_) if set_ else self.settings.service_cooldown_seconds
 
     # --- candidates ---------------------------------------------------------------------------------
 
@@ -234,10 +234,28 @@ class _Planner:
         task_memory: Mapping[tuple[str, str], TaskMemory],
         receivers: set[int],
     ) -> _Candidate | str:
-        """The unit as a move candidate off node ``src``, or why it cannot move."""
-        p, now = self.policy, self.now
-        host = self.nodes[src].hostname
-        node_id = self.nodes[src].id
+        """The unit as a move candidate off node ``src``, or why it cannot move (the first reason found, in
+        the order: never moved, not movable as one from this node, cooldown, memory, targets)."""
+        node = self.nodes[src]
+        why = self.why_never_moved(unit) or self.why_not_movable_from(unit, node, running_on)
+        if why is not None:
+            return why
+        cooldown = self.cooldown(unit)
+        moves = [m for m in self.history.recent_moves if m.service == unit.name]  # the unit's pinned service
+        why = self.why_cooling_down(moves, cooldown)
+        if why is not None:
+            return why
+        measured = self.unit_bytes(unit, node, running_on, task_memory)
+        if isinstance(measured, str):
+            return measured
+        total, estimated = measured
+        roomy = self.targets_with_room(unit, src, total, self.left_recently(moves, cooldown), receivers)
+        if isinstance(roomy, str):
+            return roomy
+        return _Candidate(unit, src, total, estimated, roomy, self.preferred_target(unit, roomy))
+
+    def why_never_moved(self, unit: _Unit) -> str | None:
+        """Global services, jobs and the leader lease never move, nor anything opted out (config or label)."""
         for svc in unit.services:
             if svc.mode in NEVER_MOVING_MODES:
                 return f"{svc.name} is a {svc.mode} service: never moved"
@@ -246,78 +264,111 @@ class _Planner:
         for svc in unit.services:
             if not self.override_rebalance(svc):
                 return f"opted out ({svc.name}: {REBALANCE_LABEL}=false or rebalance: false in the config)"
-        if node_id not in running_on.get(unit.pin.name, frozenset()):
-            return f"anchor {unit.pin.name} does not run on {host} (its dependents follow it; colocation fixes it)"
+        return None
+
+    def why_not_movable_from(self, unit: _Unit, node: Node, running_on: Mapping[str, frozenset[str]]) -> str | None:
+        """A unit moves off ``node`` only if its anchor runs there and none of its services runs elsewhere."""
+        if node.id not in running_on.get(unit.pin.name, frozenset()):
+            return (
+                f"anchor {unit.pin.name} does not run on {node.hostname} (its dependents follow it; colocation "
+                "fixes it)"
+            )
         for svc in unit.services:
-            elsewhere = running_on.get(svc.name, frozenset()) - {node_id}
+            elsewhere = running_on.get(svc.name, frozenset()) - {node.id}
             if elsewhere:
                 names = sorted(n.hostname if (n := self.snap.node(x)) is not None else x for x in elsewhere)
                 return (
                     f"spread over nodes: {svc.name} also runs on {', '.join(names)}; pinning it to one node "
                     "would move those tasks too"
                 )
-        cooldown = self.cooldown(unit)
-        moves = [m for m in self.history.recent_moves if m.unit == unit.name]
+        return None
+
+    def why_cooling_down(self, moves: Sequence[MoveRecord], cooldown: float) -> str | None:
         last = max(moves, key=lambda m: m.at, default=None)
-        if last is not None and now - last.at < cooldown:
+        if last is not None and self.now - last.at < cooldown:
             return (
-                f"cooldown: moved {last.from_node} -> {last.to_node} {format_seconds(now - last.at)} ago "
+                f"cooldown: moved {last.from_node} -> {last.to_node} {format_seconds(self.now - last.at)} ago "
                 f"(cooldown {format_seconds(cooldown)})"
             )
+        return None
+
+    def unit_bytes(
+        self,
+        unit: _Unit,
+        node: Node,
+        running_on: Mapping[str, frozenset[str]],
+        task_memory: Mapping[tuple[str, str], TaskMemory],
+    ) -> tuple[int, bool] | str:
+        """What the unit's tasks on ``node`` use, and whether some of it is an estimate; or why it is not
+        known well enough to move on (never guessed)."""
+        host = node.hostname
         total = 0
         estimated = False
         for svc in unit.services:
-            if node_id not in running_on.get(svc.name, frozenset()):
+            if node.id not in running_on.get(svc.name, frozenset()):
                 continue
             tm = task_memory.get((svc.name, host))
             if tm is None:
                 return f"no memory measurement for {svc.name} on {host}: not guessed"
-            if now - tm.sampled_at > p.stale_after_seconds:
-                return f"memory of {svc.name} on {host} is {format_seconds(now - tm.sampled_at)} old: not used"
+            if self.now - tm.sampled_at > self.settings.stale_after_seconds:
+                return f"memory of {svc.name} on {host} is {format_seconds(self.now - tm.sampled_at)} old: not used"
             total += tm.used_bytes
             estimated = estimated or tm.source not in MEASURED_SOURCES
         if total <= 0:
             return "uses no memory: moving it would not help"
+        return total, estimated
+
+    def left_recently(self, moves: Sequence[MoveRecord], cooldown: float) -> tuple[frozenset[str], float]:
+        """The nodes the unit may not go back to, and for how long that holds. Never back to a node the unit
+        left within its cooldown (the descheduler's classic flap). A short per-service cooldown lets a unit
+        move again sooner, but not back: that window is never shorter than the settings' service cooldown."""
+        window = max(cooldown, self.settings.service_cooldown_seconds)
+        return frozenset(m.from_node for m in moves if self.now - m.at < window), window
+
+    def targets_with_room(
+        self, unit: _Unit, src: int, total: int, left: tuple[frozenset[str], float], receivers: set[int]
+    ) -> tuple[int, ...] | str:
+        """The nodes that qualify for the unit (constraints, not one it left recently) and stay under
+        ``target`` with it (margin included), or why there are none."""
+        st = self.settings
         constraints = tuple(sorted({c for s in unit.services for c in s.constraints if not _owned(c)}))
         allowed = self.targets_for(constraints, receivers)
         if isinstance(allowed, str):
             return allowed
-        # Never back to a node the unit left within its cooldown (the descheduler's classic flap). A short
-        # per-service cooldown lets a unit move again sooner, but not back: that window is never shorter
-        # than the policy's service cooldown.
-        return_window = max(cooldown, p.service_cooldown_seconds)
-        left = {m.from_node for m in moves if now - m.at < return_window}
-        targets = tuple(i for i in allowed if i != src and self.nodes[i].hostname not in left)
-        excluded = sorted(self.nodes[i].hostname for i in allowed if self.nodes[i].hostname in left)
+        left_nodes, window = left
+        targets = tuple(i for i in allowed if i != src and self.nodes[i].hostname not in left_nodes)
+        excluded = sorted(self.nodes[i].hostname for i in allowed if self.nodes[i].hostname in left_nodes)
         would_return = (
-            f" ({', '.join(excluded)} excluded: it left them within {format_seconds(return_window)})"
-            if excluded
-            else ""
+            f" ({', '.join(excluded)} excluded: it left them within {format_seconds(window)})" if excluded else ""
         )
         if not targets:
             return "no qualified target: the only qualified node(s) are ones it left" + would_return
-        margin = 1.0 + p.safety_margin_percent / 100.0
-        roomy = [
+        margin = 1.0 + st.safety_margin_percent / 100.0
+        roomy = tuple(
             i
             for i in targets
-            if self.samples[i].used_bytes + total * margin <= p.target_percent / 100.0 * self.samples[i].total_bytes
-        ]
+            if self.samples[i].used_bytes + total * margin <= st.target_percent / 100.0 * self.samples[i].total_bytes
+        )
         if not roomy:
             return (
-                f"no qualified target has room: {format_bytes(total)} (+{p.safety_margin_percent:g}% margin) "
-                f"would take each of the {len(targets)} qualified node(s) above {p.target_percent:g}%" + would_return
+                f"no qualified target has room: {format_bytes(total)} (+{st.safety_margin_percent:g}% margin) "
+                f"would take each of the {len(targets)} qualified node(s) above {st.target_percent:g}%" + would_return
             )
-        preferred = -1
+        return roomy
+
+    def preferred_target(self, unit: _Unit, roomy: tuple[int, ...]) -> int:
+        """The index of the unit's preferred node if it is among ``roomy``, else -1 (with a finding when a
+        preferred node was named but does not qualify)."""
         wanted = self.preferred(unit)
-        if wanted is not None:
-            j = self.index.get(wanted, -1)
-            if j in roomy:
-                preferred = j
-            else:
-                self.findings.append(
-                    Finding(unit.name, f"preferred node {wanted} does not qualify as a target; choosing another")
-                )
-        return _Candidate(unit, src, total, estimated, tuple(roomy), preferred)
+        if wanted is None:
+            return -1
+        j = self.index.get(wanted, -1)
+        if j in roomy:
+            return j
+        self.findings.append(
+            Finding(unit.name, f"preferred node {wanted} does not qualify as a target; choosing another")
+        )
+        return -1
 
     # --- the plan -----------------------------------------------------------------------------------
 
@@ -359,7 +410,7 @@ class _Planner:
         return candidates
 
     def problem(self, sources: list[int], candidates: list[_Candidate]) -> MoveProblem:
-        p = self.policy
+        st = self.settings
         return MoveProblem(
             node_used=[s.used_bytes for s in self.samples],
             node_total=[s.total_bytes for s in self.samples],
@@ -368,28 +419,28 @@ class _Planner:
             cand_bytes=[c.bytes for c in candidates],
             cand_targets=[c.targets for c in candidates],
             cand_preferred=[c.preferred for c in candidates],
-            high_percent=p.high_percent,
-            target_percent=p.target_percent,
-            safety_margin_percent=p.safety_margin_percent,
-            max_moves=p.max_moves_per_cycle,
-            max_moves_per_node=p.max_moves_per_node,
+            high_percent=st.high_percent,
+            target_percent=st.target_percent,
+            safety_margin_percent=st.safety_margin_percent,
+            max_moves=st.max_moves_per_cycle,
+            max_moves_per_node=st.max_moves_per_node,
         )
 
     def plan(self) -> RebalancePlan:
-        p, now = self.policy, self.now
+        st, now = self.settings, self.now
         reports, sources, receivers = self.read_nodes()
         if not sources:
             return RebalancePlan((), tuple(reports), tuple(self.findings))
         candidates = self.collect_candidates(sources, receivers)
 
-        if p.max_moves_per_cycle > 0 and self.history.last_move_at is not None:
+        if st.max_moves_per_cycle > 0 and self.history.last_move_at is not None:
             since_last = now - self.history.last_move_at
-            if since_last < p.global_cooldown_seconds:
+            if since_last < st.global_cooldown_seconds:
                 self.findings.append(
                     Finding(
                         "rebalance",
                         f"global cooldown: last move {format_seconds(since_last)} ago, next one possible in "
-                        f"{format_seconds(p.global_cooldown_seconds - since_last)}",
+                        f"{format_seconds(st.global_cooldown_seconds - since_last)}",
                     )
                 )
                 return RebalancePlan((), tuple(reports), tuple(self.findings))
@@ -408,7 +459,7 @@ class _Planner:
     ) -> list[PlannedMove]:
         """PlannedMoves with before/after figures applied in order (a node's second move starts from the
         first one's result)."""
-        p = self.policy
+        st = self.settings
         out: list[PlannedMove] = []
         for c_index, t in chosen:
             c = candidates[c_index]
@@ -428,10 +479,10 @@ class _Planner:
             how = "estimated from reservation/limit" if c.estimated else "measured"
             why_target = "its preferred node" if t == c.preferred else "the qualified node left lowest"
             reason = (
-                f"{src_host} above {p.high_percent:g}% for {format_seconds(self.now - since)}: move {what}, "
+                f"{src_host} above {st.high_percent:g}% for {format_seconds(self.now - since)}: move {what}, "
                 f"{format_bytes(c.bytes)} {how}, to {dst_host} ({why_target}); "
                 f"{src_host} {fb:.1f}% -> {fa:.1f}%, {dst_host} {tb:.1f}% -> {ta:.1f}% "
-                f"(target {p.target_percent:g}% with a {p.safety_margin_percent:g}% margin)"
+                f"(target {st.target_percent:g}% with a {st.safety_margin_percent:g}% margin)"
             )
             out.append(
                 PlannedMove(
@@ -458,14 +509,14 @@ class _Planner:
         sources: list[int],
         moves: list[PlannedMove],
     ) -> None:
-        p = self.policy
+        st = self.settings
         moved = {c for c, _ in chosen}
         after = {m.from_node: m.from_after_percent for m in moves}
         for src in sources:
             host = self.nodes[src].hostname
             pct = after.get(host, self.samples[src].used_percent)
             idle = [c for i, c in enumerate(candidates) if c.source == src and i not in moved]
-            if pct <= p.high_percent:
+            if pct <= st.high_percent:
                 if idle:
                     self.findings.append(
                         Finding(host, f"{len(idle)} other movable unit(s) not needed: {host} ends at {pct:.1f}%")
@@ -474,16 +525,16 @@ class _Planner:
             n_out = sum(1 for c, _ in chosen if candidates[c].source == src)
             if not idle and n_out == 0:
                 why = "no unit on it can move (see the findings for each)"
-            elif len(chosen) >= p.max_moves_per_cycle:
-                why = f"the move budget (max_moves_per_cycle={p.max_moves_per_cycle}) is used"
-            elif n_out >= p.max_moves_per_node:
-                why = f"the per-node limit (max_moves_per_node={p.max_moves_per_node}) is reached"
+            elif len(chosen) >= st.max_moves_per_cycle:
+                why = f"the move budget (max_moves_per_cycle={st.max_moves_per_cycle}) is used"
+            elif n_out >= st.max_moves_per_node:
+                why = f"the per-node limit (max_moves_per_node={st.max_moves_per_node}) is reached"
             elif idle:
                 why = "the other movable units no longer fit on any qualified target after this cycle's moves"
             else:
                 why = "all its movable units are moving and it is still above high"
             self.findings.append(
-                Finding(host, f"stays above {p.high_percent:g}% ({pct:.1f}%) after this cycle: {why}", "warning")
+                Finding(host, f"stays above {st.high_percent:g}% ({pct:.1f}%) after this cycle: {why}", "warning")
             )
 
 
@@ -491,23 +542,46 @@ def plan_rebalance(  # noqa: PLR0917 - positional by the daemon's contract, like
     snapshot: Snapshot,
     memory: MemoryView,
     groups: Sequence[AnchorGroup],
-    policy: RebalancePolicy,
+    settings: RebalanceSettings,
     history: RebalanceHistory,
     now: float,
+    *,
+    overrides: Mapping[str, ServiceRebalance],
 ) -> RebalancePlan:
-    """The moves for this cycle (possibly none), a report per node, and why candidates were skipped."""
-    return _Planner(snapshot=snapshot, memory=memory, groups=groups, policy=policy, history=history, now=now).plan()
+    """The moves for this cycle (possibly none), a report per node, and why candidates were skipped.
+
+    ``overrides`` are ``settings.services`` keyed by full service name (the config's keys are short names,
+    resolved with its ``stack``); they win over the services' labels."""
+    return _Planner(
+        snapshot=snapshot,
+        memory=memory,
+        groups=groups,
+        settings=settings,
+        overrides=overrides,
+        history=history,
+        now=now,
+    ).plan()
 
 
 def build_problem(  # noqa: PLR0917 - same arguments as plan_rebalance
     snapshot: Snapshot,
     memory: MemoryView,
     groups: Sequence[AnchorGroup],
-    policy: RebalancePolicy,
+    settings: RebalanceSettings,
     history: RebalanceHistory,
     now: float,
+    *,
+    overrides: Mapping[str, ServiceRebalance],
 ) -> MoveProblem:
     """The arrays ``plan_rebalance`` hands to the optimiser (cooldown aside): for the benchmark."""
-    planner = _Planner(snapshot=snapshot, memory=memory, groups=groups, policy=policy, history=history, now=now)
+    planner = _Planner(
+        snapshot=snapshot,
+        memory=memory,
+        groups=groups,
+        settings=settings,
+        overrides=overrides,
+        history=history,
+        now=now,
+    )
     _, sources, receivers = planner.read_nodes()
     return planner.problem(sources, planner.collect_candidates(sources, receivers))

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field
 
 from orcastra.domain.fields import Hostname, Loc, PositiveSeconds, Section, ServiceName, fail, number
+from orcastra.domain.usage import NodeMemory
 
 
 def _check_http_url(value: str) -> str:
@@ -45,7 +46,9 @@ class MemorySources(Section):
 
 
 class ServiceRebalance(Section):
-    """Per-service overrides (also settable by the service labels orcastra.rebalance / .preferred-node)."""
+    """Per-service overrides (also settable by the service labels orcastra.rebalance / .preferred-node); they
+    win over the labels. Keys in the config are short names, resolved with the config's ``stack`` before the
+    planner reads them."""
 
     rebalance: bool = True
     preferred_node: Hostname | None = None
@@ -72,10 +75,15 @@ class RebalanceSettings(Section):
     sources: MemorySources = Field(default_factory=MemorySources)
     services: dict[ServiceName, ServiceRebalance] = Field(default_factory=dict)
 
+    def fresh(self, sample: NodeMemory | None, now: float) -> bool:
+        """A usable node sample: present, with a total, and not older than ``stale_after_seconds``."""
+        return sample is not None and sample.total_bytes > 0 and now - sample.sampled_at <= self.stale_after_seconds
+
     @classmethod
     def cross_check(cls, values: Mapping[str, Any]) -> list[tuple[Loc, str]]:
-        target = number(values.get("target_percent", 70.0))
-        high = number(values.get("high_percent", 85.0))
+        fields = cls.model_fields
+        target = number(values.get("target_percent", fields["target_percent"].default))
+        high = number(values.get("high_percent", fields["high_percent"].default))
         if target is not None and high is not None and not target < high:
             return [
                 (

@@ -1,103 +1,10 @@
-"""The rebalancer's policy (from config and service labels), its memory between cycles, and its output.
-
-All frozen data: the daemon keeps one ``RebalanceHistory`` between cycles, advances it with
-``update_history`` every time it reads memory, and records each executed move with ``record_move``.
-"""
+"""What the rebalancing planner returns: the moves, a report per node, and the findings."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from types import MappingProxyType
+from dataclasses import dataclass
 
 from orcastra.domain.plan import Finding
-from orcastra.domain.usage import MemoryView, NodeMemory
-
-REBALANCE_LABEL = "orcastra.rebalance"
-PREFERRED_NODE_LABEL = "orcastra.rebalance.preferred-node"
-LEASE_LABEL = "orcastra.lease"  # runtime.leadership.LEASE_MARKER_LABEL; that module does I/O, so not imported
-FALSE_VALUES = frozenset({"false", "0", "no", "off"})
-
-
-@dataclass(frozen=True)
-class ServiceOverride:
-    """Per-service settings from ``rebalance.services.<name>`` in the config (they win over labels)."""
-
-    rebalance: bool = True
-    preferred_node: str | None = None
-    cooldown_seconds: float | None = None
-
-
-def _no_overrides() -> Mapping[str, ServiceOverride]:
-    return MappingProxyType({})
-
-
-@dataclass(frozen=True)
-class RebalancePolicy:
-    """When a node counts as overloaded, where units may go, and the anti-flap limits."""
-
-    high_percent: float = 85.0
-    target_percent: float = 70.0
-    sustained_seconds: float = 600.0
-    safety_margin_percent: float = 10.0
-    global_cooldown_seconds: float = 600.0
-    service_cooldown_seconds: float = 1800.0
-    max_moves_per_cycle: int = 1
-    max_moves_per_node: int = 1
-    stale_after_seconds: float = 120.0
-    overrides: Mapping[str, ServiceOverride] = field(default_factory=_no_overrides)  # by full service name
-
-    def fresh(self, sample: NodeMemory | None, now: float) -> bool:
-        """A usable node sample: present, with a total, and not older than ``stale_after_seconds``."""
-        return sample is not None and sample.total_bytes > 0 and now - sample.sampled_at <= self.stale_after_seconds
-
-    def longest_cooldown_seconds(self) -> float:
-        cooldowns = [o.cooldown_seconds for o in self.overrides.values() if o.cooldown_seconds is not None]
-        return max([self.service_cooldown_seconds, self.global_cooldown_seconds, *cooldowns])
-
-
-@dataclass(frozen=True)
-class MoveRecord:
-    """A move that was carried out: ``unit`` (anchor or service name) left ``from_node`` at ``at``."""
-
-    unit: str
-    from_node: str
-    to_node: str
-    at: float
-
-
-def _no_times() -> Mapping[str, float]:
-    return MappingProxyType({})
-
-
-@dataclass(frozen=True)
-class RebalanceHistory:
-    """What the planner must remember between cycles (it is otherwise a pure function of one snapshot)."""
-
-    overloaded_since: Mapping[str, float] = field(default_factory=_no_times)  # hostname -> first seen above high
-    recent_moves: tuple[MoveRecord, ...] = ()
-    last_move_at: float | None = None
-
-
-def update_history(
-    history: RebalanceHistory, memory: MemoryView, policy: RebalancePolicy, now: float
-) -> RebalanceHistory:
-    """Advance the above-high clocks: start one for a node newly above ``high``, keep a running one, and drop
-    nodes that went back under ``high`` or have no fresh data (a gap in the data restarts the clock: the
-    node was not *seen* above high for the whole period). Moves older than every cooldown are forgotten."""
-    since: dict[str, float] = {}
-    for hostname, sample in memory.nodes.items():
-        if policy.fresh(sample, now) and sample.used_percent > policy.high_percent:
-            since[hostname] = history.overloaded_since.get(hostname, now)
-    horizon = now - policy.longest_cooldown_seconds()
-    recent = tuple(m for m in history.recent_moves if m.at >= horizon)
-    return RebalanceHistory(MappingProxyType(since), recent, history.last_move_at)
-
-
-def record_move(history: RebalanceHistory, record: MoveRecord) -> RebalanceHistory:
-    """The history after a move was carried out (the daemon calls this when the executor applied it)."""
-    last = record.at if history.last_move_at is None else max(history.last_move_at, record.at)
-    return replace(history, recent_moves=(*history.recent_moves, record), last_move_at=last)
 
 
 @dataclass(frozen=True)
