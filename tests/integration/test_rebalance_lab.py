@@ -20,7 +20,8 @@ from typing import Any
 import docker
 import pytest
 
-from orcastra.features.rebalance.labels import MOVED_AT_LABEL, MOVED_TO_LABEL, pin_label_key
+from orcastra.domain.labels import MOVED_AT_LABEL, MOVED_TO_LABEL
+from orcastra.features.rebalance.labels import pin_label_key
 from orcastra_lab import Lab, LabEnv
 
 from .test_colocation_lab import docker_cli

@@ -14,19 +14,11 @@ import pytest
 
 from orcastra.config import Config
 from orcastra.domain.actions import UpdateNodeLabels, UpdateService
+from orcastra.domain.labels import MOVE_STATE_LABEL, MOVED_AT_LABEL, MOVED_FROM_LABEL, MOVED_TO_LABEL
 from orcastra.domain.plan import Plan
 from orcastra.domain.snapshot import Node, Service, Snapshot, Task, frozen_labels
 from orcastra.features.colocation.plan import AnchorGroup, anchor_constraint
-from orcastra.features.rebalance.labels import (
-    CONVERGED,
-    MOVE_STATE_LABEL,
-    MOVED_AT_LABEL,
-    MOVED_FROM_LABEL,
-    MOVED_TO_LABEL,
-    MOVING,
-    ROLLED_BACK,
-    pin_label_key,
-)
+from orcastra.features.rebalance.labels import CONVERGED, MOVING, ROLLED_BACK, pin_label_key
 from orcastra.features.rebalance.pins import pin_constraint, plan_move
 from orcastra.features.rebalance.settings import RebalanceSettings
 from orcastra.features.rebalance.tracking import track_moves

@@ -7,18 +7,10 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from orcastra.domain.actions import UpdateNodeLabels, UpdateService
+from orcastra.domain.labels import MOVE_STATE_LABEL, MOVED_AT_LABEL, MOVED_FROM_LABEL, MOVED_TO_LABEL
 from orcastra.domain.snapshot import Node, Service, Snapshot, frozen_labels
 from orcastra.features.rebalance.history import recorded_moves
-from orcastra.features.rebalance.labels import (
-    CONVERGED,
-    MOVE_STATE_LABEL,
-    MOVED_AT_LABEL,
-    MOVED_FROM_LABEL,
-    MOVED_TO_LABEL,
-    MOVING,
-    ROLLED_BACK,
-    pin_label_key,
-)
+from orcastra.features.rebalance.labels import CONVERGED, MOVING, ROLLED_BACK, pin_label_key
 from orcastra.features.rebalance.pins import pin_constraint, plan_move, plan_pins, plan_release
 
 NOW = 5000.0

@@ -12,6 +12,7 @@ from types import MappingProxyType
 import pytest
 
 from orcastra.config import Config
+from orcastra.domain.labels import MOVED_AT_LABEL, MOVED_FROM_LABEL, MOVED_TO_LABEL
 from orcastra.domain.snapshot import Node, Service, Snapshot, Task, frozen_labels
 from orcastra.domain.usage import MemoryView, NodeMemory, TaskMemory, TaskSource
 from orcastra.features.colocation.plan import AnchorGroup, anchor_constraint
@@ -25,7 +26,6 @@ from orcastra.features.rebalance import (
     update_history,
     with_recorded_moves,
 )
-from orcastra.features.rebalance.labels import MOVED_AT_LABEL, MOVED_FROM_LABEL, MOVED_TO_LABEL
 from orcastra.features.rebalance.settings import RebalanceSettings, ServiceRebalance
 from orcastra.runtime.controllers import rebalance_overrides
 

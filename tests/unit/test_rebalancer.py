@@ -11,17 +11,10 @@ from types import MappingProxyType
 
 from orcastra.config import Config
 from orcastra.domain.actions import UpdateNodeLabels
+from orcastra.domain.labels import MOVE_STATE_LABEL, MOVED_AT_LABEL, MOVED_FROM_LABEL, MOVED_TO_LABEL
 from orcastra.domain.snapshot import Node, Service, Snapshot, Task, frozen_labels
 from orcastra.domain.usage import MemoryView, NodeMemory, TaskMemory
-from orcastra.features.rebalance.labels import (
-    CONVERGED,
-    MOVE_STATE_LABEL,
-    MOVED_AT_LABEL,
-    MOVED_FROM_LABEL,
-    MOVED_TO_LABEL,
-    MOVING,
-    pin_label_key,
-)
+from orcastra.features.rebalance.labels import CONVERGED, MOVING, pin_label_key
 from orcastra.features.rebalance.pins import pin_constraint
 from orcastra.runtime.rebalancer import Rebalancer
 

@@ -6,7 +6,8 @@ Where each key lives and who writes it:
 - node labels: ``orcastra.owned-labels`` (static labels' ownership record), ``orcastra.anchor.<service>``
   (colocation: the nodes where an anchor runs), ``orcastra.place.<service>`` (rebalancing pins);
 - service labels written by Orcastra: ``orcastra.restart.*`` (colocation's restart backoff),
-  ``orcastra.rebalance.moved-from/-to/-at`` (the record of a rebalancing move), ``orcastra.lease.*`` (the
+  ``orcastra.rebalance.moved-from/-to/-at`` and ``.move-state`` (the record of a rebalancing move, followed
+  through by any leader), ``orcastra.lease.*`` (the
   leader lease's placeholder service);
 - service labels written by users in stack files: ``orcastra.follow``, ``orcastra.restart-dependents``,
   ``orcastra.retry-intervals``, ``orcastra.rebalance``, ``orcastra.rebalance.preferred-node``;
@@ -57,7 +58,8 @@ RESTART_AT_LABEL = "orcastra.restart.at"
 DEPENDENTS_PENDING_LABEL = "orcastra.restart.dependents-pending"
 MOVED_FROM_LABEL = "orcastra.rebalance.moved-from"
 MOVED_TO_LABEL = "orcastra.rebalance.moved-to"
-MOVED_AT_LABEL = "orcastra.rebalance.moved-at"
+MOVED_AT_LABEL = "orcastra.rebalance.moved-at"  # epoch seconds, as an integer
+MOVE_STATE_LABEL = "orcastra.rebalance.move-state"  # moving | converged | rolled-back
 LEASE_MARKER_LABEL = "orcastra.lease"  # marks the lease's placeholder service (never moved or rebalanced)
 LEASE_HOLDER_LABEL = "orcastra.lease.holder"
 LEASE_RENEWED_LABEL = "orcastra.lease.renewed"

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from orcastra.domain.labels import MOVED_AT_LABEL, MOVED_FROM_LABEL, MOVED_TO_LABEL
 from orcastra.domain.snapshot import Snapshot
 from orcastra.domain.usage import MemoryView
-from orcastra.features.rebalance.labels import MOVED_AT_LABEL, MOVED_FROM_LABEL, MOVED_TO_LABEL
 from orcastra.features.rebalance.settings import RebalanceSettings
 
 

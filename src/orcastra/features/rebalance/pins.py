@@ -27,19 +27,11 @@ from collections.abc import Collection
 from types import MappingProxyType
 
 from orcastra.domain.actions import Action, UpdateNodeLabels, UpdateService
+from orcastra.domain.labels import MOVE_STATE_LABEL, MOVED_AT_LABEL, MOVED_FROM_LABEL, MOVED_TO_LABEL, PIN_LABEL_PREFIX
 from orcastra.domain.placement import has_constraint
 from orcastra.domain.plan import Finding, Plan
 from orcastra.domain.snapshot import Node, Service, Snapshot
-from orcastra.features.rebalance.labels import (
-    MOVE_STATE_LABEL,
-    MOVED_AT_LABEL,
-    MOVED_FROM_LABEL,
-    MOVED_TO_LABEL,
-    MOVING,
-    PIN_LABEL_PREFIX,
-    ROLLED_BACK,
-    pin_label_key,
-)
+from orcastra.features.rebalance.labels import MOVING, ROLLED_BACK, pin_label_key
 
 RELEASE_AFTER_SECONDS = 30.0
 CONTROLLER = "pins"

@@ -9,20 +9,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from orcastra.domain.labels import ANCHOR_LABEL_PREFIX
+from orcastra.domain.labels import (
+    ANCHOR_LABEL_PREFIX,
+    LEASE_MARKER_LABEL,
+    PIN_LABEL_PREFIX,
+    PREFERRED_NODE_LABEL,
+    REBALANCE_LABEL,
+)
 from orcastra.domain.placement import NODE_LABEL_PREFIX, node_satisfies, parse_constraint
 from orcastra.domain.plan import Finding
 from orcastra.domain.snapshot import Node, Service, Snapshot
 from orcastra.domain.usage import MemoryView, NodeMemory, TaskMemory
 from orcastra.features.colocation.groups import AnchorGroup
 from orcastra.features.rebalance.history import MoveRecord, RebalanceHistory
-from orcastra.features.rebalance.labels import (
-    FALSE_VALUES,
-    LEASE_LABEL,
-    PIN_LABEL_PREFIX,
-    PREFERRED_NODE_LABEL,
-    REBALANCE_LABEL,
-)
+from orcastra.features.rebalance.labels import FALSE_VALUES
 from orcastra.features.rebalance.optimize import MoveProblem, choose_moves
 from orcastra.features.rebalance.settings import RebalanceSettings, ServiceRebalance
 from orcastra.features.rebalance.types import NodeReport, PlannedMove, RebalancePlan
@@ -259,7 +259,7 @@ class _Planner:
         for svc in unit.services:
             if svc.mode in NEVER_MOVING_MODES:
                 return f"{svc.name} is a {svc.mode} service: never moved"
-            if svc.labels.get(LEASE_LABEL, "").strip().lower() == "true":
+            if svc.labels.get(LEASE_MARKER_LABEL, "").strip().lower() == "true":
                 return f"{svc.name} is Orcastra's leader lease: never moved"
         for svc in unit.services:
             if not self.override_rebalance(svc):

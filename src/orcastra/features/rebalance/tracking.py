@@ -29,11 +29,12 @@ from types import MappingProxyType
 from typing import Literal
 
 from orcastra.domain.actions import Action, UpdateService
+from orcastra.domain.labels import MOVE_STATE_LABEL
 from orcastra.domain.plan import Finding, Plan
 from orcastra.domain.snapshot import Node, Service, Snapshot
 from orcastra.features.colocation.plan import AnchorGroup
 from orcastra.features.rebalance.history import MoveRecord, recorded_moves
-from orcastra.features.rebalance.labels import CONVERGED, MOVE_STATE_LABEL, MOVING, pin_label_key
+from orcastra.features.rebalance.labels import CONVERGED, MOVING, pin_label_key
 from orcastra.features.rebalance.pins import CONTROLLER, plan_release
 from orcastra.features.rebalance.plan import format_seconds
 from orcastra.features.rebalance.settings import RebalanceSettings
