@@ -1,0 +1,264 @@
+"""The runtime driven end to end against the fake Engine (orcastra_lab.fake_engine), in-process: the loop owns
+every write, a command from the API waits for the cycle that runs and comes back with its result, errors carry
+their delay, and stopping never leaves a caller waiting."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orcastra.config import Config
+from orcastra.domain.actions import Action
+from orcastra.domain.plan import Plan
+from orcastra.domain.snapshot import Snapshot
+from orcastra.errors import EngineConflictError, EngineServerError, EngineUnreachableError, OrcastraError
+from orcastra.runtime.controllers import Controller, registry
+from orcastra.runtime.daemon import Daemon
+from orcastra.runtime.executor import Executor, Outcome
+from orcastra.runtime.handlers import CommandHandlers
+from orcastra.runtime.loop import MAX_RETRY_SECONDS, PERMANENT_ERROR_RETRY_SECONDS, retry_delay
+from orcastra.runtime.triggers import Request, Trigger
+from orcastra_lab.fake_engine import Cluster, FakeEngine
+
+TOKEN = "t0ken-for-tests"
+WAIT_SECONDS = 10.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = WAIT_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+@dataclass
+class Gate:
+    """A controller that plans nothing, records which thread runs each cycle and how many run at once, and can
+    be made to hold a cycle open until the test lets it go."""
+
+    name: str = "gate"
+    threads: set[int] = field(default_factory=set)
+    active: int = 0
+    max_active: int = 0
+    cycles: list[tuple[float, float]] = field(default_factory=list)
+    hold: threading.Event | None = None
+    entered: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def plan(self, snapshot: Snapshot, config: Config) -> Plan:
+        started = time.monotonic()
+        with self.lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            self.threads.add(threading.get_ident())
+        self.entered.set()
+        hold = self.hold
+        if hold is not None:
+            hold.wait(WAIT_SECONDS)
+        with self.lock:
+            self.active -= 1
+            self.cycles.append((started, time.monotonic()))
+        return Plan()
+
+    def history_needed(self, snapshot: Snapshot, config: Config) -> frozenset[str]:
+        return frozenset()
+
+
+class Writes:
+    """Wraps the daemon's executor: which threads wrote, and whether two writes ever overlapped."""
+
+    def __init__(self, inner: Executor) -> None:
+        self.inner = inner
+        self.threads: set[int] = set()
+        self.active = 0
+        self.overlapped = False
+        self.lock = threading.Lock()
+
+    def apply(self, actions: Sequence[Action], snapshot: Snapshot) -> list[Outcome]:
+        with self.lock:
+            self.active += 1
+            self.overlapped |= self.active > 1
+            self.threads.add(threading.get_ident())
+        try:
+            return self.inner.apply(actions, snapshot)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+@dataclass
+class Running:
+    daemon: Daemon
+    thread: threading.Thread
+    gate: Gate
+    writes: Writes
+    fake: FakeEngine
+    url: str
+
+    def post(self, body: dict[str, str]) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        return httpx.post(self.url + "/v1/commands", json=body, headers=headers, timeout=WAIT_SECONDS)
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[Running]:
+    port = free_port()
+    with FakeEngine(Cluster(nodes=3, services=8, groups=2)) as fake:
+        config = Config.model_validate(
+            {
+                "stack": "bench",
+                "docker": {"host": fake.docker_host},
+                "leader_election": {"enabled": False},
+                "reconcile": {"debounce_seconds": 0.0, "resync_interval_seconds": 3600},
+                "commands": {"file": str(tmp_path / "commands.yml")},
+                "api": {"listen": f"127.0.0.1:{port}", "token": TOKEN},
+                "audit": {"path": str(tmp_path / "audit.jsonl")},
+            }
+        )
+        gate = Gate()
+        controllers: list[Controller] = [f() for f in registry().values()]
+        daemon = Daemon(config, None, {}, dry_run=False, controllers=[*controllers, gate])
+        writes = Writes(daemon.loop.executor)
+        daemon.loop.executor = writes
+        thread = threading.Thread(target=daemon.run_forever, name="test-loop")
+        thread.start()
+        try:
+            wait_for("the first cycle", lambda: daemon.loop.cycles >= 1)
+            yield Running(daemon, thread, gate, writes, fake, f"http://127.0.0.1:{port}")
+        finally:
+            daemon.trigger.stop()
+            thread.join(WAIT_SECONDS)
+            assert not thread.is_alive(), "the daemon did not stop"
+
+
+def test_a_sync_from_the_api_waits_for_the_running_cycle_and_never_overlaps_it(running: Running) -> None:
+    gate = running.gate
+    gate.entered.clear()
+    gate.hold = threading.Event()
+    running.daemon.trigger.fire("test: a cycle that takes its time")
+    assert gate.entered.wait(WAIT_SECONDS)
+    held_cycles = len(gate.cycles)
+
+    answers: list[httpx.Response] = []
+    sender = threading.Thread(target=lambda: answers.append(running.post({"command": "sync"})))
+    sender.start()
+    time.sleep(0.3)
+    assert answers == [], "the sync must wait while a cycle runs"
+    assert gate.active == 1
+
+    gate.hold.set()
+    gate.hold = None
+    sender.join(WAIT_SECONDS)
+    (answer,) = answers
+    assert answer.status_code == 200
+    assert answer.json()["result"] == "ok"
+    assert answer.json()["message"].startswith("reconciled: ")
+    assert gate.max_active == 1, "two cycles ran at once"
+    assert len(gate.threads) == 1, "cycles ran on more than one thread"
+    # The sync's own cycle started after the held one ended.
+    held_end = gate.cycles[held_cycles][1] if len(gate.cycles) > held_cycles else 0.0
+    assert any(start >= held_end for start, _ in gate.cycles[held_cycles + 1 :])
+
+
+def test_a_commands_writes_run_on_the_loop_and_its_result_comes_back(running: Running) -> None:
+    before = running.fake.service("bench_svc00000")["Spec"]["TaskTemplate"].get("ForceUpdate", 0)
+    answer = running.post({"command": "restart", "service": "svc00000"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["result"] == "ok"
+    assert answer.json()["message"] == "service/bench_svc00000 force restart"
+    assert running.fake.service("bench_svc00000")["Spec"]["TaskTemplate"]["ForceUpdate"] == before + 1
+    assert running.writes.threads <= running.gate.threads, "a write ran off the loop's thread"
+    assert not running.writes.overlapped
+
+
+def test_commands_from_several_threads_run_one_at_a_time(running: Running) -> None:
+    handlers = CommandHandlers(running.daemon.loop)
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(handlers.sync())) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT_SECONDS)
+    assert len(results) == 5
+    assert all(r.startswith("reconciled: ") for r in results)
+    assert running.gate.max_active == 1
+    assert len(running.gate.threads) == 1
+
+
+def test_a_failed_cycle_is_retried_after_the_delay_its_error_asks_for(running: Running) -> None:
+    loop = running.daemon.loop
+    cycles = len(running.gate.cycles)
+    running.fake.fail_next("GET", r"^/nodes$", 500, "rpc error: code = Unknown desc = raft: no leader")
+    failed_at = time.monotonic()
+    loop.trigger.fire("test")
+    wait_for("the retry", lambda: len(running.gate.cycles) > cycles, timeout=EngineServerError.retry_after_seconds + 5)
+    waited = running.gate.cycles[cycles][0] - failed_at
+    assert waited >= EngineServerError.retry_after_seconds * 0.9
+    assert running.daemon.health.snapshot(time.time())["status"] == "ok"
+
+
+def test_requests_are_served_while_a_failed_cycle_waits_for_its_retry(running: Running) -> None:
+    # The failed cycle's retry is due a second later; a command must not wait for it.
+    running.fake.fail_next("GET", r"^/nodes$", 500, "boom")
+    running.daemon.trigger.fire("test")
+    wait_for("a failed cycle", lambda: running.daemon.health.snapshot(time.time())["last_error"] is not None)
+    started = time.monotonic()
+    assert CommandHandlers(running.daemon.loop).restart_service("svc00000") == "service/bench_svc00000 force restart"
+    assert time.monotonic() - started < 0.5 * EngineServerError.retry_after_seconds
+
+
+@pytest.mark.parametrize(
+    ("error", "consecutive", "delay"),
+    [
+        (EngineServerError("no leader"), 0, EngineServerError.retry_after_seconds),
+        (EngineServerError("no leader"), 2, 4 * EngineServerError.retry_after_seconds),
+        (EngineServerError("busy", retry_after_seconds=7), 0, 7.0),
+        (EngineUnreachableError("down"), 0, EngineUnreachableError.retry_after_seconds),
+        (EngineConflictError("stale"), 0, 0.5),
+        (EngineUnreachableError("down"), 20, MAX_RETRY_SECONDS),
+        (OrcastraError("permanent"), 0, PERMANENT_ERROR_RETRY_SECONDS),
+        (ValueError("a bug"), 0, PERMANENT_ERROR_RETRY_SECONDS),
+    ],
+    ids=["server", "server-3rd", "retry-after", "unreachable", "conflict-floor", "cap", "permanent", "bug"],
+)
+def test_retry_delay_honours_the_error(error: Exception, consecutive: int, delay: float) -> None:
+    assert retry_delay(error, consecutive) == pytest.approx(delay)
+
+
+def test_stopping_fails_the_requests_nobody_will_run() -> None:
+    trigger = Trigger()
+    request = Request(lambda: "never", "test")
+    trigger.put(request)
+    trigger.stop()
+    with pytest.raises(OrcastraError, match="stopping"):
+        request.future.result(timeout=1)
+    late = Request(lambda: "never", "late")
+    trigger.put(late)
+    with pytest.raises(OrcastraError, match="stopping"):
+        late.future.result(timeout=1)
+
+
+def test_a_request_does_not_wait_for_the_debounce() -> None:
+    trigger = Trigger()
+    trigger.fire("event")
+    trigger.put(Request(lambda: None, "command"))
+    started = time.monotonic()
+    assert trigger.wait(timeout=5.0, debounce=5.0) == []
+    assert time.monotonic() - started < 1.0
+    assert [r.what for r in trigger.take_requests()] == ["command"]
+    # The event is still pending, with its debounce.
+    assert trigger.wait(timeout=5.0, debounce=0.0) == ["event"]
