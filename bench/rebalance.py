@@ -42,6 +42,7 @@ from orcastra.features.colocation.plan import AnchorGroup, anchor_constraint
 from orcastra.features.rebalance import (
     MoveProblem,
     RebalanceHistory,
+    RebalanceInput,
     choose_moves,
     evaluate,
     plan_rebalance,
@@ -285,8 +286,10 @@ def quality(instances: int, seed: int, time_limit: float, max_nodes: int, max_se
         )
         cluster = generate(rng, n_nodes, n_services, settings)
         problem = build_problem(
-            cluster.snapshot, cluster.memory, cluster.groups, settings, cluster.history, NOW, overrides={}
-        )  # fmt: skip
+            RebalanceInput(
+                cluster.snapshot, cluster.memory, cluster.groups, settings, cluster.history, NOW, overrides={}
+            )
+        )
         if not problem.cand_source:
             continue  # nothing movable: both sides trivially agree; not a test of anything
         t0 = time.perf_counter()
@@ -356,12 +359,12 @@ def speed(n_nodes: int, n_services: int, repeat: int, seed: int) -> dict[str, An
     snap = cluster.snapshot
     build = median_seconds(lambda: Snapshot(snap.nodes, snap.services, snap.tasks, snap.taken_at), repeat)
     sort = median_seconds(lambda: sorted(snap.tasks, key=lambda t: (t.node_id, t.service_id)), repeat)
-    result = plan_rebalance(snap, cluster.memory, cluster.groups, settings, cluster.history, NOW, overrides={})
+    result = plan_rebalance(RebalanceInput(snap, cluster.memory, cluster.groups, settings, cluster.history, NOW))
 
     def full() -> object:
-        return plan_rebalance(snap, cluster.memory, cluster.groups, settings, cluster.history, NOW, overrides={})
+        return plan_rebalance(RebalanceInput(snap, cluster.memory, cluster.groups, settings, cluster.history, NOW))
 
-    problem = build_problem(snap, cluster.memory, cluster.groups, settings, cluster.history, NOW, overrides={})
+    problem = build_problem(RebalanceInput(snap, cluster.memory, cluster.groups, settings, cluster.history, NOW))
     plan_s = median_seconds(full, repeat)
     core_s = median_seconds(lambda: choose_moves(problem), repeat)
     return {

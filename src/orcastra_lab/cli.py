@@ -77,7 +77,7 @@ def lab() -> None:
 @name_option
 @timeout_option
 @_reports_errors
-def up(*, nodes: int, managers: int, no_swarm: bool, node_memory: str | None, name: str, timeout: float) -> None:
+def up(*, nodes: int, managers: int, no_swarm: bool, node_memory: str | None, name: str, timeout: float) -> None:  # noqa: PLR0913 - one parameter per click option of 'lab up'
     """Bring the lab up (idempotent): adds missing nodes, restarts dead daemons, forms the Swarm."""
     started = time.monotonic()
     lab_ = _lab(name)

@@ -537,7 +537,7 @@ class Lab:
 
     # --- down ---------------------------------------------------------------------------------------------
 
-    def _teardown(self, state: LabState) -> list[str]:
+    def _teardown(self, state: LabState) -> list[str]:  # noqa: PLR0912 - one step per kind of thing the lab recorded, in tear-down order
         """Remove everything recorded (and everything under the lab dir); returns what could not be removed."""
         layout = self.layout
         problems: list[str] = []

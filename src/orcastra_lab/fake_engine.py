@@ -1164,7 +1164,7 @@ class SwarmState:
         for svc in list(self.services.values()):
             self._reconcile(svc)
 
-    def _reconcile(self, svc: JSON) -> None:
+    def _reconcile(self, svc: JSON) -> None:  # noqa: PLR0912 - swarmkit's orchestrator, updater and scheduler in one pass, as they run
         """swarmkit's orchestrator, updater and scheduler for one service, run to completion."""
         service_id = svc["ID"]
         template: JSON = svc["Spec"]["TaskTemplate"]

@@ -3,6 +3,7 @@ modules small enough to read in one sitting. The layers themselves are import-li
 
 from __future__ import annotations
 
+import ast
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import grimp
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 60
 
 
 def strongly_connected(graph: grimp.ImportGraph) -> list[list[str]]:
@@ -67,3 +69,27 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     graph.add_import(importer="a.y", imported="a.x")
     graph.add_import(importer="a.z", imported="a.x")
     assert strongly_connected(graph) == [["a.x", "a.y"]]
+
+
+def product_modules() -> list[Path]:
+    return sorted((SRC / "orcastra").rglob("*.py"))
+
+
+def test_no_module_of_the_product_is_over_500_lines() -> None:
+    long = {
+        str(p.relative_to(SRC)): n
+        for p in product_modules()
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}
+
+
+def test_no_function_of_the_product_is_over_60_lines() -> None:
+    long = []
+    for path in product_modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno is not None:
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({lines} lines)")
+    assert long == []

@@ -20,6 +20,7 @@ from orcastra.features.rebalance import (
     MoveProblem,
     MoveRecord,
     RebalanceHistory,
+    RebalanceInput,
     choose_moves,
     evaluate,
     plan_rebalance,
@@ -45,16 +46,25 @@ def svc(
     labels: Mapping[str, str] | None = None,
 ) -> Service:
     return Service(
-        id=f"sid-{name}", version=1, name=name, mode=mode, replicas=1, constraints=constraints,
+        id=f"sid-{name}",
+        version=1,
+        name=name,
+        mode=mode,
+        replicas=1,
+        constraints=constraints,
         labels=frozen_labels(labels),
-    )  # fmt: skip
+    )
 
 
 def task(service: str, host: str, n: int = 0) -> Task:
     return Task(
-        id=f"t-{service}-{host}-{n}", service_id=f"sid-{service}", node_id=f"id-{host}", slot=n + 1,
-        desired_state="running", state="running",
-    )  # fmt: skip
+        id=f"t-{service}-{host}-{n}",
+        service_id=f"sid-{service}",
+        node_id=f"id-{host}",
+        slot=n + 1,
+        desired_state="running",
+        state="running",
+    )
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,15 @@ class Cluster:
     def plan(self) -> tuple[list[tuple[str, str, str]], list[str]]:
         history = self.history or RebalanceHistory(overloaded_since=MappingProxyType(dict(self.since)))
         result = plan_rebalance(
-            self.snapshot(), self.memory(), self.groups, self.settings, history, NOW, overrides=self.settings.services
+            RebalanceInput(
+                self.snapshot(),
+                self.memory(),
+                self.groups,
+                self.settings,
+                history,
+                NOW,
+                overrides=self.settings.services,
+            )
         )
         moves = [(m.unit, m.from_node, m.to_node) for m in result.moves]
         findings = [f"{f.subject}: {f.message}" for f in result.findings]
@@ -309,8 +327,17 @@ def test_plan(cluster: Cluster, expected_moves: list[tuple[str, str, str]], expe
 
 
 def test_move_figures_and_reason() -> None:
-    result = plan_rebalance(GROUPED.snapshot(), GROUPED.memory(), GROUPED.groups, RebalanceSettings(),
-                            RebalanceHistory(overloaded_since={"n1": NOW - 700}), NOW, overrides={})  # fmt: skip
+    result = plan_rebalance(
+        RebalanceInput(
+            GROUPED.snapshot(),
+            GROUPED.memory(),
+            GROUPED.groups,
+            RebalanceSettings(),
+            RebalanceHistory(overloaded_since={"n1": NOW - 700}),
+            NOW,
+            overrides={},
+        )
+    )
     (move,) = result.moves
     assert (move.unit, move.services, move.pin_service, move.bytes) == ("a", ("a", "d"), "a", 180)
     assert (move.from_before_percent, move.from_after_percent) == pytest.approx((90.0, 72.0))
@@ -326,8 +353,17 @@ def test_move_figures_and_reason() -> None:
 
 def test_estimated_bytes_are_flagged() -> None:
     cluster = replace(BASE, task_source="reservation")
-    result = plan_rebalance(cluster.snapshot(), cluster.memory(), (), RebalanceSettings(),
-                            RebalanceHistory(overloaded_since={"n1": NOW - 700}), NOW, overrides={})  # fmt: skip
+    result = plan_rebalance(
+        RebalanceInput(
+            cluster.snapshot(),
+            cluster.memory(),
+            (),
+            RebalanceSettings(),
+            RebalanceHistory(overloaded_since={"n1": NOW - 700}),
+            NOW,
+            overrides={},
+        )
+    )
     assert [m.estimated for m in result.moves] == [True]
     assert "estimated from reservation/limit" in result.moves[0].reason
 
@@ -383,8 +419,9 @@ def test_overrides_from_config_resolve_short_names_with_the_stack() -> None:
     }
 
 
-def problem(used: list[float], cands: list[tuple[int, float]], *, max_moves: int = 1,
-            max_moves_per_node: int = 1) -> MoveProblem:  # fmt: skip
+def problem(
+    used: list[float], cands: list[tuple[int, float]], *, max_moves: int = 1, max_moves_per_node: int = 1
+) -> MoveProblem:
     """Nodes of 100 bytes, the default thresholds without a margin; every candidate may go to every node but
     its own."""
     n = len(used)
@@ -406,16 +443,20 @@ def problem(used: list[float], cands: list[tuple[int, float]], *, max_moves: int
 
 
 CORE_CASES = [
-    ("one-big-beats-two-small", problem([95, 10, 10], [(0, 4), (0, 6), (0, 12)], max_moves=3, max_moves_per_node=3),
-     {(2, 1)}),
-    ("two-needed", problem([95, 10, 10], [(0, 6), (0, 5), (0, 1)], max_moves=3, max_moves_per_node=3),
-     {(0, 1), (1, 2)}),
-    ("budget-relieves-the-worst", problem([95, 90, 10, 10], [(0, 5), (0, 5), (1, 8)], max_moves=1),
-     {(2, 2)}),
-    ("per-node-limit-spreads-targets", problem([95, 96, 10, 20], [(0, 12), (1, 12)], max_moves=2),
-     {(1, 2), (0, 3)}),
+    (
+        "one-big-beats-two-small",
+        problem([95, 10, 10], [(0, 4), (0, 6), (0, 12)], max_moves=3, max_moves_per_node=3),
+        {(2, 1)},
+    ),
+    (
+        "two-needed",
+        problem([95, 10, 10], [(0, 6), (0, 5), (0, 1)], max_moves=3, max_moves_per_node=3),
+        {(0, 1), (1, 2)},
+    ),
+    ("budget-relieves-the-worst", problem([95, 90, 10, 10], [(0, 5), (0, 5), (1, 8)], max_moves=1), {(2, 2)}),
+    ("per-node-limit-spreads-targets", problem([95, 96, 10, 20], [(0, 12), (1, 12)], max_moves=2), {(1, 2), (0, 3)}),
     ("target-band-respected", problem([95, 65, 66], [(0, 12)], max_moves=1), set()),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("prob", "expected"), [c[1:] for c in CORE_CASES], ids=[c[0] for c in CORE_CASES])

@@ -52,41 +52,50 @@ def error_messages(error: ValidationError, root: type[BaseModel]) -> list[FieldE
     return found
 
 
+# pydantic error types whose message is "expected X, found <the value>".
+_EXPECTED = {
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "finite_number": "a finite number",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "path_type": "a file path",
+}
+# pydantic error types for a bound, with the context key that holds it.
+_BOUNDS = {
+    "greater_than": ("must be greater than", "gt"),
+    "greater_than_equal": ("must be at least", "ge"),
+    "less_than": ("must be less than", "lt"),
+    "less_than_equal": ("must be at most", "le"),
+}
+
+
 def _message(detail: ErrorDetails, loc: Loc, root: type[BaseModel]) -> str:
     kind = detail["type"]
     ctx: dict[str, Any] = dict(detail.get("ctx") or {})
     value = detail.get("input")
     found = describe(value)
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, found {found}"
+    if kind in _BOUNDS:
+        words, key = _BOUNDS[kind]
+        return f"{words} {_bound(ctx.get(key))}, found {found}"
     if kind == "orcastra":
         return str(ctx.get("message", detail["msg"]))
     if kind == "missing":
         return "required but missing"
     if kind == "extra_forbidden":
         return _unknown_key_message(loc, root)
-    if kind == "string_type":
-        return f"expected a string, found {found}"
-    if kind in ("bool_type", "bool_parsing"):
-        return f"expected true or false, found {found}"
-    if kind in ("float_type", "float_parsing"):
-        return f"expected a number, found {found}"
-    if kind == "finite_number":
-        return f"expected a finite number, found {found}"
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return f"expected a whole number, found {found}"
     if kind in ("list_type", "tuple_type", "set_type"):
         hint = f" (write [{value}] for a one-item list)" if isinstance(value, str) else ""
         return f"expected a list, found {found}{hint}"
     if kind in ("dict_type", "model_type", "model_attributes_type"):
         hint = " (leave the key out to use the defaults, or write {} for empty)" if value is None else ""
         return f"expected a mapping (key: value), found {found}{hint}"
-    if kind == "greater_than":
-        return f"must be greater than {_bound(ctx.get('gt'))}, found {found}"
-    if kind == "greater_than_equal":
-        return f"must be at least {_bound(ctx.get('ge'))}, found {found}"
-    if kind == "less_than":
-        return f"must be less than {_bound(ctx.get('lt'))}, found {found}"
-    if kind == "less_than_equal":
-        return f"must be at most {_bound(ctx.get('le'))}, found {found}"
     if kind == "too_short":
         minimum = ctx.get("min_length", 1)
         if minimum == 1:
@@ -94,8 +103,6 @@ def _message(detail: ErrorDetails, loc: Loc, root: type[BaseModel]) -> str:
         return f"needs at least {minimum} items, found {ctx.get('actual_length')}"
     if kind == "literal_error":
         return f"expected {ctx.get('expected')}, found {found}"
-    if kind == "path_type":
-        return f"expected a file path, found {found}"
     return f"{detail['msg']}, found {found}"
 
 

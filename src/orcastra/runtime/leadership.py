@@ -61,7 +61,7 @@ class LeaderLease:
     """One instance's view of the lease; call ``tick()`` every ``ttl/5`` or so. ``engine`` is used for reads,
     ``executor`` (bound to an Engine connection of the lease's own) for writes."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - collaborators and both clocks, keyword-only, injected for tests
         self,
         engine: EngineAdapter,
         executor: Executor,

@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -65,6 +66,42 @@ def retry_delay(error: BaseException, consecutive: int) -> float:
     return min(MAX_RETRY_SECONDS, base * float(2 ** min(consecutive, 8)))
 
 
+@dataclass
+class _Timers:
+    """The loop's own clocks (monotonic): the next resync, and the retry of a failed cycle."""
+
+    next_resync: float
+    retry_at: float | None = None
+    errors: int = 0  # failed cycles in a row
+
+    def timeout(self, polling: bool, wake_at: float | None) -> float:
+        """How long the loop may wait for a trigger before something of its own is due."""
+        timeout = CONFIG_POLL_INTERVAL_SECONDS
+        if polling:
+            timeout = min(timeout, self.next_resync - time.monotonic())
+        if wake_at is not None:
+            timeout = min(timeout, wake_at - time.time())
+        if self.retry_at is not None:
+            timeout = min(timeout, self.retry_at - time.monotonic())
+        return max(0.0, timeout)
+
+    def due(self, polling: bool, resync_interval: float) -> list[str]:
+        """The reasons that are due now; the retry of a failed cycle clears once due."""
+        now = time.monotonic()
+        reasons = []
+        if polling and now >= self.next_resync:
+            reasons.append("resync")
+            self.next_resync = now + resync_interval
+        if self.retry_at is not None and now >= self.retry_at:
+            self.retry_at = None
+            reasons.append("retry after error")
+        return reasons
+
+    def failed(self, delay: float) -> None:
+        self.errors += 1
+        self.retry_at = time.monotonic() + delay
+
+
 class LoopWrites:
     """An executor for the other threads: it hands each batch of actions to the loop and waits for the
     outcomes, so a reboot or a bootstrap cycle on its own thread still writes only through the loop."""
@@ -81,7 +118,7 @@ class Loop:
     """Owns the Swarm writes and the runtime's state (config, paused flag, last cycle, rebalancing state);
     runs on the thread that calls ``run`` (the main thread in ``orcastra run``)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the loop's collaborators, keyword-only, injected by the daemon and by tests
         self,
         *,
         config: Config,
@@ -309,20 +346,11 @@ class Loop:
         """Serve requests and run cycles until the trigger is stopped (on the attached thread)."""
         self.attach()
         self.trigger.fire("start")
-        next_resync = time.monotonic() + self.config.reconcile.resync_interval_seconds
-        retry_at: float | None = None
-        errors = 0
+        timers = _Timers(next_resync=time.monotonic() + self.config.reconcile.resync_interval_seconds)
         try:
             while not self.trigger.stopped:
                 rc = self.config.reconcile
-                timeout = CONFIG_POLL_INTERVAL_SECONDS
-                if rc.polling_mode:
-                    timeout = min(timeout, next_resync - time.monotonic())
-                if self.wake_at is not None:
-                    timeout = min(timeout, self.wake_at - time.time())
-                if retry_at is not None:
-                    timeout = min(timeout, retry_at - time.monotonic())
-                reasons = self.trigger.wait(max(0.0, timeout), rc.debounce_seconds)
+                reasons = self.trigger.wait(timers.timeout(rc.polling_mode, self.wake_at), rc.debounce_seconds)
                 if self.trigger.stopped:
                     break
                 self._serve_requests()
@@ -331,25 +359,17 @@ class Loop:
                 if self.wake_at is not None and time.time() >= self.wake_at:
                     self.wake_at = None
                     reasons.append("backoff due")
-                if rc.polling_mode and time.monotonic() >= next_resync:
-                    reasons.append("resync")
-                    next_resync = time.monotonic() + self.config.reconcile.resync_interval_seconds
-                if retry_at is not None:
-                    if time.monotonic() < retry_at:
-                        continue  # waiting out the error's delay; requests are still served
-                    retry_at = None
-                    reasons.append("retry after error")
-                if not reasons:
-                    continue
+                reasons += timers.due(rc.polling_mode, self.config.reconcile.resync_interval_seconds)
+                if timers.retry_at is not None or not reasons:
+                    continue  # nothing to do, or waiting out an error's delay (requests are still served)
                 log.debug("cycle triggered by: %s", ", ".join(sorted(set(reasons))))
                 try:
                     self.run_cycle()
-                    errors = 0
+                    timers.errors = 0
                 except Exception as e:  # a failed cycle (or a bug) must never end the loop
-                    delay = retry_delay(e, errors)
-                    errors += 1
+                    delay = retry_delay(e, timers.errors)
                     self._cycle_failed(e, delay)
-                    retry_at = time.monotonic() + delay
+                    timers.failed(delay)
         finally:
             self.trigger.stop()
 

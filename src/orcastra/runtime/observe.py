@@ -40,9 +40,24 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
+        self._define_cycle_metrics(self.registry)
+        self._define_anchor_metrics(self.registry)
+        self._define_rebalance_metrics(self.registry)
+        build_info = Gauge(
+            "orcastra_build_info", "Orcastra build information; always 1.", ["version"], registry=self.registry
+        )
+        build_info.labels(version=__version__).set(1)
+        # set_anchor_status replaces the whole anchor set; the lock keeps "which anchors are exported" consistent.
+        self._anchor_lock = threading.Lock()
+        self._anchors: set[str] = set()
+        self._nodes: set[str] = set()
+
+    def _define_cycle_metrics(self, r: CollectorRegistry) -> None:
         # prometheus_client appends "_total" to counter names itself.
         self._cycles = Counter("orcastra_cycles", "Reconcile cycles, by result (ok | failed).", ["result"], registry=r)
+        # Export both results from the start: rate() and alerts on "failed" need the series to exist at 0.
+        for result in ("ok", "failed"):
+            self._cycles.labels(result=result)
         self._actions = Counter(
             "orcastra_actions",
             "Actions handled by the executor, by kind and result (ok | dry-run | conflict | error | skipped).",
@@ -59,6 +74,14 @@ class Metrics:
         self._cycle_engine_calls = Gauge(
             "orcastra_cycle_engine_calls", "Docker Engine API calls made by the last cycle.", registry=r
         )
+        self._leader = Gauge("orcastra_leader", "1 when this instance is the active leader, else 0.", registry=r)
+        self._last_good_cycle = Gauge(
+            "orcastra_last_good_cycle_timestamp_seconds",
+            "When the last successful cycle finished (Unix time).",
+            registry=r,
+        )
+
+    def _define_anchor_metrics(self, r: CollectorRegistry) -> None:
         self._anchor_colocated = Gauge(
             "orcastra_anchor_colocated",
             "1 when the anchor's dependents run on its node, else 0.",
@@ -77,17 +100,8 @@ class Metrics:
             ["anchor"],
             registry=r,
         )
-        self._leader = Gauge("orcastra_leader", "1 when this instance is the active leader, else 0.", registry=r)
-        self._last_good_cycle = Gauge(
-            "orcastra_last_good_cycle_timestamp_seconds",
-            "When the last successful cycle finished (Unix time).",
-            registry=r,
-        )
-        build_info = Gauge("orcastra_build_info", "Orcastra build information; always 1.", ["version"], registry=r)
-        build_info.labels(version=__version__).set(1)
-        # Export both results from the start: rate() and alerts on "failed" need the series to exist at 0.
-        for result in ("ok", "failed"):
-            self._cycles.labels(result=result)
+
+    def _define_rebalance_metrics(self, r: CollectorRegistry) -> None:
         self._moves = Counter(
             "orcastra_rebalance_moves",
             "Rebalancing moves, by result (planned | ok | rolled-back).",
@@ -102,10 +116,6 @@ class Metrics:
             ["node"],
             registry=r,
         )
-        self._nodes: set[str] = set()
-        # set_anchor_status replaces the whole anchor set; the lock keeps "which anchors are exported" consistent.
-        self._anchor_lock = threading.Lock()
-        self._anchors: set[str] = set()
 
     def observe_cycle(self, seconds: float, engine_calls: int, ok: bool, now: float) -> None:
         """Record one finished cycle: its duration, its Engine calls, its result; ``now`` is Unix time."""

@@ -31,6 +31,7 @@ from orcastra.features.colocation.plan import resolve_groups
 from orcastra.features.rebalance import (
     PlannedMove,
     RebalanceHistory,
+    RebalanceInput,
     RebalancePlan,
     assume_sustained,
     plan_rebalance,
@@ -61,13 +62,15 @@ def _step(
     """Plan from ``memory``, and the pin actions of every move whose unit has no move in flight."""
     groups, _ = resolve_groups(snapshot, colocation_settings(config))
     plan = plan_rebalance(
-        snapshot,
-        memory,
-        groups,
-        config.rebalance,
-        with_recorded_moves(history, snapshot),
-        now,
-        overrides=rebalance_overrides(config),
+        RebalanceInput(
+            snapshot,
+            memory,
+            groups,
+            config.rebalance,
+            with_recorded_moves(history, snapshot),
+            now,
+            overrides=rebalance_overrides(config),
+        )
     )
     # A cooldown normally keeps a moving unit from being planned again; a cooldown of 0 must not either.
     moving = {m.service for m in move_tracking(snapshot, config).moves if m.state == "in-flight"}

@@ -153,7 +153,7 @@ def read_lock(engine: EngineAdapter) -> RebootLock | None:
 class _Lock:
     """This reboot's hold on the lock: take (or take over when expired), renew, release."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the lock's parts, keyword-only after the node
         self, engine: EngineAdapter, writes: Executor, node: str, *, holder: str, ttl: float, clock: Callable[[], float]
     ) -> None:
         self.engine, self.writes, self.node, self.holder, self.ttl, self.clock = (
@@ -244,7 +244,7 @@ def _set_availability(
     raise RebootStepError(hostname, step, "the node kept changing (version conflicts)")
 
 
-def _wait_drained(
+def _wait_drained(  # noqa: PLR0913 - clock and sleep are injected for tests
     engine: EngineAdapter,
     node: Node,
     moved: frozenset[str],
@@ -303,7 +303,7 @@ def _wait_ready(
         sleep(settings.poll_interval_seconds)
 
 
-def reboot_node(
+def reboot_node(  # noqa: PLR0913 - the command runner, clock, sleep and holder are injected for tests
     engine: EngineAdapter,
     writes: Executor,
     config_like: RebootSettings | _HasReboot,
@@ -373,7 +373,7 @@ def check_sentinels(snapshot: Snapshot, settings: RebootSettings, run_command: R
     return required
 
 
-def run_scheduled_reboot(
+def run_scheduled_reboot(  # noqa: PLR0913 - the command runner and the clocks are injected for tests
     engine: EngineAdapter,
     writes: Executor,
     config_like: RebootSettings | _HasReboot,

@@ -17,7 +17,7 @@ from orcastra.runtime.bootstrap import engine_connector
 from orcastra.runtime.executor import AuditLog, DryRunExecutor, EngineExecutor, Executor, OutcomeHook
 
 
-def make_executor(
+def make_executor(  # noqa: PLR0913 - what the executor is built from, keyword-only
     config: Config,
     engine: EngineAdapter,
     *,

@@ -303,7 +303,7 @@ class EngineAdapter:
             lambda c: c.update_node(node.id, node.version, node_spec=spec),
         )
 
-    def update_service(
+    def update_service(  # noqa: PLR0913 - keyword-only options, one per field of the UpdateService action
         self,
         service: Service,
         *,

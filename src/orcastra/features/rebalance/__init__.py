@@ -2,11 +2,11 @@
 ``high`` to a node the planner chose, without flapping. Pure; docs/rebalancing.md explains it.
 
 - ``settings``: the ``rebalance:`` config section (``RebalanceSettings``, per-service ``ServiceRebalance``);
-- ``labels``: every ``orcastra.*`` label key the feature reads or writes;
+- ``labels``: the values of its labels (the keys are in ``orcastra.domain.labels``);
 - ``history``: the above-high clocks (``update_history``) and the moves read back from the services'
   labels (``with_recorded_moves``);
-- ``plan``: ``plan_rebalance(snapshot, memory, groups, settings, history, now, overrides=)``: units,
-  eligibility, placement, anti-flap and explanations, returning a ``RebalancePlan`` (``types``);
+- ``plan``: ``plan_rebalance(RebalanceInput(...))``: units, eligibility, placement and anti-flap, returning a
+  ``RebalancePlan`` (``types``); ``explain`` words each move and what was left over;
 - ``optimize``: ``choose_moves`` on plain arrays (the part the benchmark compares with a MILP optimum);
 - ``pins``: how a move is carried out (pin label and constraint) and the pins kept healthy every cycle;
 - ``tracking``: ``track_moves``, every move followed through by level (converged, in flight, or rolled back
@@ -27,7 +27,7 @@ from orcastra.features.rebalance.optimize import MoveProblem, Score, choose_move
 from orcastra.features.rebalance.plan import plan_rebalance
 from orcastra.features.rebalance.settings import RebalanceSettings, ServiceRebalance
 from orcastra.features.rebalance.tracking import MoveResult, MoveTracking, TrackedMove, track_moves
-from orcastra.features.rebalance.types import NodeReport, PlannedMove, RebalancePlan
+from orcastra.features.rebalance.types import NodeReport, PlannedMove, RebalanceInput, RebalancePlan
 
 __all__ = [
     "MoveProblem",
@@ -37,6 +37,7 @@ __all__ = [
     "NodeReport",
     "PlannedMove",
     "RebalanceHistory",
+    "RebalanceInput",
     "RebalancePlan",
     "RebalanceSettings",
     "Score",

@@ -197,6 +197,12 @@ def _fix_plan(st: _State, s: int, best_fit: bool, smallest_last: bool) -> list[M
 
 
 def _greedy(st: _State, best_fit: bool, smallest_last: bool) -> None:
+    _fix_nodes(st, best_fit, smallest_last)
+    _relieve(st, best_fit)
+
+
+def _fix_nodes(st: _State, best_fit: bool, smallest_last: bool) -> None:
+    """Fix overloaded nodes one at a time, the one needing the fewest moves (then the fullest) first."""
     p = st.p
     hopeless: set[int] = set()  # capacity only shrinks as moves are added: unfixable stays unfixable
     while len(st.moves) < p.max_moves:
@@ -213,30 +219,41 @@ def _greedy(st: _State, best_fit: bool, smallest_last: bool) -> None:
             if best is None or key < best_key:
                 best, best_key = plan, key
         if best is None:
-            break
+            return
         for c, t in best:
             st.commit(c, t)
-    # Relief: nodes that cannot be fixed this cycle get the biggest unit that can go.
+
+
+def _relieve(st: _State, best_fit: bool) -> None:
+    """Relief: nodes that cannot be fixed this cycle get the biggest unit that can go."""
+    p = st.p
     while len(st.moves) < p.max_moves:
         pick: Move | None = None
         pick_value = (0.0, 0.0)
         for s in p.sources:
             if not st.above(s) or st.out_count[s] >= p.max_moves_per_node:
                 continue
-            for c in st.by_source.get(s, ()):
-                if not st.can_leave(c):
-                    continue
-                t = st.target(c, best_fit)
-                if t < 0:
-                    continue
-                excess = st.used[s] - st.hi[s]
-                value = (min(float(p.cand_bytes[c]), excess) / st.total[s], st.used[s] / st.total[s])
-                if pick is None or value > pick_value:
-                    pick, pick_value = (c, t), value
-                break  # the first one that can go is the largest
+            move = _first_leaving(st, s, best_fit)
+            if move is None:
+                continue
+            excess = st.used[s] - st.hi[s]
+            value = (min(float(p.cand_bytes[move[0]]), excess) / st.total[s], st.used[s] / st.total[s])
+            if pick is None or value > pick_value:
+                pick, pick_value = move, value
         if pick is None:
-            break
+            return
         st.commit(*pick)
+
+
+def _first_leaving(st: _State, s: int, best_fit: bool) -> Move | None:
+    """The largest unit of node ``s`` that can leave, with its target."""
+    for c in st.by_source.get(s, ()):
+        if not st.can_leave(c):
+            continue
+        t = st.target(c, best_fit)
+        if t >= 0:
+            return (c, t)
+    return None
 
 
 def _improve(st: _State) -> None:

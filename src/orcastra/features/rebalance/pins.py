@@ -50,7 +50,7 @@ def pinned_nodes(snapshot: Snapshot, service: str) -> list[Node]:
     return [n for n in snapshot.nodes if n.labels.get(key) == "true"]
 
 
-def plan_move(
+def plan_move(  # noqa: PLR0913 - the move's parts: what, where to, where from, when and why
     snapshot: Snapshot, pin_service: str, to_node: str, from_node: str, *, now: float, reason: str
 ) -> list[Action]:
     """The actions that move ``pin_service`` to ``to_node``: label the target, unlabel a previous pin, add

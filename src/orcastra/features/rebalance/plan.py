@@ -1,13 +1,13 @@
 """From a Swarm snapshot and memory readings to a rebalancing plan: which units may move, where, and why not.
 
-This module does the Swarm side (units, eligibility, placement, anti-flap, explanations); the choice
-among eligible moves is ``optimize.choose_moves`` on plain arrays. Pure: ``now`` is a parameter.
+This module does the Swarm side (units, eligibility, placement, anti-flap); ``explain`` words the moves and
+what was left over; the choice among eligible moves is ``optimize.choose_moves`` on plain arrays. Pure: ``now``
+is a parameter (in ``RebalanceInput``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from orcastra.domain.labels import (
     ANCHOR_LABEL_PREFIX,
@@ -18,14 +18,13 @@ from orcastra.domain.labels import (
 )
 from orcastra.domain.placement import NODE_LABEL_PREFIX, node_satisfies, parse_constraint
 from orcastra.domain.plan import Finding
-from orcastra.domain.snapshot import Node, Service, Snapshot
-from orcastra.domain.usage import MemoryView, NodeMemory, TaskMemory
-from orcastra.features.colocation.groups import AnchorGroup
-from orcastra.features.rebalance.history import MoveRecord, RebalanceHistory
+from orcastra.domain.snapshot import Node, Service
+from orcastra.domain.usage import NodeMemory, TaskMemory
+from orcastra.features.rebalance.explain import Candidate, Explaining, Unit, format_bytes, format_seconds
+from orcastra.features.rebalance.history import MoveRecord
 from orcastra.features.rebalance.labels import FALSE_VALUES
 from orcastra.features.rebalance.optimize import MoveProblem, choose_moves
-from orcastra.features.rebalance.settings import RebalanceSettings, ServiceRebalance
-from orcastra.features.rebalance.types import NodeReport, PlannedMove, RebalancePlan
+from orcastra.features.rebalance.types import NodeReport, RebalanceInput, RebalancePlan
 
 # Constraints on node labels Orcastra itself moves with a unit: a dependent's anchor constraint (the anchor
 # label follows the anchor) and the pin of an earlier move (pins.plan_move re-points it to the new node).
@@ -33,41 +32,6 @@ from orcastra.features.rebalance.types import NodeReport, PlannedMove, Rebalance
 OWNED_LABEL_PREFIXES = (ANCHOR_LABEL_PREFIX, PIN_LABEL_PREFIX, REBALANCE_LABEL + ".")
 MEASURED_SOURCES = frozenset({"engine-stats", "prometheus"})
 NEVER_MOVING_MODES = frozenset({"global", "replicated-job", "global-job"})
-
-
-@dataclass(frozen=True)
-class _Unit:
-    name: str  # anchor or service
-    services: tuple[Service, ...]  # pin service first
-
-    @property
-    def pin(self) -> Service:
-        return self.services[0]
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    unit: _Unit
-    source: int
-    bytes: int
-    estimated: bool
-    targets: tuple[int, ...]
-    preferred: int
-
-
-def format_bytes(n: float) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(n) >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} B"
-
-
-def format_seconds(s: float) -> str:
-    if s >= 3600:
-        return f"{s / 3600:.1f} h"
-    if s >= 120:
-        return f"{s / 60:.0f} min"
-    return f"{s:.0f} s"
 
 
 def _owned(constraint: str) -> bool:
@@ -78,25 +42,15 @@ def _owned(constraint: str) -> bool:
     return label.startswith(OWNED_LABEL_PREFIXES)
 
 
-class _Planner:
-    def __init__(
-        self,
-        *,
-        snapshot: Snapshot,
-        memory: MemoryView,
-        groups: Sequence[AnchorGroup],
-        settings: RebalanceSettings,
-        overrides: Mapping[str, ServiceRebalance],
-        history: RebalanceHistory,
-        now: float,
-    ) -> None:
-        self.snap = snapshot
-        self.memory = memory
-        self.groups = groups
-        self.settings = settings
-        self.overrides = overrides  # by full service name
-        self.history = history
-        self.now = now
+class _Planner(Explaining):
+    def __init__(self, inputs: RebalanceInput) -> None:
+        self.snap = inputs.snapshot
+        self.memory = inputs.memory
+        self.groups = inputs.groups
+        self.settings = inputs.settings
+        self.overrides = inputs.overrides  # by full service name
+        self.history = inputs.history
+        self.now = inputs.now
         self.findings: list[Finding] = []
         self.nodes: list[Node] = []  # nodes with fresh memory data: the optimiser's index space
         self.samples: list[NodeMemory] = []
@@ -159,19 +113,19 @@ class _Planner:
 
     # --- units ------------------------------------------------------------------------------------
 
-    def units(self) -> dict[str, _Unit]:
+    def units(self) -> dict[str, Unit]:
         """Service name -> its unit: anchor groups (anchor first) and every other service alone."""
-        by_service: dict[str, _Unit] = {}
+        by_service: dict[str, Unit] = {}
         for g in self.groups:
             anchor = self.snap.service(g.anchor)
             if anchor is None:
                 continue
             members = [anchor] + [s for d in g.dependents if (s := self.snap.service(d)) is not None]
-            unit = _Unit(g.anchor, tuple(members))
+            unit = Unit(g.anchor, tuple(members))
             for s in members:
                 by_service.setdefault(s.name, unit)
         for s in self.snap.services:
-            by_service.setdefault(s.name, _Unit(s.name, (s,)))
+            by_service.setdefault(s.name, Unit(s.name, (s,)))
         return by_service
 
     def override_rebalance(self, svc: Service) -> bool:
@@ -180,7 +134,7 @@ class _Planner:
             return o.rebalance
         return svc.labels.get(REBALANCE_LABEL, "").strip().lower() not in FALSE_VALUES
 
-    def preferred(self, unit: _Unit) -> str | None:
+    def preferred(self, unit: Unit) -> str | None:
         for svc in unit.services:
             o = self.overrides.get(svc.name)
             if o is not None and o.preferred_node:
@@ -190,7 +144,7 @@ class _Planner:
                 return label
         return None
 
-    def cooldown(self, unit: _Unit) -> float:
+    def cooldown(self, unit: Unit) -> float:
         set_ = [
             o.cooldown_seconds
             for s in unit.services
@@ -228,12 +182,12 @@ class _Planner:
 
     def candidate(
         self,
-        unit: _Unit,
+        unit: Unit,
         src: int,
         running_on: Mapping[str, frozenset[str]],
         task_memory: Mapping[tuple[str, str], TaskMemory],
         receivers: set[int],
-    ) -> _Candidate | str:
+    ) -> Candidate | str:
         """The unit as a move candidate off node ``src``, or why it cannot move (the first reason found, in
         the order: never moved, not movable as one from this node, cooldown, memory, targets)."""
         node = self.nodes[src]
@@ -252,9 +206,9 @@ class _Planner:
         roomy = self.targets_with_room(unit, src, total, self.left_recently(moves, cooldown), receivers)
         if isinstance(roomy, str):
             return roomy
-        return _Candidate(unit, src, total, estimated, roomy, self.preferred_target(unit, roomy))
+        return Candidate(unit, src, total, estimated, roomy, self.preferred_target(unit, roomy))
 
-    def why_never_moved(self, unit: _Unit) -> str | None:
+    def why_never_moved(self, unit: Unit) -> str | None:
         """Global services, jobs and the leader lease never move, nor anything opted out (config or label)."""
         for svc in unit.services:
             if svc.mode in NEVER_MOVING_MODES:
@@ -266,7 +220,7 @@ class _Planner:
                 return f"opted out ({svc.name}: {REBALANCE_LABEL}=false or rebalance: false in the config)"
         return None
 
-    def why_not_movable_from(self, unit: _Unit, node: Node, running_on: Mapping[str, frozenset[str]]) -> str | None:
+    def why_not_movable_from(self, unit: Unit, node: Node, running_on: Mapping[str, frozenset[str]]) -> str | None:
         """A unit moves off ``node`` only if its anchor runs there and none of its services runs elsewhere."""
         if node.id not in running_on.get(unit.pin.name, frozenset()):
             return (
@@ -294,7 +248,7 @@ class _Planner:
 
     def unit_bytes(
         self,
-        unit: _Unit,
+        unit: Unit,
         node: Node,
         running_on: Mapping[str, frozenset[str]],
         task_memory: Mapping[tuple[str, str], TaskMemory],
@@ -326,7 +280,7 @@ class _Planner:
         return frozenset(m.from_node for m in moves if self.now - m.at < window), window
 
     def targets_with_room(
-        self, unit: _Unit, src: int, total: int, left: tuple[frozenset[str], float], receivers: set[int]
+        self, unit: Unit, src: int, total: int, left: tuple[frozenset[str], float], receivers: set[int]
     ) -> tuple[int, ...] | str:
         """The nodes that qualify for the unit (constraints, not one it left recently) and stay under
         ``target`` with it (margin included), or why there are none."""
@@ -356,7 +310,7 @@ class _Planner:
             )
         return roomy
 
-    def preferred_target(self, unit: _Unit, roomy: tuple[int, ...]) -> int:
+    def preferred_target(self, unit: Unit, roomy: tuple[int, ...]) -> int:
         """The index of the unit's preferred node if it is among ``roomy``, else -1 (with a finding when a
         preferred node was named but does not qualify)."""
         wanted = self.preferred(unit)
@@ -372,7 +326,7 @@ class _Planner:
 
     # --- the plan -----------------------------------------------------------------------------------
 
-    def collect_candidates(self, sources: list[int], receivers: set[int]) -> list[_Candidate]:
+    def collect_candidates(self, sources: list[int], receivers: set[int]) -> list[Candidate]:
         """Every unit running on a source node, as a candidate or as a finding saying why not."""
         running_on: dict[str, frozenset[str]] = {}
         on_node: dict[str, list[str]] = {}
@@ -393,7 +347,7 @@ class _Planner:
                 task_memory[key] = tm
         unit_of = self.units()
 
-        candidates: list[_Candidate] = []
+        candidates: list[Candidate] = []
         for src in sources:
             host = self.nodes[src].hostname
             seen: set[str] = set()
@@ -409,7 +363,7 @@ class _Planner:
                     candidates.append(result)
         return candidates
 
-    def problem(self, sources: list[int], candidates: list[_Candidate]) -> MoveProblem:
+    def problem(self, sources: list[int], candidates: list[Candidate]) -> MoveProblem:
         st = self.settings
         return MoveProblem(
             node_used=[s.used_bytes for s in self.samples],
@@ -454,134 +408,14 @@ class _Planner:
         self.explain_left_over(candidates, chosen, sources, moves)
         return RebalancePlan(tuple(moves), tuple(reports), tuple(self.findings))
 
-    def describe(
-        self, candidates: list[_Candidate], chosen: Sequence[tuple[int, int]], used: dict[int, int]
-    ) -> list[PlannedMove]:
-        """PlannedMoves with before/after figures applied in order (a node's second move starts from the
-        first one's result)."""
-        st = self.settings
-        out: list[PlannedMove] = []
-        for c_index, t in chosen:
-            c = candidates[c_index]
-            s = c.source
-            s_total, t_total = self.samples[s].total_bytes, self.samples[t].total_bytes
-            fb, tb = 100.0 * used[s] / s_total, 100.0 * used[t] / t_total
-            used[s] -= c.bytes
-            used[t] += c.bytes
-            fa, ta = 100.0 * used[s] / s_total, 100.0 * used[t] / t_total
-            src_host, dst_host = self.nodes[s].hostname, self.nodes[t].hostname
-            what = (
-                f"group {c.unit.name} ({', '.join(x.name for x in c.unit.services)})"
-                if len(c.unit.services) > 1
-                else f"service {c.unit.name}"
-            )
-            since = self.history.overloaded_since.get(src_host, self.now)
-            how = "estimated from reservation/limit" if c.estimated else "measured"
-            why_target = "its preferred node" if t == c.preferred else "the qualified node left lowest"
-            reason = (
-                f"{src_host} above {st.high_percent:g}% for {format_seconds(self.now - since)}: move {what}, "
-                f"{format_bytes(c.bytes)} {how}, to {dst_host} ({why_target}); "
-                f"{src_host} {fb:.1f}% -> {fa:.1f}%, {dst_host} {tb:.1f}% -> {ta:.1f}% "
-                f"(target {st.target_percent:g}% with a {st.safety_margin_percent:g}% margin)"
-            )
-            out.append(
-                PlannedMove(
-                    unit=c.unit.name,
-                    services=tuple(x.name for x in c.unit.services),
-                    pin_service=c.unit.pin.name,
-                    from_node=src_host,
-                    to_node=dst_host,
-                    bytes=c.bytes,
-                    from_before_percent=fb,
-                    from_after_percent=fa,
-                    to_before_percent=tb,
-                    to_after_percent=ta,
-                    estimated=c.estimated,
-                    reason=reason,
-                )
-            )
-        return out
 
-    def explain_left_over(
-        self,
-        candidates: list[_Candidate],
-        chosen: Sequence[tuple[int, int]],
-        sources: list[int],
-        moves: list[PlannedMove],
-    ) -> None:
-        st = self.settings
-        moved = {c for c, _ in chosen}
-        after = {m.from_node: m.from_after_percent for m in moves}
-        for src in sources:
-            host = self.nodes[src].hostname
-            pct = after.get(host, self.samples[src].used_percent)
-            idle = [c for i, c in enumerate(candidates) if c.source == src and i not in moved]
-            if pct <= st.high_percent:
-                if idle:
-                    self.findings.append(
-                        Finding(host, f"{len(idle)} other movable unit(s) not needed: {host} ends at {pct:.1f}%")
-                    )
-                continue
-            n_out = sum(1 for c, _ in chosen if candidates[c].source == src)
-            if not idle and n_out == 0:
-                why = "no unit on it can move (see the findings for each)"
-            elif len(chosen) >= st.max_moves_per_cycle:
-                why = f"the move budget (max_moves_per_cycle={st.max_moves_per_cycle}) is used"
-            elif n_out >= st.max_moves_per_node:
-                why = f"the per-node limit (max_moves_per_node={st.max_moves_per_node}) is reached"
-            elif idle:
-                why = "the other movable units no longer fit on any qualified target after this cycle's moves"
-            else:
-                why = "all its movable units are moving and it is still above high"
-            self.findings.append(
-                Finding(host, f"stays above {st.high_percent:g}% ({pct:.1f}%) after this cycle: {why}", "warning")
-            )
+def plan_rebalance(inputs: RebalanceInput) -> RebalancePlan:
+    """The moves for this cycle (possibly none), a report per node, and why candidates were skipped."""
+    return _Planner(inputs).plan()
 
 
-def plan_rebalance(  # noqa: PLR0917 - positional by the daemon's contract, like every planner's plan()
-    snapshot: Snapshot,
-    memory: MemoryView,
-    groups: Sequence[AnchorGroup],
-    settings: RebalanceSettings,
-    history: RebalanceHistory,
-    now: float,
-    *,
-    overrides: Mapping[str, ServiceRebalance],
-) -> RebalancePlan:
-    """The moves for this cycle (possibly none), a report per node, and why candidates were skipped.
-
-    ``overrides`` are ``settings.services`` keyed by full service name (the config's keys are short names,
-    resolved with its ``stack``); they win over the services' labels."""
-    return _Planner(
-        snapshot=snapshot,
-        memory=memory,
-        groups=groups,
-        settings=settings,
-        overrides=overrides,
-        history=history,
-        now=now,
-    ).plan()
-
-
-def build_problem(  # noqa: PLR0917 - same arguments as plan_rebalance
-    snapshot: Snapshot,
-    memory: MemoryView,
-    groups: Sequence[AnchorGroup],
-    settings: RebalanceSettings,
-    history: RebalanceHistory,
-    now: float,
-    *,
-    overrides: Mapping[str, ServiceRebalance],
-) -> MoveProblem:
+def build_problem(inputs: RebalanceInput) -> MoveProblem:
     """The arrays ``plan_rebalance`` hands to the optimiser (cooldown aside): for the benchmark."""
-    planner = _Planner(
-        snapshot=snapshot,
-        memory=memory,
-        groups=groups,
-        settings=settings,
-        overrides=overrides,
-        history=history,
-        now=now,
-    )
+    planner = _Planner(inputs)
     _, sources, receivers = planner.read_nodes()
     return planner.problem(sources, planner.collect_candidates(sources, receivers))

@@ -33,10 +33,10 @@ from orcastra.domain.labels import MOVE_STATE_LABEL
 from orcastra.domain.plan import Finding, Plan
 from orcastra.domain.snapshot import Node, Service, Snapshot
 from orcastra.features.colocation.plan import AnchorGroup
+from orcastra.features.rebalance.explain import format_seconds
 from orcastra.features.rebalance.history import MoveRecord, recorded_moves
 from orcastra.features.rebalance.labels import CONVERGED, MOVING, pin_label_key
 from orcastra.features.rebalance.pins import CONTROLLER, plan_release
-from orcastra.features.rebalance.plan import format_seconds
 from orcastra.features.rebalance.settings import RebalanceSettings
 
 MoveState = Literal["in-flight", "converged", "rolled-back"]
@@ -107,7 +107,7 @@ def _mark_converged(svc: Service, record: MoveRecord) -> UpdateService:
     )
 
 
-def _follow(
+def _follow(  # noqa: PLR0913 - one recorded move with its unit and target, and the clock
     snapshot: Snapshot, record: MoveRecord, unit: Sequence[Service], target: Node, *, timeout: float, now: float
 ) -> tuple[TrackedMove, list[Action], Finding]:
     """One move ``moving`` whose pin is on its target: converged, in flight, or rolled back now."""

@@ -1,10 +1,18 @@
-"""What the rebalancing planner returns: the moves, a report per node, and the findings."""
+"""What the rebalancing planner takes (``RebalanceInput``) and returns: the moves, a report per node, and the
+findings."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from orcastra.domain.plan import Finding
+from orcastra.domain.snapshot import Snapshot
+from orcastra.domain.usage import MemoryView
+from orcastra.features.colocation.groups import AnchorGroup
+from orcastra.features.rebalance.history import RebalanceHistory
+from orcastra.features.rebalance.settings import RebalanceSettings, ServiceRebalance
 
 
 @dataclass(frozen=True)
@@ -39,3 +47,18 @@ class RebalancePlan:
     moves: tuple[PlannedMove, ...]
     nodes: tuple[NodeReport, ...]
     findings: tuple[Finding, ...]
+
+
+@dataclass(frozen=True)
+class RebalanceInput:
+    """Everything one rebalancing plan is made from. ``overrides`` are ``settings.services`` keyed by full
+    service name (the config's keys are short names, resolved with its ``stack``); they win over the services'
+    labels. ``now`` is a parameter: the planner has no clock."""
+
+    snapshot: Snapshot
+    memory: MemoryView
+    groups: Sequence[AnchorGroup]
+    settings: RebalanceSettings
+    history: RebalanceHistory
+    now: float
+    overrides: Mapping[str, ServiceRebalance] = field(default_factory=lambda: MappingProxyType({}))
