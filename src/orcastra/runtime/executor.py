@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal, Protocol
 
-from orcastra.adapters.engine import EngineAdapter
+from orcastra.adapters.engine.api import EngineApi
 from orcastra.adapters.engine.swarm import SwarmEngine
 from orcastra.domain.actions import (
     Action,
@@ -168,7 +168,7 @@ class EngineExecutor:
 
     def __init__(
         self,
-        engine: EngineAdapter,
+        engine: EngineApi,
         audit: AuditLog,
         on_outcome: OutcomeHook | None = None,
         *,

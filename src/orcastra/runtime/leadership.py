@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from orcastra.adapters.engine import EngineAdapter
+from orcastra.adapters.engine.api import EngineApi
 from orcastra.domain.actions import Action, CreateService, UpdateService
 from orcastra.domain.labels import LEASE_HOLDER_LABEL, LEASE_MARKER_LABEL, LEASE_RENEWED_LABEL
 from orcastra.domain.snapshot import Service, Snapshot
@@ -63,7 +63,7 @@ class LeaderLease:
 
     def __init__(  # noqa: PLR0913 - collaborators and both clocks, keyword-only, injected for tests
         self,
-        engine: EngineAdapter,
+        engine: EngineApi,
         executor: Executor,
         *,
         name: str = DEFAULT_LEASE_NAME,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from orcastra.adapters.engine import EngineAdapter
+from orcastra.adapters.engine.api import EngineApi
 from orcastra.adapters.engine.connect import make_engine
 from orcastra.commands.watch import FileStamp
 from orcastra.config import Config, load_config
@@ -124,7 +124,7 @@ class Loop:
         config: Config,
         config_path: Path | None,
         env: Mapping[str, str],
-        engine: EngineAdapter,
+        engine: EngineApi,
         executor: Executor,
         controllers: Sequence[Controller],
         metrics: Metrics,

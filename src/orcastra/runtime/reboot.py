@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from orcastra.adapters.engine import EngineAdapter
+from orcastra.adapters.engine.api import EngineApi
 from orcastra.domain.actions import SetNodeAvailability, SetSwarmLabels
 from orcastra.domain.snapshot import Node, Snapshot
 from orcastra.errors import (
@@ -110,7 +110,7 @@ def settings_of(config_like: RebootSettings | _HasReboot) -> RebootSettings:
 
 
 def _set_swarm_labels(
-    engine: EngineAdapter,
+    engine: EngineApi,
     writes: Executor,
     check: Callable[[dict[str, str]], bool],
     changes: dict[str, str | None],
@@ -134,7 +134,7 @@ def _set_swarm_labels(
     return "conflict"
 
 
-def compare_and_set_lock(engine: EngineAdapter, writes: Executor, expected: str | None, new: str | None) -> bool:
+def compare_and_set_lock(engine: EngineApi, writes: Executor, expected: str | None, new: str | None) -> bool:
     """Write the lock label only if it still reads ``expected`` (see ``_set_swarm_labels``)."""
     result = _set_swarm_labels(
         engine,
@@ -146,7 +146,7 @@ def compare_and_set_lock(engine: EngineAdapter, writes: Executor, expected: str 
     return result in ("ok", "dry-run")
 
 
-def read_lock(engine: EngineAdapter) -> RebootLock | None:
+def read_lock(engine: EngineApi) -> RebootLock | None:
     return parse_lock(engine.swarm_labels().get(LOCK_LABEL))
 
 
@@ -154,7 +154,7 @@ class _Lock:
     """This reboot's hold on the lock: take (or take over when expired), renew, release."""
 
     def __init__(  # noqa: PLR0913 - the lock's parts, keyword-only after the node
-        self, engine: EngineAdapter, writes: Executor, node: str, *, holder: str, ttl: float, clock: Callable[[], float]
+        self, engine: EngineApi, writes: Executor, node: str, *, holder: str, ttl: float, clock: Callable[[], float]
     ) -> None:
         self.engine, self.writes, self.node, self.holder, self.ttl, self.clock = (
             engine,
@@ -214,7 +214,7 @@ class _Lock:
 
 
 def _set_availability(
-    engine: EngineAdapter,
+    engine: EngineApi,
     writes: Executor,
     hostname: str,
     availability: Literal["active", "drain"],
@@ -245,7 +245,7 @@ def _set_availability(
 
 
 def _wait_drained(  # noqa: PLR0913 - clock and sleep are injected for tests
-    engine: EngineAdapter,
+    engine: EngineApi,
     node: Node,
     moved: frozenset[str],
     settings: RebootSettings,
@@ -271,7 +271,7 @@ def _wait_drained(  # noqa: PLR0913 - clock and sleep are injected for tests
 
 
 def _wait_ready(
-    engine: EngineAdapter,
+    engine: EngineApi,
     before: Node,
     settings: RebootSettings,
     clock: Callable[[], float],
@@ -304,7 +304,7 @@ def _wait_ready(
 
 
 def reboot_node(  # noqa: PLR0913 - the command runner, clock, sleep and holder are injected for tests
-    engine: EngineAdapter,
+    engine: EngineApi,
     writes: Executor,
     config_like: RebootSettings | _HasReboot,
     node: str,
@@ -374,7 +374,7 @@ def check_sentinels(snapshot: Snapshot, settings: RebootSettings, run_command: R
 
 
 def run_scheduled_reboot(  # noqa: PLR0913 - the command runner and the clocks are injected for tests
-    engine: EngineAdapter,
+    engine: EngineApi,
     writes: Executor,
     config_like: RebootSettings | _HasReboot,
     *,

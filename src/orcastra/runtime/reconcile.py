@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from orcastra.adapters.engine import EngineAdapter
+from orcastra.adapters.engine.api import EngineApi
 from orcastra.config import Config
 from orcastra.domain.plan import Plan
 from orcastra.domain.snapshot import Snapshot
@@ -49,7 +49,7 @@ class CycleResult:
 
 
 def run_cycle(
-    engine: EngineAdapter, executor: Executor | None, config: Config, controllers: Sequence[Controller]
+    engine: EngineApi, executor: Executor | None, config: Config, controllers: Sequence[Controller]
 ) -> CycleResult:
     """Snapshot, plan, apply. A version conflict means the Swarm changed under the plan: read it again and
     plan again (bounded), never retry the stale write. Without an executor (a follower) it only plans."""

@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Callable, Mapping
 
-from orcastra.adapters.engine import EngineAdapter
+from orcastra.adapters.engine.api import EngineApi
 from orcastra.config import Config
 from orcastra.runtime.bootstrap import engine_connector
 from orcastra.runtime.executor import AuditLog, DryRunExecutor, EngineExecutor, Executor, OutcomeHook
@@ -19,7 +19,7 @@ from orcastra.runtime.executor import AuditLog, DryRunExecutor, EngineExecutor, 
 
 def make_executor(  # noqa: PLR0913 - what the executor is built from, keyword-only
     config: Config,
-    engine: EngineAdapter,
+    engine: EngineApi,
     *,
     dry_run: bool,
     audit: AuditLog,
