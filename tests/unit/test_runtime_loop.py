@@ -19,12 +19,16 @@ from orcastra.domain.actions import Action
 from orcastra.domain.plan import Plan
 from orcastra.domain.snapshot import Snapshot
 from orcastra.errors import EngineConflictError, EngineServerError, EngineUnreachableError, OrcastraError
+from orcastra.runtime import loop as loop_module
+from orcastra.runtime import watchers as watchers_module
 from orcastra.runtime.controllers import Controller, registry
 from orcastra.runtime.daemon import Daemon
 from orcastra.runtime.executor import Executor, Outcome
 from orcastra.runtime.handlers import CommandHandlers
 from orcastra.runtime.loop import MAX_RETRY_SECONDS, PERMANENT_ERROR_RETRY_SECONDS, retry_delay
+from orcastra.runtime.observe import Metrics
 from orcastra.runtime.triggers import Request, Trigger
+from orcastra.runtime.watchers import Watcher
 from orcastra_lab.fake_engine import Cluster, FakeEngine
 
 TOKEN = "t0ken-for-tests"
@@ -56,6 +60,7 @@ class Gate:
     max_active: int = 0
     cycles: list[tuple[float, float]] = field(default_factory=list)
     hold: threading.Event | None = None
+    fail_once: Exception | None = None
     entered: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -66,6 +71,11 @@ class Gate:
             self.max_active = max(self.max_active, self.active)
             self.threads.add(threading.get_ident())
         self.entered.set()
+        failure, self.fail_once = self.fail_once, None
+        if failure is not None:
+            with self.lock:
+                self.active -= 1
+            raise failure
         hold = self.hold
         if hold is not None:
             hold.wait(WAIT_SECONDS)
@@ -262,3 +272,50 @@ def test_a_request_does_not_wait_for_the_debounce() -> None:
     assert [r.what for r in trigger.take_requests()] == ["command"]
     # The event is still pending, with its debounce.
     assert trigger.wait(timeout=5.0, debounce=0.0) == ["event"]
+
+
+def test_a_bug_in_a_planner_never_ends_the_loop(running: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loop_module, "PERMANENT_ERROR_RETRY_SECONDS", 0.2)
+    cycles = len(running.gate.cycles)
+    running.gate.fail_once = KeyError("a bug")
+    running.daemon.trigger.fire("test")
+    wait_for("the cycle after the failed one", lambda: len(running.gate.cycles) > cycles, timeout=5)
+    assert running.thread.is_alive()
+    assert running.daemon.health.snapshot(time.time())["status"] == "ok"
+    metrics = running.daemon.metrics.render().decode()
+    assert 'orcastra_cycles_total{result="failed"} 1.0' in metrics
+
+
+class Flaky(Watcher):
+    def __init__(self, trigger: Trigger, failures: int) -> None:
+        super().__init__("flaky", trigger)
+        self.failures = failures
+        self.bodies = 0
+        self.done = threading.Event()
+
+    def body(self) -> None:
+        self.bodies += 1
+        if self.bodies <= self.failures:
+            raise RuntimeError(f"failure {self.bodies}")
+        self.done.set()
+        self.trigger.sleep(WAIT_SECONDS)
+
+
+def test_a_watcher_that_fails_is_logged_counted_and_started_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(watchers_module, "RESTART_PAUSE_SECONDS", 0.01)
+    trigger = Trigger()
+    metrics = Metrics()
+    watcher = Flaky(trigger, failures=2)
+    watcher.on_crash = metrics.observe_thread_restart
+    watcher.start()
+    try:
+        assert watcher.done.wait(WAIT_SECONDS)
+    finally:
+        trigger.stop()
+        watcher.join(WAIT_SECONDS)
+    assert not watcher.is_alive()
+    assert watcher.bodies == 3
+    assert 'orcastra_thread_restarts_total{thread="flaky"} 2.0' in metrics.render().decode()
+    assert [r.exc_info is not None for r in caplog.records if "flaky failed" in r.getMessage()] == [True, True]

@@ -94,7 +94,9 @@ class Daemon:
                 name=le.lease_name,
                 ttl_seconds=le.ttl_seconds,
             )
-            self.lease_keeper = LeaseKeeper(lease, self._on_leadership, self.trigger.sleep)
+            self.lease_keeper = LeaseKeeper(
+                lease, self._on_leadership, self.trigger.sleep, on_crash=self.metrics.observe_thread_restart
+            )
         keeper = self.lease_keeper
         self.loop = Loop(
             config=config,
@@ -194,6 +196,7 @@ class Daemon:
         else:
             log.info("command file %s: its directory does not exist; commands only through the API", path)
         for w in self._watchers:
+            w.on_crash = self.metrics.observe_thread_restart
             w.start()
 
     def _start_api(self) -> None:

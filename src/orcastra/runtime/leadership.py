@@ -180,17 +180,31 @@ class LeaseKeeper(threading.Thread):
     """Owns the lease: ticks it (every ttl/3 as the leader, ttl/5 as a follower) and reports every change of
     role through ``on_change``. Writes only the lease service (see the module docstring)."""
 
-    def __init__(self, lease: LeaderLease, on_change: Callable[[bool], None], sleep: Callable[[float], bool]) -> None:
+    def __init__(
+        self,
+        lease: LeaderLease,
+        on_change: Callable[[bool], None],
+        sleep: Callable[[float], bool],
+        *,
+        on_crash: Callable[[str], None] | None = None,
+    ) -> None:
         super().__init__(name="orcastra-lease", daemon=True)
         self.lease = lease
         self._on_change = on_change
         self._sleep = sleep  # returns False once the runtime is stopping
+        self._on_crash = on_crash
         self.was_leader: bool | None = None  # unknown until the first tick, which always reports the role
 
     def run(self) -> None:
         try:
             while True:
-                leader = self.check()
+                try:
+                    leader = self.check()
+                except Exception:  # never die silently: a dead keeper would let the lease lapse unnoticed
+                    log.exception("leader lease %s: tick failed; trying again", self.lease.name)
+                    if self._on_crash is not None:
+                        self._on_crash(self.name)
+                    leader = self.lease.is_leader
                 # A follower looks often, to take over soon after a lease expires; the leader only needs to
                 # renew, every third of the ttl (each look is a list call, each renewal a read and a write).
                 if not self._sleep(max(0.2, self.lease.ttl / (3 if leader else 5))):

@@ -75,6 +75,12 @@ class Metrics:
             "orcastra_cycle_engine_calls", "Docker Engine API calls made by the last cycle.", registry=r
         )
         self._leader = Gauge("orcastra_leader", "1 when this instance is the active leader, else 0.", registry=r)
+        self._thread_restarts = Counter(
+            "orcastra_thread_restarts",
+            "Background threads (watchers, the lease keeper) that failed and were started again, by thread.",
+            ["thread"],
+            registry=r,
+        )
         self._last_good_cycle = Gauge(
             "orcastra_last_good_cycle_timestamp_seconds",
             "When the last successful cycle finished (Unix time).",
@@ -161,6 +167,9 @@ class Metrics:
             for gone in self._nodes - used_ratio.keys():
                 self._node_memory.remove(gone)
             self._nodes = set(used_ratio)
+
+    def observe_thread_restart(self, thread: str) -> None:
+        self._thread_restarts.labels(thread=thread).inc()
 
     def set_leader(self, is_leader: bool) -> None:
         self._leader.set(1 if is_leader else 0)

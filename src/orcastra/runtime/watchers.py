@@ -39,16 +39,45 @@ EVENT_RECONNECT_DELAY_SECONDS = 2.0
 POKE_BURST_SECONDS = 1.5
 POKE_BURST_INTERVAL_SECONDS = 0.05
 POLL_INTERVAL_WITH_NODE_EVENTS_SECONDS = 2.0
+# A watcher whose body failed is started again after this, doubled for each failure in a row, up to the cap.
+RESTART_PAUSE_SECONDS = 0.5
+MAX_RESTART_PAUSE_SECONDS = 30.0
+HEALTHY_RUN_SECONDS = 60.0
 
 
 class Watcher(threading.Thread):
-    """Base of the watcher threads: a loop that reconnects after errors until stopped."""
+    """Base of the watcher threads. ``body`` does the work until the trigger is stopped; ``run`` supervises it:
+    an error that escapes ``body`` (a bug, or an error nobody expected) is logged with its traceback, reported
+    through ``on_crash`` (the daemon counts it in ``orcastra_thread_restarts_total``), and ``body`` is started
+    again after a short, growing pause. A watcher never dies silently."""
 
     def __init__(self, name: str, trigger: Trigger) -> None:
         super().__init__(name=name, daemon=True)
         self.trigger = trigger
+        self.on_crash: Callable[[str], None] | None = None
+        self.crashes = 0
         self._closers_lock = threading.Lock()
         self._closers: list[Callable[[], None]] = []
+
+    def body(self) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        while not self.trigger.stopped:
+            started = time.monotonic()
+            try:
+                self.body()
+                return
+            except Exception:
+                if time.monotonic() - started > HEALTHY_RUN_SECONDS:
+                    self.crashes = 0  # it had been working: start the pauses over
+                self.crashes += 1
+                pause = min(MAX_RESTART_PAUSE_SECONDS, RESTART_PAUSE_SECONDS * 2 ** min(self.crashes - 1, 6))
+                log.exception("%s failed; starting it again in %.1f s (failure %d)", self.name, pause, self.crashes)
+                if self.on_crash is not None:
+                    self.on_crash(self.name)
+                if not self.trigger.sleep(pause):
+                    return
 
     def closing(self, fn: Callable[[], None]) -> None:
         with self._closers_lock:
@@ -77,7 +106,7 @@ class EventWatcher(Watcher):
         self._filters = filters
         self._on_event = on_event
 
-    def run(self) -> None:
+    def body(self) -> None:
         since: float | None = None
         while not self.trigger.stopped:
             engine = self._engine_factory()
@@ -128,7 +157,7 @@ class TaskPoller(Watcher):
         super().stop()
         self._wake.set()
 
-    def run(self) -> None:
+    def body(self) -> None:
         engine = self._engine_factory()
         self.closing(engine.close)
         try:
@@ -162,7 +191,7 @@ class MemoryWatcher(Watcher):
         super().__init__("orcastra-memory", loop.trigger)
         self.loop = loop
 
-    def run(self) -> None:
+    def body(self) -> None:
         while not self.trigger.stopped:
             config = self.loop.config
             snapshot = self.loop.latest_snapshot()
@@ -181,7 +210,7 @@ class BootstrapTicker(Watcher):
         super().__init__("orcastra-bootstrap", loop.trigger)
         self.loop = loop
 
-    def run(self) -> None:
+    def body(self) -> None:
         while self.trigger.sleep(self.loop.config.bootstrap.loop_interval_seconds):
             if not self.loop.is_leader or self.loop.paused:
                 continue
@@ -199,7 +228,7 @@ class RebootScheduler(Watcher):
         super().__init__("orcastra-reboots", loop.trigger)
         self.loop = loop
 
-    def run(self) -> None:
+    def body(self) -> None:
         while self.trigger.sleep(self.loop.config.reboot.schedule.check_interval_seconds):
             config = self.loop.config
             if not config.reboot.schedule.enabled or not self.loop.is_leader or self.loop.paused:
@@ -227,7 +256,7 @@ class CommandFileWatcher(Watcher):
             for result in self.runner.process_file():
                 log.info("command %s: %s %s", result.command, result.result, result.message)
 
-    def run(self) -> None:
+    def body(self) -> None:
         self._watch.run()
 
     def stop(self) -> None:
