@@ -4,6 +4,7 @@ when a drain is done, the reboot/sentinel command rendering, the settings' valid
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,9 +35,11 @@ from orcastra.runtime.reboot import (
     RebootLocked,
     RebootRefused,
     RebootStepError,
+    check_sentinels,
     reboot_node,
     render_command,
     run_scheduled_reboot,
+    scrub,
 )
 
 T = TypeVar("T")
@@ -257,13 +260,75 @@ def test_tasks_left_on(services: tuple[Service, ...], tasks: tuple[Task, ...], w
     ("template", "host", "command"),
     [
         ("ssh {node} sudo systemctl reboot", "node2", "ssh node2 sudo systemctl reboot"),
-        ("ssh {node} reboot", "a b;rm -rf /", "ssh 'a b;rm -rf /' reboot"),
-        ("x {node} {node}", "n$(id)", "x 'n$(id)' 'n$(id)'"),
+        ("ssh -- {node} reboot", "web-1.example.org", "ssh -- web-1.example.org reboot"),
+        ("x {node} {node}", "n_1", "x n_1 n_1"),
     ],
-    ids=["plain", "quoted", "every-placeholder"],
+    ids=["plain", "fqdn-after-dashes", "every-placeholder"],
 )
 def test_render_command(template: str, host: str, command: str) -> None:
     assert render_command(template, host) == command
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["-oProxyCommand=touch /tmp/x", "a b;rm -rf /", "n$(id)", ".hidden", "", "x" * 254, "node\n2", "nöde"],
+    ids=["option-injection", "shell", "substitution", "leading-dot", "empty", "too-long", "newline", "non-ascii"],
+)
+def test_a_hostname_that_is_no_plain_host_name_never_reaches_a_command(host: str) -> None:
+    with pytest.raises(RebootRefused, match="never put on a command line"):
+        render_command("ssh -- {node} reboot", host)
+
+
+def test_a_reboot_commands_words_stay_out_of_what_it_reports() -> None:
+    command = "ipmitool -H bmc2 -U admin -P s3cretpassw0rd power cycle"
+    output = f"Error: {command}: password s3cretpassw0rd rejected by bmc2 for node2"
+    scrubbed = scrub(output, command, "node2")
+    assert "s3cretpassw0rd" not in scrubbed
+    assert "ipmitool" not in scrubbed
+    assert "node2" in scrubbed
+
+
+def test_the_reboot_result_and_log_hold_no_rendered_command(caplog: pytest.LogCaptureFixture) -> None:
+    engine, clock = FakeEngine(), FakeClock()
+    settings_ = REBOOT.model_copy(update={"command": "reboot-it -P s3cretpassw0rd {node}"})
+    caplog.set_level(logging.DEBUG)
+    message = reboot_node(
+        engine, apply_fn(engine), settings_, "node2", run_command=engine.reboot, clock=clock, sleep=clock.sleep
+    )
+    assert message.startswith("rebooted node2")
+    assert "s3cretpassw0rd" not in message
+    assert not [r for r in caplog.records if "s3cretpassw0rd" in r.getMessage()]
+
+
+def test_a_failed_reboot_command_reports_its_output_scrubbed() -> None:
+    engine, clock = FakeEngine(), FakeClock()
+    settings_ = REBOOT.model_copy(update={"command": "reboot-it -P s3cretpassw0rd {node}"})
+    with pytest.raises(RebootStepError) as e:
+        reboot_node(
+            engine,
+            apply_fn(engine),
+            settings_,
+            "node2",
+            run_command=lambda command, timeout: CommandResult(3, f"{command}: access denied"),
+            clock=clock,
+            sleep=clock.sleep,
+        )
+    assert e.value.step == "reboot-command"
+    assert "exited with 3" in str(e.value)
+    assert "s3cretpassw0rd" not in str(e.value)
+
+
+def test_sentinels_are_asked_only_of_inventory_nodes() -> None:
+    engine = FakeEngine()
+    asked: list[str] = []
+
+    def run(command: str, timeout: float) -> CommandResult:
+        asked.append(command)
+        return CommandResult(0, "")
+
+    s = REBOOT.model_copy(update={"sentinel_command": "sentinel {node}"})
+    assert check_sentinels(engine.snapshot(), s, run, {"node2", "node3", "elsewhere"}) == {"node2", "node3"}
+    assert asked == ["sentinel node2", "sentinel node3"]
 
 
 @pytest.mark.parametrize(
@@ -503,7 +568,12 @@ def test_scheduled_reboot_runs_sentinels_only_inside_the_window() -> None:
     s = RebootSettings.model_validate(
         {**REBOOT.model_dump(), "sentinel_command": "sentinel {node}", "schedule": {"enabled": True}}
     )
-    kwargs: dict[str, Any] = {"run_command": run, "clock": clock, "sleep": clock.sleep}
+    kwargs: dict[str, Any] = {
+        "run_command": run,
+        "clock": clock,
+        "sleep": clock.sleep,
+        "inventory": {"node1", "node2", "node3"},
+    }
     assert run_scheduled_reboot(engine, apply_fn(engine), s, now_local=lambda: MON_0100, **kwargs) is None
     assert ran == []
     message = run_scheduled_reboot(engine, apply_fn(engine), s, now_local=lambda: MON_0300, **kwargs)

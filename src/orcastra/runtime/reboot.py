@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import shlex
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -46,6 +47,10 @@ log = logging.getLogger(__name__)
 
 Step = Literal["lock", "drain", "wait-drained", "reboot-command", "wait-ready", "activate", "release"]
 CAS_ATTEMPTS = 5
+# What a node's hostname must look like before it is put on a command line (see ``render_command``).
+HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}\Z")
+# Words of a rendered reboot command this long are kept out of results and logs (``scrub``).
+SECRET_WORD_MIN_CHARS = 6
 
 
 class RebootRefused(PermanentError):
@@ -98,8 +103,28 @@ def run_shell(command: str, timeout: float) -> CommandResult:
 
 
 def render_command(template: str, hostname: str) -> str:
-    """The command for one node: ``{node}`` becomes the shell-quoted hostname (and nothing else is touched)."""
+    """The command for one node: ``{node}`` becomes the shell-quoted hostname (and nothing else is touched).
+
+    A hostname comes from the Swarm, and a worker's owner chooses it. Shell quoting stops shell injection but
+    not option injection (``-oProxyCommand=...`` as ssh's host argument runs a command here), so a name that
+    is not a plain host name never reaches a command line (``RebootRefused``). Templates should still put the
+    name after ``--`` where the program allows it (``ssh -- {node} ...``)."""
+    if not HOSTNAME_RE.match(hostname):
+        raise RebootRefused(
+            f"node hostname {hostname!r} is not a plain host name (letters, digits, '.', '-', '_', not starting "
+            "with '-' or '.'): it is never put on a command line"
+        )
     return template.replace(NODE_PLACEHOLDER, shlex.quote(hostname))
+
+
+def scrub(text: str, command: str, hostname: str) -> str:
+    """``text`` (a command's output) without the rendered command or its longer words: a reboot command may
+    carry a secret (an IPMI password), and results and logs are read by more people than the config."""
+    secrets = sorted({w for w in shlex.split(command) if len(w) >= SECRET_WORD_MIN_CHARS and w != hostname},
+                     key=len, reverse=True)  # fmt: skip
+    for secret in (command, *secrets):
+        text = text.replace(secret, "<redacted>")
+    return text
 
 
 def settings_of(config_like: RebootSettings | _HasReboot) -> RebootSettings:
@@ -335,7 +360,7 @@ def reboot_node(  # noqa: PLR0913 - the command runner, clock, sleep and holder 
     started = clock()
     lock = _Lock(engine, writes, hostname, holder=holder or new_holder_id(), ttl=settings.lock_ttl_seconds, clock=clock)
     if lock.take() == "dry-run":
-        return f"would reboot {hostname}: drain, run {command!r}, wait until Ready, activate"
+        return f"would reboot {hostname}: drain, run its reboot command, wait until Ready, activate"
     log.warning("rebooting %s: lock taken, draining", hostname)
     moved = services_on(snapshot, target.id)
     _set_availability(engine, writes, hostname, "drain", "drain")
@@ -343,29 +368,35 @@ def reboot_node(  # noqa: PLR0913 - the command runner, clock, sleep and holder 
 
     lock.renew()
     before = engine.inspect_node(target.id)
-    log.warning("rebooting %s: drained; running %s", hostname, command)
+    log.warning("rebooting %s: drained; running its reboot command", hostname)
     result = run_command(command, settings.command_timeout_seconds)
     if result.returncode != 0:
         raise RebootStepError(
-            hostname, "reboot-command", f"{command!r} exited with {result.returncode}: {cut(result.output)}"
+            hostname,
+            "reboot-command",
+            f"the reboot command exited with {result.returncode}: {cut(scrub(result.output, command, hostname))}",
         )
     lock.renew()
     _wait_ready(engine, before, settings, clock, sleep)
 
     _set_availability(engine, writes, hostname, "active", "activate")
     lock.release()
-    message = f"rebooted {hostname} in {clock() - started:.0f} s: drained, {command!r}, Ready, Active"
+    message = f"rebooted {hostname} in {clock() - started:.0f} s: drained, reboot command run, Ready, Active"
     log.warning("%s", message)
     return message
 
 
-def check_sentinels(snapshot: Snapshot, settings: RebootSettings, run_command: RunCommand) -> set[str]:
-    """Hostnames whose reboot-required sentinel is set (the sentinel command exits 0)."""
+def check_sentinels(
+    snapshot: Snapshot, settings: RebootSettings, run_command: RunCommand, inventory: Collection[str]
+) -> set[str]:
+    """Hostnames whose reboot-required sentinel is set (the sentinel command exits 0). Only nodes of the
+    inventory (``nodes:`` and ``reboot.node_commands``) are asked: a node that merely joined the Swarm is no
+    machine the operator told Orcastra to log into."""
     if settings.sentinel_command is None:
         return set()
     required: set[str] = set()
     for n in snapshot.nodes:
-        if not n.ready:
+        if not n.ready or n.hostname not in inventory or not HOSTNAME_RE.match(n.hostname):
             continue
         result = run_command(render_command(settings.sentinel_command, n.hostname), settings.command_timeout_seconds)
         if result.returncode == 0:
@@ -378,13 +409,14 @@ def run_scheduled_reboot(  # noqa: PLR0913 - the command runner and the clocks a
     writes: Executor,
     config_like: RebootSettings | _HasReboot,
     *,
+    inventory: Collection[str],
     run_command: RunCommand = run_shell,
     clock: Callable[[], float] = time.time,
     now_local: Callable[[], dt.datetime] = dt.datetime.now,
     sleep: Callable[[float], None] = time.sleep,
 ) -> str | None:
-    """One tick of the scheduled mode: inside the window, with no reboot under way, reboot the next node whose
-    sentinel is set. Returns the reboot's message, or None when nothing was due."""
+    """One tick of the scheduled mode: inside the window, with no reboot under way, reboot the next node of the
+    ``inventory`` whose sentinel is set. Returns the reboot's message, or None when nothing was due."""
     settings = settings_of(config_like)
     if not settings.schedule.enabled:
         return None
@@ -396,7 +428,7 @@ def run_scheduled_reboot(  # noqa: PLR0913 - the command runner and the clocks a
     everyone = {n.hostname for n in snapshot.nodes}
     if plan_scheduled_reboot(snapshot, everyone, now_local(), settings) is None:
         return None
-    required = check_sentinels(snapshot, settings, run_command)
+    required = check_sentinels(snapshot, settings, run_command, inventory)
     node = plan_scheduled_reboot(snapshot, required, now_local(), settings)
     if node is None:
         return None

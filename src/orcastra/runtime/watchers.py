@@ -235,7 +235,9 @@ class RebootScheduler(Watcher):
                 continue
             try:
                 with make_engine(config, self.loop.env) as engine:
-                    message = run_scheduled_reboot(engine, LoopWrites(self.loop, "scheduled reboot"), config)
+                    inventory = set(config.nodes) | set(config.reboot.node_commands)
+                    writes = LoopWrites(self.loop, "scheduled reboot")
+                    message = run_scheduled_reboot(engine, writes, config, inventory=inventory)
                 if message:
                     log.info("scheduled reboot: %s", message)
             except OrcastraError as e:
