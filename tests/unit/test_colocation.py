@@ -7,7 +7,13 @@ from collections.abc import Mapping
 import pytest
 
 from orcastra.domain.actions import UpdateNodeLabels, UpdateService, merge_node_label_updates
-from orcastra.domain.labels import DEPENDENTS_PENDING_LABEL, FOLLOW_LABEL, RESTART_AT_LABEL, RESTART_ATTEMPTS_LABEL
+from orcastra.domain.labels import (
+    ADDED_CONSTRAINT_LABEL,
+    DEPENDENTS_PENDING_LABEL,
+    FOLLOW_LABEL,
+    RESTART_AT_LABEL,
+    RESTART_ATTEMPTS_LABEL,
+)
 from orcastra.domain.snapshot import Node, Service, Snapshot, Task, frozen_labels
 from orcastra.features.colocation.groups import AnchorGroup, ColocationSettings
 from orcastra.features.colocation.plan import anchor_constraint, anchor_label_key, plan_colocation
@@ -320,3 +326,48 @@ def test_anchor_on_a_down_node_gets_the_pending_grace_from_when_the_node_went_do
     assert "its node n1 is down" in p.groups[0].why
     late = plan(_down_node_snapshot((), down_since=NOW - 5), now=NOW + 60)
     assert service_changes(late)["app_db"].force
+
+
+# --- constraints of anchors that are gone ---------------------------------------------------------------------
+
+OLD = anchor_constraint("app_cache")
+
+
+@pytest.mark.parametrize(
+    ("web_labels", "web_constraints", "removed", "warned"),
+    [
+        ({ADDED_CONSTRAINT_LABEL: "app_cache"}, (OLD,), True, False),
+        ({}, (OLD,), False, True),
+        ({ADDED_CONSTRAINT_LABEL: "app_cache"}, (" node.labels.orcastra.anchor.app_cache == TRUE ",), True, False),
+        ({ADDED_CONSTRAINT_LABEL: "app_db"}, (CONSTRAINT,), False, False),
+    ],
+    ids=["ours-removed", "users-reported", "ours-spelled-otherwise", "still-its-anchor"],
+)
+def test_the_constraint_of_an_anchor_that_is_gone(
+    web_labels: Mapping[str, str], web_constraints: tuple[str, ...], removed: bool, warned: bool
+) -> None:
+    # app_cache was an anchor (in the config, or by labels); it is not any more. app_web still follows app_db
+    # in the last case only.
+    web = service("app_web", constraints=web_constraints, labels=web_labels)
+    settings = SETTINGS if web_constraints == (CONSTRAINT,) else ColocationSettings()
+    s = snap((node("n1"), node("n2")), (service("app_db"), web), (task("app_db", "n1"), task("app_web", "n1")))
+    p = plan(s, settings)
+    change = service_changes(p).get("app_web")
+    if removed:
+        assert change is not None
+        assert change.remove_constraints == web_constraints
+        assert change.remove_labels == (ADDED_CONSTRAINT_LABEL,)
+        assert change.add_constraints == ()
+    else:
+        assert change is None or change.remove_constraints == ()
+    warnings = [f for f in p.plan.findings if f.subject == "app_web" and "can never be scheduled" in f.message]
+    assert bool(warnings) == warned
+    assert all(f.level == "warning" for f in warnings)
+
+
+def test_adding_a_constraint_records_that_orcastra_added_it() -> None:
+    web = service("app_web", replicas=2)
+    s = snap((node("n1", {KEY: "true"}),), (service("app_db"), web, DEPS[1]), (task("app_db", "n1"),))
+    change = service_changes(plan(s))["app_web"]
+    assert change.add_constraints == (CONSTRAINT,)
+    assert change.set_labels[ADDED_CONSTRAINT_LABEL] == "app_db"

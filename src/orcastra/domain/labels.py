@@ -53,6 +53,9 @@ REBALANCE_LABEL = "orcastra.rebalance"  # false: never moved by rebalancing
 PREFERRED_NODE_LABEL = "orcastra.rebalance.preferred-node"
 
 # --- service labels, written by Orcastra --------------------------------------------------------------------
+# On a dependent: the anchor whose placement constraint Orcastra added to it (so Orcastra, and only Orcastra,
+# removes that constraint again when the service stops following that anchor).
+ADDED_CONSTRAINT_LABEL = "orcastra.added-constraint"
 RESTART_ATTEMPTS_LABEL = "orcastra.restart.attempts"
 RESTART_AT_LABEL = "orcastra.restart.at"
 DEPENDENTS_PENDING_LABEL = "orcastra.restart.dependents-pending"

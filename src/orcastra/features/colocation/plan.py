@@ -25,13 +25,14 @@ from types import MappingProxyType
 
 from orcastra.domain.actions import Action, UpdateNodeLabels, UpdateService
 from orcastra.domain.labels import (
+    ADDED_CONSTRAINT_LABEL,
     ANCHOR_LABEL_PREFIX,
     DEPENDENTS_PENDING_LABEL,
     LABEL_TRUE,
     RESTART_AT_LABEL,
     RESTART_ATTEMPTS_LABEL,
 )
-from orcastra.domain.placement import has_constraint
+from orcastra.domain.placement import NODE_LABEL_PREFIX, has_constraint, parse_constraint
 from orcastra.domain.plan import Finding, Plan
 from orcastra.domain.snapshot import LIVE_DESIRED_STATES, TERMINAL_TASK_STATES, Service, Snapshot, Task
 from orcastra.features.colocation.groups import AnchorGroup, ColocationSettings, group_service_ids, resolve_groups
@@ -62,12 +63,27 @@ def anchor_constraint(anchor: str) -> str:
     return f"node.labels.{anchor_label_key(anchor)}==true"
 
 
+def _anchor_constraints(constraints: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(anchor, the constraint as written) for each ``node.labels.orcastra.anchor.<S>==true`` constraint."""
+    out = []
+    for expression in constraints:
+        c = parse_constraint(expression)
+        if c is None or not c.equal or c.value.casefold() != LABEL_TRUE:
+            continue
+        if c.key.casefold().startswith(NODE_LABEL_PREFIX):
+            label = c.key[len(NODE_LABEL_PREFIX) :]
+            if label.startswith(ANCHOR_LABEL_PREFIX):
+                out.append((label[len(ANCHOR_LABEL_PREFIX) :], expression))
+    return out
+
+
 def plan_colocation(snapshot: Snapshot, settings: ColocationSettings, now: float) -> ColocationPlan:
     groups, findings = resolve_groups(snapshot, settings)
     planner = _Planner(snapshot, settings, now)
     planner.findings.extend(findings)
     statuses = tuple(planner.plan_group(g) for g in groups)
     planner.orphan_labels(groups)
+    planner.orphan_constraints(groups)
     return ColocationPlan(Plan(tuple(planner.actions()), tuple(planner.findings), planner.wake_at, statuses), statuses)
 
 
@@ -75,6 +91,7 @@ def plan_colocation(snapshot: Snapshot, settings: ColocationSettings, now: float
 class _ServiceChange:
     service: Service
     add_constraints: list[str] = field(default_factory=list)
+    remove_constraints: list[str] = field(default_factory=list)
     set_labels: dict[str, str] = field(default_factory=dict)
     remove_labels: list[str] = field(default_factory=list)
     force: bool = False
@@ -86,6 +103,7 @@ class _ServiceChange:
             service_name=self.service.name,
             service_version=self.service.version,
             add_constraints=tuple(self.add_constraints),
+            remove_constraints=tuple(self.remove_constraints),
             set_labels=MappingProxyType(dict(self.set_labels)),
             remove_labels=tuple(self.remove_labels),
             force=self.force,
@@ -326,6 +344,7 @@ class _Planner:
         constraint = anchor_constraint(group.anchor)
         c = self.change(dep)
         c.add_constraints.append(constraint)
+        c.set_labels[ADDED_CONSTRAINT_LABEL] = group.anchor  # ours to remove when it no longer follows
         c.reasons.append(
             f"placement constraint {constraint} missing (follows {group.anchor}); added. Put it in the stack "
             "file to avoid a restart after every deploy"
@@ -382,6 +401,34 @@ class _Planner:
             for key in node.labels:
                 if key.startswith(ANCHOR_LABEL_PREFIX) and key not in known:
                     self.unlabel_node(node.id, key, f"{key[len(ANCHOR_LABEL_PREFIX) :]} is no longer an anchor")
+
+    def orphan_constraints(self, groups: list[AnchorGroup]) -> None:
+        """An anchor constraint on a service that no longer follows that anchor (the anchor was removed from the
+        config or its labels, or renamed by a ``stack`` typo): its tasks could only ever run where Orcastra puts
+        that anchor's label, which it no longer does, so they could never be scheduled again. The constraint
+        Orcastra added (recorded in ``orcastra.added-constraint``) is removed; one the user wrote is reported."""
+        anchors = {g.anchor for g in groups}
+        follows = {d: g.anchor for g in groups for d in g.dependents}
+        for svc in self.snapshot.services:
+            for anchor, written in _anchor_constraints(svc.constraints):
+                if follows.get(svc.name) == anchor:
+                    continue
+                constraint = anchor_constraint(anchor)
+                if svc.labels.get(ADDED_CONSTRAINT_LABEL) == anchor:
+                    c = self.change(svc)
+                    c.remove_constraints.append(written)
+                    c.remove_labels.append(ADDED_CONSTRAINT_LABEL)
+                    c.reasons.append(f"no longer follows {anchor}: the constraint Orcastra added is removed")
+                elif anchor not in anchors:
+                    self.findings.append(
+                        Finding(
+                            svc.name,
+                            f"placement constraint {constraint} names {anchor}, which is no anchor (any more): "
+                            "Orcastra no longer puts that label on any node, so these tasks can never be scheduled. "
+                            "Remove the constraint from the stack file, or declare the anchor again",
+                            "warning",
+                        )
+                    )
 
     def actions(self) -> list[Action]:
         out: list[Action] = []
