@@ -935,6 +935,7 @@ class SwarmState:
             "NCPU": 2,
             "MemTotal": 4 * 1024**3,
             "Containers": c.services * c.replicas,
+            "SystemTime": _rfc3339(self.now_ns()),
             "Swarm": {
                 "NodeID": _id("node", 0),
                 "NodeAddr": "10.10.0.11",

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 import yaml
 
@@ -32,7 +33,7 @@ from orcastra.runtime.executor import AuditLog
 from orcastra.runtime.wiring import make_executor
 from orcastra_lab import Lab, LabEnv
 
-from .util import free_port, start_orcastra, stop_process, wait_for
+from .util import free_port, node_labels, set_node_labels, start_orcastra, stop_process, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -360,7 +361,8 @@ def test_loop_removes_a_node_down_too_long_and_joins_it_again_when_it_is_back(
     bare: tuple[Lab, LabEnv], tmp_path: Path
 ) -> None:
     """`orcastra run` with bootstrap.mode loop and remove_down_after_seconds: a manager whose dockerd is killed
-    is demoted and removed once Down long enough (never down to a single manager), and joins again when back."""
+    is demoted and removed once Down long enough (never down to a single manager), and joins again when back,
+    with the labels its old entry had."""
     lab, env = bare
     config = config_for(
         lab, env, 3, bootstrap={"mode": "loop", "loop_interval_seconds": 1, "remove_down_after_seconds": 2}
@@ -377,6 +379,8 @@ def test_loop_removes_a_node_down_too_long_and_joins_it_again_when_it_is_back(
         # The manager lists a joined node before its join call returns: wait for the daemon's own result.
         wait_for("node3's join audited", lambda: joined_ok(audit, "node3") == 1, timeout=WAIT_SECONDS)
         old_id = next(n.id for n in nodes_of(env) if n.hostname == "node3")
+        api = docker.APIClient(base_url=env.docker_host, version="auto", timeout=30)
+        set_node_labels(api, "node3", {"rack": "r3"})  # set by hand: kept across the removal
 
         lab.kill("node3")  # a power loss: Swarm marks it Down after ~10 s
         wait_for(
@@ -401,6 +405,11 @@ def test_loop_removes_a_node_down_too_long_and_joins_it_again_when_it_is_back(
         new_id = next(n.id for n in nodes_of(env) if n.hostname == "node3")
         assert new_id != old_id
         wait_for("node3's second join audited", lambda: joined_ok(audit, "node3") == 2, timeout=WAIT_SECONDS)
+        # The new entry has the hand-set label back, and the record of it is gone.
+        assert node_labels(api)["node3"] == {"rack": "r3"}
+        swarm_labels = api.inspect_swarm()["Spec"].get("Labels") or {}
+        assert not [k for k in swarm_labels if k.startswith("orcastra.removed-node-labels.")]
         assert proc.poll() is None, log.read_text()[-3000:]
+        api.close()
     finally:
         stop_process(proc)

@@ -7,15 +7,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import msgspec.structs
 import pytest
 
 from orcastra.adapters.engine.swarm import JoinTokens, redact
+from orcastra.config import Config
 from orcastra.domain.actions import BootstrapAction, DemoteNode, InitSwarm, JoinSwarm, PromoteNode, RemoveNode
-from orcastra.domain.snapshot import Node
-from orcastra.features.bootstrap.model import BootstrapObservation, NodeObservation
+from orcastra.domain.snapshot import Node, frozen_labels
+from orcastra.features.bootstrap.model import BootstrapObservation, BootstrapPlan, NodeObservation
 from orcastra.features.bootstrap.plan import largest_odd_at_most, plan_bootstrap
 from orcastra.features.bootstrap.settings import BootstrapSettings
 from orcastra.features.inventory import NodeSettings
+from orcastra.runtime.bootstrap import insecure_token_paths
 
 CLUSTER = "c" * 25
 OTHER_CLUSTER = "d" * 25
@@ -250,6 +253,19 @@ CASES = [
         expect=("remove node3",),
     ),
     Case(
+        "long-down-node-outside-the-inventory-is-not-ours",
+        nodes=(joined("node1", manager=True), joined("node2", manager=False)),
+        members=(
+            member("node1", "manager"),
+            member("node2", "worker"),
+            member("node9", "worker", state="down", updated_at=NOW - 7000),
+        ),
+        manager="node1",
+        target=1,
+        remove_down_after=600,
+        expect=(),
+    ),
+    Case(
         "keep-recently-down-node",
         nodes=(joined("node1", manager=True), joined("node2", manager=False), bare("node3", reachable=False)),
         members=(
@@ -362,3 +378,45 @@ def test_join_tokens_stay_out_of_repr_and_messages() -> None:
     assert tokens.for_role("manager") == "SWMTKN-1-manager-secret"
     message = "swarm join failed: invalid join token SWMTKN-1-worker-secret"
     assert redact(message, (tokens.worker,)) == "swarm join failed: invalid join token <redacted>"
+
+
+def test_a_removed_entry_keeps_its_labels_but_not_where_things_ran() -> None:
+    down = msgspec.structs.replace(
+        member("node3", "worker", state="down", updated_at=NOW - 700),
+        labels=frozen_labels({"rack": "r3", "orcastra.owned-labels": "ssd", "ssd": "true",
+                              "orcastra.anchor.app_db": "true", "orcastra.place.app_web": "true"}),
+    )  # fmt: skip
+    observation = BootstrapObservation(
+        nodes=(joined("node1", manager=True), joined("node2", manager=False), bare("node3", reachable=False)),
+        members=(member("node1", "manager"), member("node2", "worker"), down),
+        manager="node1",
+        self_node_id="id-node1",
+        now=NOW,
+    )
+    inventory = {n: NodeSettings() for n in ("node1", "node2", "node3")}
+    plan = plan_bootstrap(observation, inventory, BootstrapSettings(manager_target=1), remove_down_after_seconds=600)
+    (remove,) = plan.actions
+    assert isinstance(remove, RemoveNode)
+    assert dict(remove.keep_labels) == {"rack": "r3", "orcastra.owned-labels": "ssd", "ssd": "true"}
+
+
+@pytest.mark.parametrize(
+    ("docker", "endpoints", "warned"),
+    [
+        ({}, ("tcp://10.0.0.1:2375", "tcp://10.0.0.2:2375"), 2),
+        ({"tls": {"verify": False}}, ("tcp://10.0.0.1:2376", "tcp://10.0.0.2:2376"), 2),
+        ({"tls": {"verify": True}}, ("tcp://10.0.0.1:2376", "tcp://10.0.0.2:2376"), 0),
+        ({}, ("ssh://node1", "ssh://node2"), 0),
+    ],
+    ids=["plain-tcp", "tls-unverified", "tls-verified", "ssh"],
+)
+def test_a_join_token_over_an_unprotected_endpoint_is_reported(
+    docker: dict[str, object], endpoints: tuple[str, str], warned: int
+) -> None:
+    config = Config.model_validate(
+        {"docker": docker, "nodes": {"node1": {"endpoint": endpoints[0]}, "node2": {"endpoint": endpoints[1]}}}
+    )
+    join = JoinSwarm("node2", "worker", "node1", "10.0.0.2", "10.0.0.1", reason="test")
+    found = insecure_token_paths(BootstrapPlan(actions=(join,)), config)
+    assert len(found) == warned
+    assert all("join token" in f and "TLS" in f for f in found)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import MappingProxyType
@@ -13,13 +14,15 @@ from types import MappingProxyType
 import pytest
 
 from orcastra.adapters.engine import EngineAdapter, EngineSettings
+from orcastra.adapters.engine.swarm import SwarmEngine
 from orcastra.config import Config
 from orcastra.domain.actions import CreateService, SetSwarmLabels, UpdateNodeLabels, UpdateService
-from orcastra.domain.labels import LEASE_HOLDER_LABEL, PAUSED_LABEL
+from orcastra.domain.labels import LEASE_HOLDER_LABEL, PAUSED_LABEL, REMOVED_NODE_LABELS_PREFIX
 from orcastra.domain.snapshot import Snapshot
 from orcastra.runtime.controllers import StaticLabels
 from orcastra.runtime.executor import DRY_RUN_RECORD_LIMIT, AuditLog, DryRunExecutor, EngineExecutor, Outcome
 from orcastra.runtime.leadership import LeaderLease
+from orcastra.runtime.membership import restore_labels
 from orcastra.runtime.reconcile import run_cycle
 from orcastra_lab.fake_engine import Cluster, FakeEngine
 
@@ -185,3 +188,31 @@ def test_a_service_update_at_the_wrong_version_is_refused_by_the_adapter(engine:
     force = UpdateService(svc.id, svc.name, svc.version, force=True, reason="test")
     assert [o.result for o in executor.apply([force], snapshot)] == ["ok"]
     assert [o.result for o in executor.apply([force], snapshot)] == ["conflict"]
+
+
+def test_a_node_that_joins_again_gets_the_labels_its_removed_entry_had(fake: FakeEngine) -> None:
+    with SwarmEngine(EngineSettings(host=fake.docker_host)) as manager:
+        _, version = manager.swarm_labels_with_version()
+        kept = json.dumps({"rack": "r3", "zone": "b"})
+        manager.set_swarm_labels({REMOVED_NODE_LABELS_PREFIX + "node3": kept}, version)
+        assert "given back: rack" in restore_labels(manager, "node3")
+        labels = fake.node("node3")["Spec"]["Labels"]
+        assert labels["rack"] == "r3"
+        assert labels["zone"] == "z2", "the node's own value wins"
+        assert manager.swarm_labels() == {}, "the record is dropped once given back"
+        assert restore_labels(manager, "node3") == ""
+
+
+def test_labels_kept_in_a_bad_shape_are_dropped_not_applied(fake: FakeEngine) -> None:
+    with SwarmEngine(EngineSettings(host=fake.docker_host)) as manager:
+        _, version = manager.swarm_labels_with_version()
+        manager.set_swarm_labels({REMOVED_NODE_LABELS_PREFIX + "node3": '["not", "a", "mapping"]'}, version)
+        assert restore_labels(manager, "node3") == ""
+        assert manager.swarm_labels() == {}
+
+
+def test_the_swarm_engine_reads_the_engines_own_clock(fake: FakeEngine) -> None:
+    with SwarmEngine(EngineSettings(host=fake.docker_host)) as engine:
+        system_time = engine.local_swarm().system_time
+    assert system_time is not None
+    assert abs(system_time - time.time()) < 60

@@ -229,12 +229,14 @@ class DemoteNode:
 
 @dataclass(frozen=True)
 class RemoveNode:
-    """DELETE /nodes/{node_id} (force) through ``manager``: a node entry that is Down for good."""
+    """DELETE /nodes/{node_id} (force) through ``manager``: a node entry that is Down for good. ``keep_labels``
+    (the entry's labels) are kept in the Swarm's labels and given back to the node when it joins again."""
 
     node: str
     node_id: str
     manager: str
     reason: str = ""
+    keep_labels: Mapping[str, str] = field(default_factory=lambda: EMPTY_LABELS)
     controller: str = "bootstrap"
     kind: Literal["remove-node"] = field(default="remove-node", init=False)
 

@@ -69,6 +69,8 @@ LEASE_RENEWED_LABEL = "orcastra.lease.renewed"
 
 # --- Swarm labels (shared by every instance, kept with the Swarm's version) ---------------------------------
 PAUSED_LABEL = "orcastra.paused"
+# + hostname: the labels of a node entry bootstrap removed (JSON), given back when that node joins again.
+REMOVED_NODE_LABELS_PREFIX = "orcastra.removed-node-labels."
 REBOOT_LOCK_LABEL = "orcastra.reboot.lock"
 
 LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+\Z")

@@ -10,18 +10,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from orcastra.adapters.engine import EngineSettings
 from orcastra.adapters.engine.swarm import SwarmEngine
 from orcastra.config.model import Config
+from orcastra.domain.actions import JoinSwarm
 from orcastra.domain.snapshot import Snapshot
 from orcastra.errors import OrcastraError
 from orcastra.features.bootstrap.model import BootstrapPlan
 from orcastra.features.bootstrap.plan import plan_bootstrap
 from orcastra.features.inventory import NodeSettings
 from orcastra.runtime.bootstrap_observe import Connect, observe_bootstrap
-from orcastra.runtime.executor import JOIN_TIMEOUT_SECONDS, Executor, Outcome
+from orcastra.runtime.executor import Executor, Outcome
+from orcastra.runtime.membership import JOIN_TIMEOUT_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +85,32 @@ def plan_bootstrap_cycle(config: Config, *, connect: Connect | None = None) -> B
         config.bootstrap,
         remove_down_after_seconds=config.bootstrap.remove_down_after_seconds,
     )
+    insecure = insecure_token_paths(plan, config)
+    if insecure:
+        plan = replace(plan, findings=(*plan.findings, *insecure))
     for finding in plan.findings:
         log.warning("bootstrap: %s", finding)
     return plan
+
+
+def insecure_token_paths(plan: BootstrapPlan, config: Config) -> list[str]:
+    """A join sends a join token (the key to the Swarm: a manager token makes a manager) to the joining node's
+    Engine, read from a manager's: over ``tcp://`` without verified TLS, anyone on the path can read it."""
+    tls = config.docker.tls
+    verified = tls is not None and tls.verify
+    out = []
+    for action in plan.actions:
+        if not isinstance(action, JoinSwarm):
+            continue
+        for name in (action.manager, action.node):
+            endpoint = config.nodes[name].endpoint if name in config.nodes else None
+            if endpoint and endpoint.startswith("tcp://") and not verified:
+                why = "without TLS" if tls is None else "with TLS verification off"
+                out.append(
+                    f"{action.node}: the {action.role} join token goes through {name}'s Engine at {endpoint} "
+                    f"{why}: anyone on that network can read it; use TLS (docker.tls) or ssh:// endpoints"
+                )
+    return list(dict.fromkeys(out))
 
 
 def run_bootstrap(config: Config, writes: Executor, *, connect: Connect | None = None) -> BootstrapRun:

@@ -50,6 +50,7 @@ def observe_node(name: str, settings: NodeSettings, engine: SwarmEngine) -> Node
         cluster_id=local.cluster_id,
         control_available=local.control_available,
         address=address,
+        system_time=local.system_time,
     )
 
 
@@ -60,7 +61,8 @@ def observe_bootstrap(
     self_endpoint: str | None,
     now: float,
 ) -> BootstrapObservation:
-    """Ask every inventory node with an endpoint, then one manager for the node list."""
+    """Ask every inventory node with an endpoint, then one manager for the node list. ``now`` (Orcastra's clock)
+    is replaced by that manager's own time when it reported it."""
     nodes: list[NodeObservation] = []
     for name, settings in inventory.items():
         if not settings.endpoint:
@@ -92,6 +94,9 @@ def observe_bootstrap(
                 log.info("bootstrap: %s could not list the Swarm's nodes: %s", o.name, e)
                 continue
         manager = o.name
+        # Node times (UpdatedAt) are the managers' clocks: compare them with the manager's own time, so a
+        # skewed Orcastra host never sees a node Down for longer than it was.
+        now = o.system_time or now
         break
     return BootstrapObservation(
         nodes=tuple(nodes), members=members, manager=manager, self_node_id=self_node_id, now=now

@@ -3,7 +3,8 @@ applied here, with one ``Outcome`` type and one JSON audit line per action.
 
 ``EngineExecutor`` applies actions: spec writes (node labels and availability, services, the Swarm's labels)
 through the manager's Engine adapter, each with the object's ``version`` from the snapshot the plan was made
-from; membership changes (bootstrap and healing) through the Engine of the node they concern. ``DryRunExecutor``
+from; membership changes (bootstrap and healing) through the Engine of the node they concern
+(``membership``). ``DryRunExecutor``
 changes nothing: it logs and audits "would ...". Which of the two a run uses is decided once, when the
 runtime is wired (``run --dry-run``); nothing else in Orcastra asks whether it is a dry run.
 
@@ -25,7 +26,6 @@ from pathlib import Path
 from typing import IO, Literal, Protocol
 
 from orcastra.adapters.engine.api import EngineApi
-from orcastra.adapters.engine.swarm import SwarmEngine
 from orcastra.domain.actions import (
     Action,
     CreateService,
@@ -41,17 +41,13 @@ from orcastra.domain.actions import (
     merge_node_label_updates,
 )
 from orcastra.domain.snapshot import Snapshot
-from orcastra.errors import EngineConflictError, EngineError, EngineNotFoundError, OrcastraError
+from orcastra.errors import EngineConflictError, OrcastraError
+from orcastra.runtime.membership import Connect, Membership
 
 log = logging.getLogger(__name__)
 
 Result = Literal["ok", "dry-run", "conflict", "error", "skipped"]
 MEMBERSHIP_ACTIONS = (InitSwarm, JoinSwarm, PromoteNode, DemoteNode, RemoveNode)
-# A join can block this long in the Engine before answering "will continue in the background".
-JOIN_TIMEOUT_SECONDS = 60.0
-JOIN_POLL_SECONDS = 0.5
-# How long a removal right after a demotion may wait for Swarm to drop the node from the Raft membership.
-REMOVE_TIMEOUT_SECONDS = 20.0
 # A dry run keeps this many recorded actions (the newest) for tests and ``orcastra plan``-like reports.
 DRY_RUN_RECORD_LIMIT = 1000
 
@@ -124,7 +120,6 @@ class Executor(Protocol):
 
 
 OutcomeHook = Callable[[Outcome], None]
-Connect = Callable[[str], SwarmEngine]
 
 
 def _quiet(action: Action) -> bool:
@@ -177,8 +172,7 @@ class EngineExecutor:
     ) -> None:
         self._engine = engine
         self._recorder = _Recorder(audit, on_outcome, dry_run=False)
-        self._connect = connect
-        self._endpoints = endpoints  # inventory name -> Engine endpoint, read at apply time (hot reload)
+        self._membership = Membership(connect, endpoints)
 
     def apply(self, actions: Sequence[Action], snapshot: Snapshot) -> list[Outcome]:
         outcomes: list[Outcome] = []
@@ -239,75 +233,7 @@ class EngineExecutor:
         if isinstance(action, SetSwarmLabels):
             self._engine.set_swarm_labels(action.changes, action.swarm_version)
             return ""
-        return self._change_membership(action)
-
-    # --- membership, through each node's own Engine -------------------------------------------------------
-
-    def _node_engine(self, name: str) -> SwarmEngine:
-        if self._connect is None:
-            raise OrcastraError("membership changes need node endpoints (nodes.<host>.endpoint)")
-        endpoint = self._endpoints().get(name)
-        if not endpoint:
-            raise OrcastraError(f"{name} has no endpoint in the configuration (nodes.{name}.endpoint)")
-        return self._connect(endpoint)
-
-    def _change_membership(self, action: Action) -> str:
-        if isinstance(action, InitSwarm):
-            with self._node_engine(action.node) as engine:
-                engine.init_swarm(action.address)
-        elif isinstance(action, JoinSwarm):
-            self._join(action)
-        elif isinstance(action, PromoteNode | DemoteNode):
-            role = "manager" if isinstance(action, PromoteNode) else "worker"
-            with self._node_engine(action.manager) as engine:
-                if not engine.set_role(action.node_id, role):
-                    return f"already a {role}"
-        elif isinstance(action, RemoveNode):
-            self._remove(action)
-        else:
-            raise OrcastraError(f"unknown action kind {action.kind}")
-        return ""
-
-    def _remove(self, action: RemoveNode) -> None:
-        with self._node_engine(action.manager) as engine:
-            deadline = time.monotonic() + REMOVE_TIMEOUT_SECONDS
-            while True:
-                try:
-                    engine.remove_node(action.node_id)
-                    return
-                except EngineNotFoundError:
-                    return  # already gone: what we wanted
-                except EngineError as e:
-                    # Right after a demotion Swarm still counts the node in the Raft membership (the role
-                    # manager removes it asynchronously) and refuses the removal for a moment.
-                    if time.monotonic() >= deadline:
-                        raise
-                    log.debug("bootstrap: removing %s not possible yet: %s", action.node, e)
-                    time.sleep(JOIN_POLL_SECONDS)
-
-    def _join(self, action: JoinSwarm) -> None:
-        """The join token is read from the manager here and goes straight into the join call: it is never part
-        of an action, an outcome, a log line or an audit line."""
-        with self._node_engine(action.manager) as manager:
-            tokens = manager.join_tokens()
-        with self._node_engine(action.node) as engine:
-            if engine.local_swarm().local_state in ("pending", "error"):
-                # A join stuck in the background never recovers by itself (lab notes); start over.
-                engine.leave_swarm()
-            try:
-                engine.join_swarm(action.manager_address, tokens.for_role(action.role), action.address)
-            except EngineError as e:
-                # "Timeout was reached before node joined": the join goes on in the background; the
-                # node's own state below decides.
-                log.info("bootstrap: join of %s answered: %s; waiting for it", action.node, e)
-            deadline = time.monotonic() + JOIN_TIMEOUT_SECONDS
-            while True:
-                state = engine.local_swarm().local_state
-                if state == "active":
-                    return
-                if time.monotonic() >= deadline:
-                    raise EngineError(f"{action.node} did not become an active Swarm member (state {state})")
-                time.sleep(JOIN_POLL_SECONDS)
+        return self._membership.apply(action)
 
 
 class DryRunExecutor:

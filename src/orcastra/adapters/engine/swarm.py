@@ -6,11 +6,12 @@ held in ``JoinTokens`` (kept out of ``repr``) and scrubbed from any error messag
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from orcastra.adapters.engine import EngineAdapter
-from orcastra.adapters.engine.parse import parse_node
+from orcastra.adapters.engine.parse import parse_node, parse_time
 from orcastra.domain.snapshot import Node
 from orcastra.errors import EngineConflictError, EngineError
 
@@ -28,6 +29,7 @@ class LocalSwarm:
     cluster_id: str
     control_available: bool
     node_addr: str
+    system_time: float | None = None  # the Engine's own clock (GET /info SystemTime), epoch seconds
 
 
 @dataclass(frozen=True)
@@ -55,13 +57,15 @@ class SwarmEngine(EngineAdapter):
         return self
 
     def local_swarm(self) -> LocalSwarm:
-        swarm: dict[str, Any] = self.info().get("Swarm") or {}
+        info = self.info()
+        swarm: dict[str, Any] = info.get("Swarm") or {}
         return LocalSwarm(
             local_state=str(swarm.get("LocalNodeState") or "inactive"),
             node_id=str(swarm.get("NodeID") or ""),
             cluster_id=str((swarm.get("Cluster") or {}).get("ID") or ""),
             control_available=bool(swarm.get("ControlAvailable")),
             node_addr=str(swarm.get("NodeAddr") or ""),
+            system_time=parse_time(info.get("SystemTime")) or None,
         )
 
     def list_nodes(self) -> tuple[Node, ...]:
@@ -118,8 +122,35 @@ class SwarmEngine(EngineAdapter):
                     raise
         return True
 
+    def _inspect_node_raw(self, node_id: str) -> dict[str, Any]:
+        raw: dict[str, Any] = self._call(f"inspect node {node_id}", lambda c: c.inspect_node(node_id))
+        return raw
+
     def _update_node(self, node_id: str, version: int, spec: dict[str, Any]) -> None:
         self._call(f"set role of node {node_id}", lambda c: c.update_node(node_id, version, spec))
+
+    def add_node_labels(self, hostname: str, labels: Mapping[str, str]) -> list[str]:
+        """Give the node called ``hostname`` each of ``labels`` it does not have (its own values win), at its
+        version, re-read on a conflict. Returns the keys added ([] when no node has that hostname)."""
+        for attempt in range(1, ROLE_UPDATE_ATTEMPTS + 1):
+            node = next((n for n in self.list_nodes() if n.hostname == hostname), None)
+            if node is None:
+                return []
+            missing = {k: v for k, v in labels.items() if k not in node.labels}
+            if not missing:
+                return []
+            node_id = node.id
+            raw = self._inspect_node_raw(node_id)
+            spec = dict(raw.get("Spec") or {})
+            spec["Labels"] = {**missing, **(spec.get("Labels") or {})}
+            version = int((raw.get("Version") or {}).get("Index") or 0)
+            try:
+                self._update_node(node_id, version, spec)
+                return sorted(missing)
+            except EngineConflictError:
+                if attempt == ROLE_UPDATE_ATTEMPTS:
+                    raise
+        return []
 
     def remove_node(self, node_id: str) -> None:
         self._call(f"remove node {node_id}", lambda c: c.remove_node(node_id, force=True))

@@ -27,6 +27,7 @@ class NodeObservation:
     cluster_id: str = ""  # Swarm.Cluster.ID: only managers report it
     control_available: bool = False  # Swarm.ControlAvailable: this node is a manager
     address: str = ""  # the address the node advertises (inventory ip, else Swarm.NodeAddr, else tcp host)
+    system_time: float | None = None  # the node's own clock (GET /info SystemTime), epoch seconds
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class BootstrapObservation:
     members: tuple[Node, ...] = ()  # the Swarm's nodes as ``manager`` lists them
     manager: str | None = None  # inventory name of the manager whose node list was read
     self_node_id: str = ""  # the Swarm node ID of the Engine Orcastra itself talks to (docker.host)
-    now: float = 0.0  # epoch seconds when observed: the planner has no clock
+    now: float = 0.0  # epoch seconds when observed, on the manager's clock when it told it: the planner has none
 
     def node(self, name: str) -> NodeObservation | None:
         return next((n for n in self.nodes if n.name == name), None)

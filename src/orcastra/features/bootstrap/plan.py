@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from orcastra.domain.actions import BootstrapAction, DemoteNode, InitSwarm, JoinSwarm, PromoteNode, RemoveNode, Role
+from orcastra.domain.labels import ANCHOR_LABEL_PREFIX, PIN_LABEL_PREFIX
 from orcastra.domain.snapshot import Node
 from orcastra.features.bootstrap.model import BootstrapObservation, BootstrapPlan, NodeObservation
 from orcastra.features.bootstrap.settings import BootstrapSettings
 from orcastra.features.inventory import NodeSettings
 
+# Node labels that follow where things run now (anchors, pins): recomputed, never kept across a removal.
+DYNAMIC_LABEL_PREFIXES = (ANCHOR_LABEL_PREFIX, PIN_LABEL_PREFIX)
 # A node in one of these local states is on its way into (or stuck joining) a swarm: a fresh join after a
 # forced leave is what recovers it (seen in the lab: a timed-out join never recovered by itself).
 JOINABLE_STATES = ("inactive", "pending", "error")
@@ -185,7 +189,10 @@ class _Planner:
                 # Swarm refuses to remove a manager; demoting an unreachable manager shrinks the Raft
                 # membership, which keeps the quorum the remaining managers need.
                 actions.append(DemoteNode(m.label, m.node.id, manager, reason=reason))
-            actions.append(RemoveNode(m.label, m.node.id, manager, reason=reason))
+            keep = MappingProxyType(
+                {k: v for k, v in m.node.labels.items() if not k.startswith(DYNAMIC_LABEL_PREFIXES)}
+            )
+            actions.append(RemoveNode(m.label, m.node.id, manager, reason=reason, keep_labels=keep))
         gone = {m.node.id for m in [*stale, *long_down]}
         return actions, [m for m in members if m.node.id not in gone]
 
@@ -364,10 +371,13 @@ def _long_down(
     skip = {m.node.id for m in already} | {observation.self_node_id}
     # UpdatedAt changes with every change of the node object, so ``now - updated_at`` never overstates
     # how long the node has been Down: removal may come later than configured, never earlier.
+    # Only inventory nodes: a node nobody listed is somebody else's to remove. ``now`` is the manager's own
+    # clock when it told it (the observation carries it), so a skewed Orcastra host never removes early.
     return [
         m
         for m in members
-        if m.node.id not in skip
+        if m.name is not None
+        and m.node.id not in skip
         and m.node.state in ("down", "disconnected")
         and observation.now - m.node.updated_at > after_seconds
     ]
