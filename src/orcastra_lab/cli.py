@@ -126,6 +126,24 @@ def kill(node: str, name: str) -> None:
 @lab.command()
 @click.argument("node")
 @name_option
+@_reports_errors
+def partition(node: str, name: str) -> None:
+    """Cut NODE off the lab network (link down): a partition; its daemon and containers keep running."""
+    _lab(name).partition(node)
+
+
+@lab.command()
+@click.argument("node")
+@name_option
+@_reports_errors
+def heal(node: str, name: str) -> None:
+    """End NODE's partition (link up)."""
+    _lab(name).heal(node)
+
+
+@lab.command()
+@click.argument("node")
+@name_option
 @timeout_option
 @_reports_errors
 def start(node: str, name: str, timeout: float) -> None:

@@ -237,6 +237,25 @@ class Lab:
             self._start_node(state, layout, record, deadline)
             self._wait_node_ready(state, layout, record, deadline)
 
+    def partition(self, node: str) -> None:
+        """Cut NODE off the lab network (its veth's host end goes down): Swarm traffic to and from it stops, its
+        dockerd and containers keep running, and its Engine still answers on its unix socket. ``heal`` (or
+        ``up``, which mends everything) ends it."""
+        self._set_partitioned(node, partitioned=True)
+
+    def heal(self, node: str) -> None:
+        """End a partition of NODE (its veth's host end comes up again)."""
+        self._set_partitioned(node, partitioned=False)
+
+    def _set_partitioned(self, node: str, *, partitioned: bool) -> None:
+        self._require_host()
+        self._existing_state()  # before locking: the lock would create the state dir of a missing lab
+        with locked(self.state_dir):
+            state = self._existing_state()
+            layout, _ = self._node(state, node)
+            network.set_link(layout.veth_host, up=not partitioned)
+            self._say(f"{node}: {'partitioned (link down)' if partitioned else 'healed (link up)'}")
+
     def set_node_memory(self, node: str, limit_bytes: int | None) -> None:
         """Set one node's memory limit (its cgroup parent's memory.limit_in_bytes); None: unlimited."""
         self._require_host()

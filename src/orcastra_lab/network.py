@@ -115,3 +115,18 @@ def plug_node(node: NodeLayout, bridge: str, subnet: str) -> None:
     if not link_exists(node.veth_host):
         raise LabError(f"{node.name}: veth {node.veth_host} is missing although eth0 exists in {node.netns}")
     run(["ip", "link", "set", node.veth_host, "master", bridge, "up"])
+
+
+def set_link(name: str, up: bool) -> None:
+    """Bring a host-side link down (a partition: the node's Swarm traffic stops at the bridge) or up again."""
+    if not link_exists(name):
+        raise LabError(f"link {name} does not exist")
+    run(["ip", "link", "set", name, "up" if up else "down"])
+
+
+def link_up(name: str) -> bool:
+    try:
+        flags = int((SYS_CLASS_NET / name / "flags").read_text().strip(), 16)
+    except (OSError, ValueError):
+        return False
+    return bool(flags & 0x1)  # IFF_UP
