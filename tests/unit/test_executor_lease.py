@@ -95,7 +95,7 @@ def test_quiet_actions_are_counted_not_audited(engine: EngineAdapter) -> None:
     assert [o.result for o in executor.apply([create], NO_OBJECTS)] == ["ok"]
     assert [o.result for o in executor.apply([create], NO_OBJECTS)] == ["conflict"], "the name is taken"
     assert [o.result for o in seen] == ["ok", "conflict"]
-    assert [line["result"] for line in audit_lines(stream)] == ["conflict"], "a failed quiet action is audited"
+    assert audit_lines(stream) == [], "quiet actions are never audited"
 
 
 def test_a_failing_audit_never_hides_a_write(fake: FakeEngine, engine: EngineAdapter, tmp_path: Path) -> None:

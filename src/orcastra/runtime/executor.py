@@ -136,8 +136,11 @@ class _Recorder:
 
     def record(self, outcome: Outcome) -> None:
         a = outcome.action
-        if _quiet(a) and not outcome.failed:
-            log.debug("%s %s: %s -> %s", a.kind, a.target, a.describe(), outcome.result)
+        if _quiet(a):
+            # Routine bookkeeping (the lease, renewed every few seconds, contended at every takeover): logged and
+            # counted, never audited; the audit log is the record of changes to the operator's Swarm.
+            level = logging.INFO if outcome.failed else logging.DEBUG
+            log.log(level, "%s %s: %s -> %s %s", a.kind, a.target, a.describe(), outcome.result, outcome.detail)
         else:
             self._audit.write(outcome, dry_run=self._dry_run)
             if self._dry_run:
