@@ -884,11 +884,6 @@ def test_watcher_survives_a_failing_callback(tmp_path: Path, caplog: pytest.LogC
 # --- the API ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class QueryRequest(Request):
-    query: str = ""
-
-
 def post(
     body: object, authorization: str | None = f"Bearer {TOKEN}", content_type: str | None = "application/json"
 ) -> Request:
@@ -1036,6 +1031,11 @@ def test_post_command_runs_it(tmp_path: Path, body: dict[str, str]) -> None:
     assert ctx.calls == [("restart_service", "app")]
 
 
+def get_results_request(query: str = "", authorization: str | None = f"Bearer {TOKEN}") -> Request:
+    headers = {"authorization": authorization} if authorization else {}
+    return Request("GET", "/v1/commands/results", headers, b"", query)
+
+
 @pytest.mark.parametrize(
     ("query", "status", "count"),
     [("", 200, 3), ("limit=2", 200, 2), ("limit=0", 400, None), ("limit=x", 400, None)],
@@ -1045,11 +1045,69 @@ def test_get_results(tmp_path: Path, query: str, status: int, count: int | None)
     runner = make_runner(tmp_path / "commands.yml")
     for _ in range(3):
         runner.submit(Command("sync"))
-    route = command_routes(runner.submit, None, results=runner.results)[("GET", "/v1/commands/results")]
-    response = route(QueryRequest("GET", "/v1/commands/results", {}, b"", query))
+    route = command_routes(runner.submit, TOKEN, results=runner.results)[("GET", "/v1/commands/results")]
+    response = route(get_results_request(query))
     assert response.status == status
     if count is not None:
         assert len(json.loads(response.body)["results"]) == count
+
+
+@pytest.mark.parametrize(
+    ("token", "authorization", "status", "error"),
+    [
+        (None, f"Bearer {TOKEN}", 403, "set api.token or api.token_file"),
+        (TOKEN, None, 401, "missing or wrong bearer token"),
+        (TOKEN, "Bearer nope", 401, "missing or wrong bearer token"),
+        (TOKEN, f"Basic {TOKEN}", 401, "missing or wrong bearer token"),
+    ],
+    ids=["no-token-configured", "no-header", "wrong-token", "wrong-scheme"],
+)
+def test_get_results_needs_the_token(
+    tmp_path: Path, token: str | None, authorization: str | None, status: int, error: str
+) -> None:
+    """Results can hold sensitive text (a message naming what was done, an error from the Engine)."""
+    runner = make_runner(tmp_path / "commands.yml")
+    runner.submit(Command("sync"))
+    route = command_routes(runner.submit, token, results=runner.results)[("GET", "/v1/commands/results")]
+    response = route(get_results_request(authorization=authorization))
+    assert response.status == status
+    payload = json.loads(response.body)
+    assert error in payload["error"]
+    assert "results" not in payload
+    if status == 401:
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_no_answer_log_line_or_cli_message_echoes_a_token(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    wrong = "wr0ng-guess-" + "x" * 20
+    ctx = FakeContext(fail={"restart_service": EngineNotFoundError("no such service: app")})
+    runner = make_runner(tmp_path / "commands.yml", ctx)
+    routes = command_routes(runner.submit, TOKEN, results=runner.results)
+    seen: list[bytes] = []
+    with caplog.at_level(logging.DEBUG), ApiServer("127.0.0.1:0", routes) as api:
+        listen = f"127.0.0.1:{api.port}"
+        for authorization in (f"Bearer {TOKEN}", f"Bearer {wrong}", f"Basic {wrong}", wrong, f"Bearer {TOKEN} {wrong}"):
+            for method, path, body in (
+                ("POST", "/v1/commands", b'{"command": "restart app"}'),
+                ("POST", "/v1/commands", b'{"command": "restart"}'),
+                ("POST", "/v1/commands", b"{bad"),
+                ("GET", "/v1/commands/results?limit=5", None),
+                ("GET", "/v1/commands/results?limit=x", None),
+            ):
+                conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=5)
+                try:
+                    conn.request(method, path, body=body, headers={"Authorization": authorization})
+                    response = conn.getresponse()
+                    seen.append(str(response.headers).encode() + response.read())
+                finally:
+                    conn.close()
+        for token in (TOKEN, wrong):
+            _code, text = do_command(listen, token, ["restart", "app"])
+            seen.append(text.encode())
+    assert b"missing or wrong bearer token" in b"".join(seen)
+    for secret in (TOKEN, wrong):
+        assert [answer for answer in seen if secret.encode() in answer] == []
+        assert secret not in caplog.text
 
 
 @pytest.mark.parametrize(

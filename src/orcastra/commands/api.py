@@ -1,9 +1,10 @@
 """Commands over HTTP: the routes the daemon adds to its ``ApiServer``, the bearer token, and the CLI's client.
 
 ``POST /v1/commands`` runs a command (the same forms as the command file, as JSON) through the same journal
-as the file; ``GET /v1/commands/results`` lists recent results. Running a command changes the Swarm, so it
-needs ``Authorization: Bearer <token>``; without a configured token the API refuses every command rather
-than run unauthenticated (the listener is on 127.0.0.1 by default, but any local user can reach that).
+as the file; ``GET /v1/commands/results`` lists recent results. Running a command changes the Swarm, and a
+result can hold sensitive text, so both need ``Authorization: Bearer <token>``; without a configured token the
+API refuses every request rather than serve unauthenticated (the listener is on 127.0.0.1 by default, but any
+local user can reach that). No answer and no log line repeats a token, right or wrong.
 
 A body is read strictly (``read_json_object``): ``application/json`` (or no Content-Type), UTF-8, one JSON
 object without duplicate keys, NaN or Infinity, numbers of at most ``MAX_JSON_NUMBER_DIGITS`` digits and
@@ -82,8 +83,9 @@ def load_token(api: ApiSettings) -> str | None:
 def command_routes(
     submit: Submit, token: str | None, results: Results | None = None
 ) -> Mapping[tuple[str, str], Route]:
-    """Routes for ``ApiServer(routes=...)``: ``POST /v1/commands`` (runs through ``submit``, token required)
-    and, when ``results`` is given (e.g. ``CommandRunner.results``), ``GET /v1/commands/results?limit=N``."""
+    """Routes for ``ApiServer(routes=...)``: ``POST /v1/commands`` (runs through ``submit``) and, when
+    ``results`` is given (e.g. ``CommandRunner.results``), ``GET /v1/commands/results?limit=N``; both need the
+    token (401 without it or with a wrong one, 403 for every request when no token is configured)."""
     expected = token.encode() if token else None
 
     def post_command(request: Request) -> Response:
@@ -105,6 +107,10 @@ def command_routes(
         list_results = results
 
         def get_results(request: Request) -> Response:
+            # Results can hold sensitive text (what a command did, an Engine's error): the same token as POST.
+            refused = _check_auth(request, expected)
+            if refused is not None:
+                return refused
             limit = _limit(request)
             if isinstance(limit, str):
                 return json_response(400, {"error": limit})
@@ -236,9 +242,7 @@ def _json_kind(value: Any) -> str:
 
 
 def _limit(request: Request) -> int | str:
-    # ``observe.Request`` carries the path without its query string; read ``query`` when it has one.
-    query = str(getattr(request, "query", "") or "")
-    values = parse_qs(query).get("limit")
+    values = parse_qs(request.query).get("limit")
     if not values:
         return DEFAULT_RESULTS_LIMIT
     text = values[-1]
