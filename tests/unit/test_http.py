@@ -117,21 +117,28 @@ def test_a_slow_body_is_cut_at_the_deadline() -> None:
 
 
 def test_handlers_are_capped_and_the_excess_gets_a_quick_503(blocker: threading.Event) -> None:
-    limits = HttpLimits(max_handlers=3, busy_wait_seconds=0.1, request_deadline_seconds=5.0)
+    limits = HttpLimits(max_handlers=3, busy_wait_seconds=0.3, request_deadline_seconds=5.0)
     with serve(limits, blocker) as api:
         holders = [connect(api) for _ in range(3)]
         try:
             for sock in holders:
                 sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
             time.sleep(0.2)  # let the three handlers take their slots
-            with connect(api) as extra:
-                extra.sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
-                started = time.monotonic()
-                answer = read_all(extra)
-                waited = time.monotonic() - started
-            assert status_of(answer) == 503
-            assert b"Retry-After: 1" in answer
-            assert "busy" in str(body_of(answer)["error"])
+            # Six more at once: the wait for a free handler is for the first of them; the others are not made
+            # to wait in turn (six waits in a row would hold the last one for 1.8 s).
+            extras = [connect(api) for _ in range(6)]
+            started = time.monotonic()
+            try:
+                for extra in extras:
+                    extra.sendall(b"GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+                answers = [read_all(extra) for extra in extras]
+            finally:
+                for extra in extras:
+                    extra.close()
+            waited = time.monotonic() - started
+            assert [status_of(answer) for answer in answers] == [503] * 6
+            assert b"Retry-After: 1" in answers[0]
+            assert "busy" in str(body_of(answers[0])["error"])
             assert waited < 1.0
             blocker.set()
             assert [status_of(read_all(sock)) for sock in holders] == [200, 200, 200]

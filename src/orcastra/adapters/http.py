@@ -60,8 +60,9 @@ class HttpLimits:
     # Connections served at once (one handler thread each). A command waits for its result (a reboot can
     # take minutes), so this is also how many commands can be waited for at once.
     max_handlers: int = 32
-    # How long a new connection waits for a free handler before it is answered 503 (a burst of quick
-    # requests is served; clients that hold every handler do not stall the others for longer than this).
+    # How long connections wait for a free handler once every handler is busy, before they are answered 503:
+    # a burst of quick requests is served, and clients that hold every handler get the others a quick 503
+    # (the wait is counted from when the last handler was taken, not per connection).
     busy_wait_seconds: float = 1.0
     # To send an answer to a client that does not read it.
     write_timeout_seconds: float = 10.0
@@ -146,11 +147,27 @@ class _HttpServer(ThreadingHTTPServer):
         self.dispatch = dispatch
         self.limits = limits
         self._handlers = threading.BoundedSemaphore(limits.max_handlers)
+        self._busy_since: float | None = None  # since when no handler has been free (the accepting thread's)
         super().__init__(address, _Handler)
 
+    def _take_handler(self) -> bool:
+        """A free handler, waiting for one at most ``busy_wait_seconds`` since every handler became busy, not
+        per connection: this runs on the accepting thread, and a wait per connection in a row would hold the
+        one after 30 excess connections for 30 s."""
+        if self._handlers.acquire(blocking=False):
+            self._busy_since = None
+            return True
+        now = time.monotonic()
+        if self._busy_since is None:
+            self._busy_since = now
+        left = self._busy_since + self.limits.busy_wait_seconds - now
+        if left > 0 and self._handlers.acquire(timeout=left):
+            self._busy_since = None
+            return True
+        return False
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        # Runs on the accepting thread: waiting here for a handler holds the next connections in the backlog.
-        if not self._handlers.acquire(timeout=self.limits.busy_wait_seconds):
+        if not self._take_handler():
             log.debug("api: every handler busy: 503 to %s", client_address)
             _answer_busy(request)
             self.shutdown_request(request)
