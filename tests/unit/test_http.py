@@ -91,7 +91,7 @@ def test_a_trickling_client_is_cut_at_the_request_deadline_with_408() -> None:
             except OSError:
                 return
 
-    with serve(HttpLimits(request_deadline_seconds=0.5)) as api, connect(api) as sock:
+    with serve(HttpLimits(request_deadline_seconds=0.3)) as api, connect(api) as sock:
         sender = threading.Thread(target=trickle, args=(sock,))
         started = time.monotonic()
         sender.start()
@@ -103,11 +103,11 @@ def test_a_trickling_client_is_cut_at_the_request_deadline_with_408() -> None:
             sender.join()
     assert status_of(answer) == 408
     assert "deadline" in str(body_of(answer)["error"])
-    assert 0.4 < elapsed < 1.5
+    assert 0.25 < elapsed < 1.5
 
 
 def test_a_slow_body_is_cut_at_the_deadline() -> None:
-    with serve(HttpLimits(request_deadline_seconds=0.3)) as api, connect(api) as sock:
+    with serve(HttpLimits(request_deadline_seconds=0.2)) as api, connect(api) as sock:
         sock.sendall(b"POST /quick HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
         started = time.monotonic()
         answer = read_all(sock)
@@ -123,7 +123,7 @@ def test_handlers_are_capped_and_the_excess_gets_a_quick_503(blocker: threading.
         try:
             for sock in holders:
                 sock.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-            time.sleep(0.2)  # let the three handlers take their slots
+            # Connections are accepted in order: by the time the next ones are, the three hold every handler.
             # Six more at once: the wait for a free handler is for the first of them; the others are not made
             # to wait in turn (six waits in a row would hold the last one for 1.8 s).
             extras = [connect(api) for _ in range(6)]
@@ -150,11 +150,10 @@ def test_handlers_are_capped_and_the_excess_gets_a_quick_503(blocker: threading.
 
 
 def test_silent_connections_do_not_hold_handlers_past_the_deadline() -> None:
-    limits = HttpLimits(max_handlers=2, busy_wait_seconds=0.05, request_deadline_seconds=0.3)
+    limits = HttpLimits(max_handlers=2, busy_wait_seconds=0.05, request_deadline_seconds=0.2)
     with serve(limits) as api:
-        silent = [connect(api) for _ in range(2)]
+        silent = [connect(api) for _ in range(2)]  # accepted first: they hold both handlers
         try:
-            time.sleep(0.1)
             assert get(api)[0] == 503
             answers = [read_all(sock) for sock in silent]
         finally:
@@ -177,8 +176,9 @@ def test_one_request_per_connection_even_when_the_client_asks_for_keep_alive() -
 # --- a burst ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("clients", [100, 200])
-def test_a_burst_of_concurrent_requests_is_served_without_a_reset(clients: int) -> None:
+def test_a_burst_of_concurrent_requests_is_served_without_a_reset() -> None:
+    """200 clients at once, with the default limits (the standard library's backlog of 5 reset dozens)."""
+    clients = 200
     statuses: list[int] = []
     errors: list[str] = []
     start = threading.Barrier(clients)
