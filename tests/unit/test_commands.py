@@ -4,6 +4,7 @@ recovery, the daemon's command context, the watcher, and the HTTP routes and CLI
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -883,15 +884,47 @@ def test_watcher_survives_a_failing_callback(tmp_path: Path, caplog: pytest.LogC
 # --- the API ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class QueryRequest(Request):
-    query: str = ""
-
-
-def post(body: object, authorization: str | None = f"Bearer {TOKEN}") -> Request:
+def post(
+    body: object, authorization: str | None = f"Bearer {TOKEN}", content_type: str | None = "application/json"
+) -> Request:
     headers = {"authorization": authorization} if authorization else {}
+    if content_type is not None:
+        headers["content-type"] = content_type
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     return Request("POST", "/v1/commands", headers, raw)
+
+
+def submit_nothing(submitted: list[Command]) -> Callable[[Command], CommandResult]:
+    def submit(cmd: Command) -> CommandResult:
+        submitted.append(cmd)
+        return CommandResult(str(cmd), "ok", "done")
+
+    return submit
+
+
+# Bodies a client can send that are not a command: each is a 400 that says why, never a 500.
+HOSTILE_BODIES = {
+    "empty": (b"", "the body is empty"),
+    "not-json": (b"{not json", "not valid JSON: Expecting property name"),
+    "trailing-garbage": (b'{"command": "sync"} x', "not valid JSON: Extra data"),
+    "5000-digit-integer": (b'{"command": ' + b"1" * 5000 + b"}", "a number of 5000 digits"),
+    "5000-digit-integer-elsewhere": (b'{"command": "sync", "n": -' + b"9" * 5000 + b"}", "a number of 5000 digits"),
+    "60000-deep-nesting": (b"[" * 60_000, "nested too deeply"),
+    "deep-object": (b'{"command": ' + b'{"a": ' * 900 + b"1" + b"}" * 901, "nested too deeply"),
+    "deep-list-in-command": (b'{"command": ' + b"[" * 900 + b"]" * 900 + b"}", "nested too deeply"),
+    "nan": (b'{"command": NaN}', "NaN is not JSON"),
+    "infinity": (b'{"command": "sync", "x": -Infinity}', "-Infinity is not JSON"),
+    "huge-float": (b'{"command": "sync", "x": 1e999}', "a number too large"),
+    "not-utf-8": (b'{"command": "sync \xff"}', "not UTF-8"),
+    "utf-16": ('{"command": "sync"}'.encode("utf-16"), "not UTF-8"),
+    "utf-8-bom": (b'\xef\xbb\xbf{"command": "sync"}', "byte order mark"),
+    "duplicate-key": (b'{"command": "sync", "command": "pause"}', "duplicate key 'command'"),
+    "nested-duplicate-key": (b'{"command": "sync", "x": {"a": 1, "a": 2}}', "duplicate key 'a'"),
+    "list": (b'["sync"]', "JSON object"),
+    "string": (b'"sync"', "JSON object"),
+    "null": (b"null", "JSON object"),
+    "number": (b"42", "JSON object"),
+}
 
 
 @pytest.mark.parametrize(
@@ -901,7 +934,7 @@ def post(body: object, authorization: str | None = f"Bearer {TOKEN}") -> Request
         (TOKEN, post({"command": "sync"}, None), 401, "missing or wrong bearer token"),
         (TOKEN, post({"command": "sync"}, "Bearer nope"), 401, "missing or wrong bearer token"),
         (TOKEN, post({"command": "sync"}, f"Basic {TOKEN}"), 401, "missing or wrong bearer token"),
-        (TOKEN, post(b"{not json"), 400, "the body must be JSON"),
+        (TOKEN, post(b"{not json"), 400, "the body is not valid JSON"),
         (TOKEN, post(["sync"]), 400, "JSON object"),
         (TOKEN, post({"command": "restart"}), 400, "the service is missing"),
     ],
@@ -920,6 +953,60 @@ def test_post_command_refusals(token: str | None, request_: Request, status: int
     assert submitted == []
     if status == 401:
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize(("body", "error"), HOSTILE_BODIES.values(), ids=HOSTILE_BODIES.keys())
+def test_post_command_refuses_a_hostile_body_with_400(body: bytes, error: str) -> None:
+    submitted: list[Command] = []
+    response = command_routes(submit_nothing(submitted), TOKEN)[("POST", "/v1/commands")](post(body))
+    assert (response.status, submitted) == (400, [])
+    assert error in json.loads(response.body)["error"]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        (None, 200),
+        ("application/json", 200),
+        ("Application/JSON; charset=UTF-8", 200),
+        ('application/json; charset="utf-8"', 200),
+        ("text/plain", 415),
+        ("application/x-www-form-urlencoded", 415),
+        ("multipart/form-data; boundary=x", 415),
+        ("application/json; charset=latin-1", 415),
+        ("application/jsonx", 415),
+    ],
+    ids=["none", "json", "json-utf-8", "json-quoted-charset", "text", "form", "multipart", "latin-1", "jsonx"],
+)
+def test_post_command_content_type(content_type: str | None, status: int) -> None:
+    submitted: list[Command] = []
+    request = post({"command": "sync"}, content_type=content_type)
+    response = command_routes(submit_nothing(submitted), TOKEN)[("POST", "/v1/commands")](request)
+    assert response.status == status
+    if status == 415:
+        assert "Content-Type: application/json" in json.loads(response.body)["error"]
+        assert submitted == []
+    else:
+        assert submitted == [Command("sync")]
+
+
+def test_hostile_bodies_through_the_listener_are_400_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    runner = make_runner(tmp_path / "commands.yml")
+    routes = command_routes(runner.submit, TOKEN, results=runner.results)
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    with caplog.at_level(logging.DEBUG), ApiServer("127.0.0.1:0", routes) as api:
+        for body, error in HOSTILE_BODIES.values():
+            conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=5)
+            try:
+                conn.request("POST", "/v1/commands", body=body, headers=headers)
+                response = conn.getresponse()
+                assert (response.status, error in json.loads(response.read())["error"]) == (400, True), body[:40]
+            finally:
+                conn.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
+    assert "Traceback" not in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -944,6 +1031,11 @@ def test_post_command_runs_it(tmp_path: Path, body: dict[str, str]) -> None:
     assert ctx.calls == [("restart_service", "app")]
 
 
+def get_results_request(query: str = "", authorization: str | None = f"Bearer {TOKEN}") -> Request:
+    headers = {"authorization": authorization} if authorization else {}
+    return Request("GET", "/v1/commands/results", headers, b"", query)
+
+
 @pytest.mark.parametrize(
     ("query", "status", "count"),
     [("", 200, 3), ("limit=2", 200, 2), ("limit=0", 400, None), ("limit=x", 400, None)],
@@ -953,11 +1045,69 @@ def test_get_results(tmp_path: Path, query: str, status: int, count: int | None)
     runner = make_runner(tmp_path / "commands.yml")
     for _ in range(3):
         runner.submit(Command("sync"))
-    route = command_routes(runner.submit, None, results=runner.results)[("GET", "/v1/commands/results")]
-    response = route(QueryRequest("GET", "/v1/commands/results", {}, b"", query))
+    route = command_routes(runner.submit, TOKEN, results=runner.results)[("GET", "/v1/commands/results")]
+    response = route(get_results_request(query))
     assert response.status == status
     if count is not None:
         assert len(json.loads(response.body)["results"]) == count
+
+
+@pytest.mark.parametrize(
+    ("token", "authorization", "status", "error"),
+    [
+        (None, f"Bearer {TOKEN}", 403, "set api.token or api.token_file"),
+        (TOKEN, None, 401, "missing or wrong bearer token"),
+        (TOKEN, "Bearer nope", 401, "missing or wrong bearer token"),
+        (TOKEN, f"Basic {TOKEN}", 401, "missing or wrong bearer token"),
+    ],
+    ids=["no-token-configured", "no-header", "wrong-token", "wrong-scheme"],
+)
+def test_get_results_needs_the_token(
+    tmp_path: Path, token: str | None, authorization: str | None, status: int, error: str
+) -> None:
+    """Results can hold sensitive text (a message naming what was done, an error from the Engine)."""
+    runner = make_runner(tmp_path / "commands.yml")
+    runner.submit(Command("sync"))
+    route = command_routes(runner.submit, token, results=runner.results)[("GET", "/v1/commands/results")]
+    response = route(get_results_request(authorization=authorization))
+    assert response.status == status
+    payload = json.loads(response.body)
+    assert error in payload["error"]
+    assert "results" not in payload
+    if status == 401:
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_no_answer_log_line_or_cli_message_echoes_a_token(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    wrong = "wr0ng-guess-" + "x" * 20
+    ctx = FakeContext(fail={"restart_service": EngineNotFoundError("no such service: app")})
+    runner = make_runner(tmp_path / "commands.yml", ctx)
+    routes = command_routes(runner.submit, TOKEN, results=runner.results)
+    seen: list[bytes] = []
+    with caplog.at_level(logging.DEBUG), ApiServer("127.0.0.1:0", routes) as api:
+        listen = f"127.0.0.1:{api.port}"
+        for authorization in (f"Bearer {TOKEN}", f"Bearer {wrong}", f"Basic {wrong}", wrong, f"Bearer {TOKEN} {wrong}"):
+            for method, path, body in (
+                ("POST", "/v1/commands", b'{"command": "restart app"}'),
+                ("POST", "/v1/commands", b'{"command": "restart"}'),
+                ("POST", "/v1/commands", b"{bad"),
+                ("GET", "/v1/commands/results?limit=5", None),
+                ("GET", "/v1/commands/results?limit=x", None),
+            ):
+                conn = http.client.HTTPConnection("127.0.0.1", api.port, timeout=5)
+                try:
+                    conn.request(method, path, body=body, headers={"Authorization": authorization})
+                    response = conn.getresponse()
+                    seen.append(str(response.headers).encode() + response.read())
+                finally:
+                    conn.close()
+        for token in (TOKEN, wrong):
+            _code, text = do_command(listen, token, ["restart", "app"])
+            seen.append(text.encode())
+    assert b"missing or wrong bearer token" in b"".join(seen)
+    for secret in (TOKEN, wrong):
+        assert [answer for answer in seen if secret.encode() in answer] == []
+        assert secret not in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,16 @@
 """Commands over HTTP: the routes the daemon adds to its ``ApiServer``, the bearer token, and the CLI's client.
 
 ``POST /v1/commands`` runs a command (the same forms as the command file, as JSON) through the same journal
-as the file; ``GET /v1/commands/results`` lists recent results. Running a command changes the Swarm, so it
-needs ``Authorization: Bearer <token>``; without a configured token the API refuses every command rather
-than run unauthenticated (the listener is on 127.0.0.1 by default, but any local user can reach that).
+as the file; ``GET /v1/commands/results`` lists recent results. Running a command changes the Swarm, and a
+result can hold sensitive text, so both need ``Authorization: Bearer <token>``; without a configured token the
+API refuses every request rather than serve unauthenticated (the listener is on 127.0.0.1 by default, but any
+local user can reach that). No answer and no log line repeats a token, right or wrong.
+
+A body is read strictly (``read_json_object``): ``application/json`` (or no Content-Type), UTF-8, one JSON
+object without duplicate keys, NaN or Infinity, numbers of at most ``MAX_JSON_NUMBER_DIGITS`` digits and
+at most ``MAX_JSON_DEPTH`` levels deep. Anything else is a 415 or a 400 that says what is wrong, never a 500:
+the standard library's decoder raises ``ValueError`` for a long integer and ``RecursionError`` for deep
+nesting, and a duplicate key would silently keep its last value (``{"command": "sync", "command": "pause"}``).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import stat
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -18,7 +26,7 @@ from urllib.parse import parse_qs
 
 import httpx
 
-from orcastra.adapters.http import Request, Response, Route, json_response, parse_listen_address
+from orcastra.adapters.http import JSON_CONTENT_TYPE, Request, Response, Route, json_response, parse_listen_address
 from orcastra.commands.dispatch import CommandResult
 from orcastra.commands.model import Command, Malformed, parse_entry, parse_words
 from orcastra.config.model import ApiSettings
@@ -34,6 +42,11 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 # A command runs while the request waits; ``reboot NODE`` drains, reboots and waits for the node to be Ready.
 COMMAND_TIMEOUT_SECONDS = 3600.0
 NO_TOKEN_MESSAGE = "commands over the API are disabled: set api.token or api.token_file in the configuration"
+# A command is a flat object of short strings: these leave room for anything sensible and refuse what is not.
+MAX_JSON_DEPTH = 8
+MAX_JSON_NUMBER_DIGITS = 100
+BODY_EXAMPLE = '{"command": "restart app"}'
+
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="orcastra"'}
 
 Submit = Callable[[Command], CommandResult]
@@ -70,20 +83,18 @@ def load_token(api: ApiSettings) -> str | None:
 def command_routes(
     submit: Submit, token: str | None, results: Results | None = None
 ) -> Mapping[tuple[str, str], Route]:
-    """Routes for ``ApiServer(routes=...)``: ``POST /v1/commands`` (runs through ``submit``, token required)
-    and, when ``results`` is given (e.g. ``CommandRunner.results``), ``GET /v1/commands/results?limit=N``."""
+    """Routes for ``ApiServer(routes=...)``: ``POST /v1/commands`` (runs through ``submit``) and, when
+    ``results`` is given (e.g. ``CommandRunner.results``), ``GET /v1/commands/results?limit=N``; both need the
+    token (401 without it or with a wrong one, 403 for every request when no token is configured)."""
     expected = token.encode() if token else None
 
     def post_command(request: Request) -> Response:
         refused = _check_auth(request, expected)
         if refused is not None:
             return refused
-        try:
-            body = json.loads(request.body or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return json_response(400, {"error": 'the body must be JSON, e.g. {"command": "restart app"}'})
-        if not isinstance(body, dict):
-            return json_response(400, {"error": "the body must be a JSON object with a 'command' key"})
+        body = read_json_object(request)
+        if isinstance(body, Response):
+            return body
         cmd = parse_entry(body)
         if isinstance(cmd, Malformed):
             return json_response(400, {"error": cmd.message})
@@ -96,6 +107,10 @@ def command_routes(
         list_results = results
 
         def get_results(request: Request) -> Response:
+            # Results can hold sensitive text (what a command did, an Engine's error): the same token as POST.
+            refused = _check_auth(request, expected)
+            if refused is not None:
+                return refused
             limit = _limit(request)
             if isinstance(limit, str):
                 return json_response(400, {"error": limit})
@@ -115,10 +130,119 @@ def _check_auth(request: Request, expected: bytes | None) -> Response | None:
     return None
 
 
+class BadBody(ValueError):
+    """What is wrong with a request body, in words for the client (the 400's message)."""
+
+
+def read_json_object(request: Request) -> dict[str, Any] | Response:
+    """The request's body as a JSON object, or the 415/400 answer that says why it is not one."""
+    refused = _check_content_type(request.headers.get("content-type"))
+    if refused is not None:
+        return json_response(415, {"error": refused})
+    try:
+        return _decode_object(request.body)
+    except BadBody as e:
+        return json_response(400, {"error": f"{e}; send a JSON object, e.g. {BODY_EXAMPLE}"})
+
+
+def _check_content_type(value: str | None) -> str | None:
+    """None when the body may be read as JSON (no Content-Type at all is taken as JSON), else why not."""
+    if value is None:
+        return None
+    media, _, params = value.partition(";")
+    charset = None
+    for param in params.split(";"):
+        key, _, text = param.partition("=")
+        if key.strip().lower() == "charset":
+            charset = text.strip().strip('"').lower()
+    if media.strip().lower() == JSON_CONTENT_TYPE and charset in (None, "utf-8", "utf8"):
+        return None
+    return f"send the body as JSON with Content-Type: {JSON_CONTENT_TYPE} (UTF-8), e.g. {BODY_EXAMPLE}"
+
+
+def _decode_object(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        raise BadBody("the body is empty")
+    if body.startswith(b"\xef\xbb\xbf"):
+        raise BadBody("the body starts with a byte order mark")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadBody(f"the body is not UTF-8 text (byte {e.start})") from None
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_unique_keys,
+            parse_int=_short_int,
+            parse_float=_finite_float,
+            parse_constant=_no_constant,
+        )
+    except json.JSONDecodeError as e:
+        raise BadBody(f"the body is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise BadBody(f"the body is nested too deeply (at most {MAX_JSON_DEPTH} levels)") from None
+    except BadBody:
+        raise
+    except ValueError:  # anything else the decoder refuses; its message is about Python, not about the body
+        raise BadBody("the body is not valid JSON") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise BadBody(f"the body is nested too deeply (at most {MAX_JSON_DEPTH} levels)")
+    if not isinstance(value, dict):
+        raise BadBody(f"the body must be a JSON object with a 'command' key, not {_json_kind(value)}")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for key, item in pairs:
+        if key in value:
+            raise BadBody(f"duplicate key {cut(key, 40)!r} in the body")
+        value[key] = item
+    return value
+
+
+def _short_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_JSON_NUMBER_DIGITS:
+        raise BadBody(f"the body has a number of {digits} digits (at most {MAX_JSON_NUMBER_DIGITS})")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    if len(text) > MAX_JSON_NUMBER_DIGITS:
+        raise BadBody(f"the body has a number of {len(text)} characters (at most {MAX_JSON_NUMBER_DIGITS})")
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadBody("the body has a number too large for a float")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise BadBody(f"{name} is not JSON")
+
+
+def _depth(value: Any) -> int:
+    """How deep a decoded JSON value nests (1 for a scalar), counted without recursion and only as far as it
+    must: past ``MAX_JSON_DEPTH`` it stops."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack and deepest <= MAX_JSON_DEPTH:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    kinds = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return kinds.get(type(value), "something else")
+
+
 def _limit(request: Request) -> int | str:
-    # ``observe.Request`` carries the path without its query string; read ``query`` when it has one.
-    query = str(getattr(request, "query", "") or "")
-    values = parse_qs(query).get("limit")
+    values = parse_qs(request.query).get("limit")
     if not values:
         return DEFAULT_RESULTS_LIMIT
     text = values[-1]

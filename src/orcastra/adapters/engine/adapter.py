@@ -4,6 +4,10 @@ Every call goes through ``_call`` which maps transport and HTTP failures onto Or
 (``transport.status_error``) and counts calls, so a cycle's cost in Engine calls is measurable (one
 snapshot = 3 or 4 list calls, whatever the number of services). How GETs reach the Engine (the client's own
 connection pool, else requests) is ``transport``.
+
+No exception of the transport leaves the adapter as it is: whatever the scheme (unix://, tcp://, TLS, ssh://)
+and wherever it fails (connecting, negotiating the API version, sending, reading, opening the event stream),
+a failure is an ``EngineUnreachableError`` (temporary: the loop tries again) whose message names the endpoint.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import docker
 import docker.errors
 import docker.tls
 import msgspec
-import requests
 import requests.exceptions
 
 from orcastra.adapters.engine.parse import (
@@ -33,12 +36,16 @@ from orcastra.adapters.engine.parse import (
     parse_node,
 )
 from orcastra.adapters.engine.transport import (
+    TRANSPORT_ERRORS,
     Client,
     ErrorStatus,
+    describe_failure,
     filters_query,
     get_through_pool,
     get_through_requests,
+    open_events,
     pool_for,
+    probe_unix_socket,
     retry_after_seconds,
     ssh_url_with_config_port,
     status_error,
@@ -99,33 +106,36 @@ class EngineAdapter:
         if self._client is not None:
             return self._client
         s = self.settings
-        base_url = ssh_url_with_config_port(s.host) if s.host.startswith("ssh://") else s.host
-        kwargs: dict[str, Any] = {"base_url": base_url, "version": "auto", "timeout": s.timeout_seconds}
         # ssh:// goes through paramiko (docker[ssh]): one SSH connection per adapter, reused by every call,
         # closed with it; it reads ~/.ssh/config (HostName, Port, User, IdentityFile, ProxyCommand) and
         # refuses hosts missing from ~/.ssh/known_hosts. (The SDK's shell-out mode starts an `ssh` per call
-        # and leaks them, and forces port 22 over the config's Port.)
-        if s.tls or s.tls_ca_cert or s.tls_client_cert:
-            client_cert = (s.tls_client_cert, s.tls_client_key) if s.tls_client_cert and s.tls_client_key else None
-            kwargs["tls"] = docker.tls.TLSConfig(client_cert=client_cert, ca_cert=s.tls_ca_cert, verify=s.tls_verify)
-            if kwargs["base_url"].startswith("tcp://"):
-                kwargs["base_url"] = "https://" + kwargs["base_url"][len("tcp://") :]
+        # and leaks them, and forces port 22 over the config's Port.) The SSH connection is made while the
+        # client is built, so its failures are paramiko's and the socket's own (TRANSPORT_ERRORS).
         try:
-            # version="auto" asks GET /version and speaks the server's API version, so engines from
-            # 20.10 (API 1.41) to current releases work with the same code.
+            base_url = ssh_url_with_config_port(s.host) if s.host.startswith("ssh://") else s.host
+            if base_url.startswith("unix://"):
+                probe_unix_socket(base_url, s.timeout_seconds)
+            kwargs: dict[str, Any] = {"base_url": base_url, "timeout": s.timeout_seconds}
+            if s.tls or s.tls_ca_cert or s.tls_client_cert:
+                cert = (s.tls_client_cert, s.tls_client_key) if s.tls_client_cert and s.tls_client_key else None
+                kwargs["tls"] = docker.tls.TLSConfig(client_cert=cert, ca_cert=s.tls_ca_cert, verify=s.tls_verify)
+                if base_url.startswith("tcp://"):
+                    kwargs["base_url"] = "https://" + base_url[len("tcp://") :]
             self.calls += 1
-            self._client = Client(**kwargs)
-        except docker.errors.DockerException as e:
+            self._client = Client.connect(**kwargs)
+        except (docker.errors.DockerException, *TRANSPORT_ERRORS) as e:
             raise EngineUnreachableError(
-                f"cannot reach the Docker Engine at {s.host}: {cut(str(e))}", endpoint=s.host
+                f"cannot reach the Docker Engine at {s.host}: {describe_failure(e)}", endpoint=s.host
             ) from e
         return self._client
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        self._pool = None
+        client, self._client, self._pool = self._client, None, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception as e:  # closing a broken connection must not hide why it broke
+                log.debug("closing the client of %s: %s", self.settings.host, e)
 
     def __enter__(self) -> EngineAdapter:
         return self
@@ -150,10 +160,15 @@ class EngineAdapter:
                 raise status_error(what, host, e.status_code, str(e.explanation or e), retry_after) from e
             except ErrorStatus as e:
                 raise status_error(what, host, e.status, e.message, e.retry_after) from e
-            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
-                self.close()
+            except requests.exceptions.InvalidJSONError as e:
+                # A whole answer came, with a success status, but it is not the Engine's JSON.
+                raise EngineError(
+                    f"{what}: the answer of {host} is not valid JSON: {cut(str(e))}", endpoint=host
+                ) from e
+            except TRANSPORT_ERRORS as e:
+                self.close()  # the next call connects afresh
                 raise EngineUnreachableError(
-                    f"{what}: cannot reach the Docker Engine at {host}: {cut(str(e))}", endpoint=host
+                    f"{what}: cannot reach the Docker Engine at {host}: {describe_failure(e)}", endpoint=host
                 ) from e
             except docker.errors.DockerException as e:
                 raise EngineError(f"{what} failed on {host}: {cut(str(e))}", endpoint=host) from e
@@ -406,16 +421,10 @@ class EngineAdapter:
     # --- events -----------------------------------------------------------------------------------
 
     def events(self, filters: Mapping[str, list[str]], since: float | None = None) -> EventStream:
-        """Open GET /events with filters; iterate the stream, close it to stop (from any thread)."""
-        client = self._connect()
-        self.calls += 1
-        try:
-            stream = client.events(decode=True, filters=dict(filters), since=since)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
-            raise EngineUnreachableError(
-                f"cannot watch events on {self.settings.host}: {cut(str(e))}", endpoint=self.settings.host
-            ) from e
-        return EventStream(stream)
+        """Open GET /events with filters; iterate the stream, close it to stop (from any thread). Opening
+        fails like any other call (``_call``); a stream that fails later just ends (``EventStream``)."""
+        timeout = self.settings.timeout_seconds
+        return EventStream(self._call("watch events", lambda c: open_events(c, dict(filters), since, timeout)))
 
 
 def _swarm_labels(raw: JSON) -> dict[str, str]:
@@ -443,10 +452,10 @@ class EventStream:
                     attributes={str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()},
                     time_nano=int(raw.get("timeNano") or 0),
                 )
-        except (requests.exceptions.RequestException, OSError, AttributeError, ValueError) as e:
-            # A closed stream (our own close() or the daemon going away) ends iteration quietly; the
-            # watcher re-opens it and a resync covers whatever was missed meanwhile.
-            log.debug("event stream ended: %s", e)
+        except (*TRANSPORT_ERRORS, docker.errors.DockerException, AttributeError, ValueError) as e:
+            # A closed stream (our own close() or the daemon going away, whatever the scheme) ends iteration
+            # quietly; the watcher re-opens it and a resync covers whatever was missed meanwhile.
+            log.debug("event stream ended: %s", describe_failure(e))
 
     def close(self) -> None:
         try:
