@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv/bin
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup demo test lint unit integration lab-down bench
+.PHONY: setup demo test lint unit integration lab-down bench robustness soak
 
 setup:
 	@scripts/setup.sh
@@ -31,6 +31,19 @@ bench: setup
 	$(VENV)/python -m bench.rebalance
 	$(VENV)/python -m bench.reconcile_cost
 	$(VENV)/python -m bench.footprint --seconds 300 --replicas 1
+
+# The fault-injection and robustness suite (its short form also runs in `make test`): faults on every Engine
+# call during a failover, manager restarts and a killed leader on 3 managers, a partition, concurrent writers,
+# hostile input, secrets.
+robustness: setup
+	$(VENV)/pytest -q tests/unit -k "hostile or fuzz or property or hypothesis or faults or runtime_loop"
+	$(VENV)/pytest -q -s tests/integration/test_faults_lab.py tests/integration/test_managers_lab.py \
+		tests/integration/test_partition_lab.py tests/integration/test_concurrent_writers_lab.py \
+		tests/integration/test_secrets_lab.py tests/integration/test_leader_move_lab.py
+
+# An hour of churn (kills, restarts, deploys, commands) on a lab of its own: memory and descriptor slopes.
+soak: setup
+	$(VENV)/python -m bench.soak --minutes 60
 
 lab-down: setup
 	$(VENV)/orcastra lab down

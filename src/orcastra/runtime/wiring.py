@@ -70,3 +70,6 @@ def setup_logging(config: Config) -> None:
     # The Docker SDK and urllib3 are chatty at DEBUG; their detail is rarely what an operator needs.
     for noisy in ("urllib3", "docker"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # paramiko logs every failed ssh handshake as an ERROR with a traceback; the adapter reports the same failure
+    # as "unreachable" with the endpoint, once, so paramiko's own account is left out.
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
