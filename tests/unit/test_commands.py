@@ -526,6 +526,51 @@ def test_entry_that_cannot_be_removed_is_not_run(tmp_path: Path, monkeypatch: py
     assert runner.process_file() == [], "not retried until the file changes"
 
 
+def test_entry_is_not_run_when_the_file_cannot_be_parsed_at_removal(tmp_path: Path) -> None:
+    # The operator saves a typo right after the started record: the entry cannot be removed, so it must not run
+    # (it would run again once the typo is fixed). It is reported not run, and taken once the file is fixed.
+    path = tmp_path / "commands.yml"
+    path.write_text("- reboot node1\n- sync\n")
+    typo = "- reboot node1\n- sync\n- [drain node2\n"
+
+    class TypoJournal(Journal):
+        typed = False
+
+        def append(self, record: dict[str, Any]) -> None:
+            super().append(record)
+            if record["type"] == "started" and not self.typed:
+                self.typed = True
+                path.write_text(typo)
+
+    ctx = FakeContext()
+    runner = CommandRunner(path, ctx, TypoJournal(results_path(path)), clock=lambda: 0.0, new_id=Ids())
+    (result,) = runner.process_file()
+    assert ctx.calls == [], "not removed, so not run"
+    assert (result.command, result.result) == ("reboot node1", "error")
+    assert result.message.startswith(f"cannot remove it from {path} ({path} is not valid YAML: line 4")
+    assert result.message.endswith("; not run")
+    assert runner.process_file() == [], "the broken file is reported once; nothing runs"
+    assert path.read_text() == typo
+    path.write_text("- reboot node1\n- sync\n- drain node2\n")  # fixed
+    runner.process_file()
+    assert ctx.calls == [("reboot_node", "node1"), ("sync",), ("set_availability", "node2", "drain")]
+    assert path.read_text() == ""
+
+
+def test_recovery_says_so_when_the_file_cannot_be_read(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    path.write_text(FILE)
+    ctx = FakeContext()
+    crash_after("started", path, ctx)
+    path.write_text(FILE + "- [typo\n")
+    (interrupted,) = make_runner(path, ctx).recover()
+    assert interrupted.message.startswith(f"interrupted: {path} cannot be read now ({path} is not valid YAML")
+    assert interrupted.message.endswith("if the entry is still in it, it had not run, and it runs once it is taken")
+    path.write_text(FILE)
+    make_runner(path, ctx).process_file()
+    assert ctx.calls == [("reboot_node", "n1"), ("sync",)], "it had not run: it runs once"
+
+
 def test_rewrite_keeps_the_file_mode(tmp_path: Path) -> None:
     path = tmp_path / "commands.yml"
     path.write_text("- sync\n- pause\n")

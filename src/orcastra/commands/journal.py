@@ -51,6 +51,16 @@ RESULTS_SUFFIX = ".results.jsonl"
 INTERRUPTED_MESSAGE = "interrupted: not run again"
 
 
+class EntryNotRemoved(Exception):
+    """A taken entry could not be removed from the command file (unreadable, no longer valid YAML, read-only...).
+    ``reason`` says why; ``file_sha256`` is the file's content as last read, when it could be read."""
+
+    def __init__(self, reason: str, file_sha256: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.file_sha256 = file_sha256
+
+
 def results_path(command_file: Path) -> Path:
     """``/etc/orcastra/commands.yml`` -> ``/etc/orcastra/commands.yml.results.jsonl``."""
     return command_file.with_name(command_file.name + RESULTS_SUFFIX)
@@ -256,6 +266,10 @@ def _link_or_copy(source: Path, target: Path) -> None:
         raise
 
 
+def _os_reason(e: OSError | UnicodeDecodeError) -> str:
+    return (e.strerror or str(e)) if isinstance(e, OSError) else f"not UTF-8: {e}"
+
+
 class CommandRunner:
     """Takes commands from the command file (``process_file``) or the API (``submit``), runs them through
     ``ctx`` one at a time, and journals each. Thread-safe: the watcher thread and API threads share it, and
@@ -295,10 +309,17 @@ class CommandRunner:
             out = []
             unfinished = self.journal.unfinished()
             for record in unfinished:
-                if record.get("source") == "file":
-                    self._remove_taken_entry(record)
                 problem = record.get("problem")
                 message = f"malformed entry: {problem}" if problem else INTERRUPTED_MESSAGE
+                if record.get("source") == "file":
+                    try:
+                        self._remove_taken_entry(record)
+                    except EntryNotRemoved as e:
+                        # Still in the file means taken but never removed, so never run: it runs once it is taken.
+                        message = (
+                            f"interrupted: {self.command_file} cannot be read now ({e.reason}); if the entry is"
+                            " still in it, it had not run, and it runs once it is taken"
+                        )
                 result = CommandResult(str(record.get("command", "")), "error", message)
                 out.append(self._finish(str(record.get("id")), result))
                 log.warning("commands: %s (id %s) was interrupted by a restart: %s", result.command, result.id, message)
@@ -363,11 +384,11 @@ class CommandRunner:
         record = self.start_entry(parsed, index)
         try:
             self._remove_taken_entry(record)
-        except OSError as e:
-            # Running it while it stays in the file would run it again at the next look. Report, and do not
-            # retry until the file changes (a read-only file would otherwise add a record at every look).
-            self._stuck = parsed.sha256
-            message = f"cannot remove it from {self.command_file} ({e.strerror or e}); not run"
+        except EntryNotRemoved as e:
+            # Never run what was not removed: it would run again at the next look. Report, and do not take it
+            # again until the file changes (a read-only file would otherwise add a record at every look).
+            self._stuck = e.file_sha256 or parsed.sha256
+            message = f"cannot remove it from {self.command_file} ({e.reason}); not run"
             log.error("commands: %s: %s", record["command"], message)
             return self._finish(str(record["id"]), CommandResult(str(record["command"]), "error", message))
         return self.run_started(record)
@@ -398,7 +419,10 @@ class CommandRunner:
 
         The file's hash says where we are: unchanged since the started record -> remove the entry at its
         recorded position; equal to the expected result -> already removed. Otherwise the operator edited the
-        file in between: remove the first entry with the same text, if any (never run twice wins)."""
+        file in between: remove the first entry with the same text, if any (never run twice wins). A missing file
+        holds no entry. Raises ``EntryNotRemoved`` when the file cannot be read, parsed or rewritten: then the
+        entry may still be there, and the caller must not run it."""
+        text: str | None = None
         try:
             text = self.command_file.read_text(encoding="utf-8")
             parsed = parse_command_file(text, str(self.command_file))
@@ -406,7 +430,8 @@ class CommandRunner:
             return
         except (OSError, UnicodeDecodeError, CommandFileError) as e:
             log.warning("commands: cannot remove entry %r from %s: %s", record.get("entry_text"), self.command_file, e)
-            return
+            reason = str(e) if isinstance(e, CommandFileError) else _os_reason(e)
+            raise EntryNotRemoved(reason, text_sha256(text) if text is not None else None) from e
         sha = parsed.sha256
         if sha == record.get("file_sha256_after"):
             return
@@ -417,7 +442,10 @@ class CommandRunner:
         else:
             index = next((e.index for e in parsed.entries if e.text == record.get("entry_text")), None)
         if index is not None:
-            atomic_write(self.command_file, remove_entry(parsed, index))
+            try:
+                atomic_write(self.command_file, remove_entry(parsed, index))
+            except OSError as e:
+                raise EntryNotRemoved(_os_reason(e), sha) from e
 
     def run_started(self, record: dict[str, Any]) -> CommandResult:
         """Step 3: run the taken entry (or report it malformed) and journal the result."""
