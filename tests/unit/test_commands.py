@@ -29,7 +29,7 @@ from orcastra.commands.model import (
     parse_command_file,
     parse_entry,
     parse_words,
-    remove_entry,
+    remove_entries,
 )
 from orcastra.commands.watch import CommandWatcher
 from orcastra.config.model import ApiSettings, CommandSettings, Config
@@ -223,7 +223,13 @@ BLOCK = """\
         ("- sync\n- pause", 1, "- sync\n"),
         ("- only\n", 0, ""),
         ("  - a\n  - b\n", 0, "  - b\n"),
-        ("[sync, pause]\n", 0, "- pause\n"),
+        ("[sync, pause]\n", 0, "[pause]\n"),
+        (
+            "# c\n[sync, {command: drain, node: n2},\n 2024-06-01]  # end\n",
+            0,
+            "# c\n[{command: drain, node: n2}, 2024-06-01]  # end\n",
+        ),
+        ("[sync]\n", 0, "[]\n"),
         ("- {command: restart, service: app}\n- sync\n", 0, "- sync\n"),
         ("- command: sync\n  # keep me\n- pause\n", 0, "  # keep me\n- pause\n"),
     ],
@@ -237,14 +243,16 @@ BLOCK = """\
         "no-final-newline",
         "only-entry",
         "indented",
-        "flow-list-redumped",
+        "flow-list-rewritten",
+        "flow-list-keeps-comments-and-a-date",
+        "flow-list-emptied",
         "flow-item",
         "comment-inside-mapping-stays",
     ],
 )
 def test_remove_entry_keeps_the_rest_as_written(text: str, index: int, expected: str) -> None:
     parsed = parse_command_file(text)
-    assert remove_entry(parsed, index) == expected
+    assert remove_entries(parsed, [index]).text == expected
     remaining = [e.value for e in parsed.entries if e.index != index]
     assert [e.value for e in parse_command_file(expected).entries] == remaining
 

@@ -1,6 +1,7 @@
 """Operator commands: from the command file, the HTTP API and ``orcastra do``, each run exactly once.
 
-- ``model``: commands as data; parsing entries and the command file; removing one entry keeping the rest;
+- ``model``: commands as data; parsing entries and the command file; removing entries keeping the rest;
+- ``yamltree``: the restricted YAML reader under it (no anchors or aliases, bounded nesting, plain values only);
 - ``dispatch``: a command -> one call on a ``CommandContext`` (implemented by the daemon) -> ``CommandResult``;
 - ``journal``: the results file (rotated past a size, keeping unfinished records) and the ``CommandRunner``
   that takes, runs and journals commands (and recovers after a crash without running anything twice);

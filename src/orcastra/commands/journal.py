@@ -40,7 +40,7 @@ from orcastra.commands.model import (
     Malformed,
     parse_command_file,
     parse_entry,
-    remove_entry,
+    remove_entries,
     text_sha256,
 )
 from orcastra.config.model import DEFAULT_RESULTS_KEEP, DEFAULT_RESULTS_MAX_BYTES, CommandSettings
@@ -403,11 +403,11 @@ class CommandRunner:
             "time": utc_timestamp(self._clock()),
             "source": "file",
             "command": str(cmd) if isinstance(cmd, Command) else entry.text,
-            "entry": entry.value,
+            "entry": entry.value if entry.problem is None else entry.text,
             "entry_text": entry.text,
             "index": index,
             "file_sha256": parsed.sha256,
-            "file_sha256_after": text_sha256(remove_entry(parsed, index)),
+            "file_sha256_after": remove_entries(parsed, [index]).sha256,
         }
         if isinstance(cmd, Malformed):
             record["problem"] = cmd.message
@@ -443,7 +443,9 @@ class CommandRunner:
             index = next((e.index for e in parsed.entries if e.text == record.get("entry_text")), None)
         if index is not None:
             try:
-                atomic_write(self.command_file, remove_entry(parsed, index))
+                atomic_write(self.command_file, remove_entries(parsed, [index]).text)
+            except CommandFileError as e:
+                raise EntryNotRemoved(str(e), sha) from e
             except OSError as e:
                 raise EntryNotRemoved(_os_reason(e), sha) from e
 

@@ -1,0 +1,174 @@
+"""The command file read defensively: entries YAML reads as something other than plain data (dates, binary, sets,
+bad tags, huge numbers) are malformed entries that block nothing; anchors, aliases, deep nesting and files over
+the size limit are refused as a whole, quickly. The helpers come from ``test_commands``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from test_commands import FakeContext, journal_lines, make_runner
+
+from orcastra.commands.model import (
+    MAX_COMMAND_FILE_BYTES,
+    Command,
+    CommandFileError,
+    Malformed,
+    parse_command_file,
+)
+from orcastra.commands.yamltree import MAX_NESTING
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ("2024-06-01", "2024-06-01 reads as a date or time (!!timestamp), which is not a command"),
+        ("2024-13-45", "2024-13-45 reads as a date or time (!!timestamp)"),
+        ("!!timestamp foo", "!!timestamp foo reads as a date or time (!!timestamp)"),
+        ("!!binary aGk=", "!!binary aGk= reads as binary data (!!binary), which is not a command"),
+        ("!!set {a}", "!!set {a} reads as a set (!!set), which is not a command"),
+        ("!!omap [a: 1]", "reads as an ordered mapping (!!omap)"),
+        ("!!int abc", "!!int abc is not a valid !!int"),
+        ("!!float x", "is not a valid !!float"),
+        ("!!bool maybe", "is not a valid !!bool"),
+        ("1" + "0" * 5000, "is a number of more than 64 characters"),
+        ("!foo x", "has the tag !foo, which a command file does not use"),
+        ("!!python/object:os.system x", "has the tag !!python/object:os.system"),
+        ("=", "reads as a value key (=)"),
+        ("{<<: {command: sync}}", "reads as a merge key (<<)"),
+        ("{command: restart, service: 2024-06-01}", "2024-06-01 reads as a date or time"),
+        ("{? [a]: b}", "[a] is a list or mapping used as a key"),
+        ("{command: sync, command: pause}", "command is a key given twice"),
+    ],
+    ids=[
+        "date",
+        "bad-date",
+        "bad-timestamp-tag",
+        "binary",
+        "set",
+        "omap",
+        "bad-int-tag",
+        "bad-float-tag",
+        "bad-bool-tag",
+        "huge-integer",
+        "unknown-tag",
+        "python-tag",
+        "value-key",
+        "merge-key",
+        "date-inside-a-mapping",
+        "complex-key",
+        "duplicate-key",
+    ],
+)
+def test_entries_that_are_not_plain_data_are_malformed(entry: str, problem: str) -> None:
+    parsed = parse_command_file(f"- {entry}\n- sync\n")
+    bad, good = (e.parse() for e in parsed.entries)
+    assert isinstance(bad, Malformed)
+    assert problem in bad.message
+    assert good == Command("sync"), "the entry after it is read as usual"
+    json.dumps([e.value for e in parsed.entries])  # what the journal writes
+
+
+ALIAS_BOMB = "\n".join(
+    ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    + [f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi", strict=True)]
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        (ALIAS_BOMB, 1, "line 1: anchors and aliases (&name, *name) are not allowed in a command file"),
+        ("- sync\n- &a pause\n- *a\n", 2, "line 2: anchors and aliases"),
+        ("- sync\n- [[[*a]]]\n", 2, "line 2: anchors and aliases"),
+        ("- sync\n---\n- pause\n", 2, "is not valid YAML: line 2, column 1: expected a single document"),
+        ("!!set {a}\n", 1, "line 1: expected a list of commands ('- sync', one a line), got something else"),
+        ("!!omap [a: 1]\n", 1, "line 1: expected a list of commands"),
+        ("- sync\n- " + "[" * 8 + "]" * 8, 2, f"line 2: more than {MAX_NESTING} levels of nesting"),
+        ("- sync\n- " + "[" * 200_000 + "]" * 200_000, 2, "line 2: more than 8 levels of nesting"),
+        ("- sync\n- " + "{a: " * 100_000 + "}" * 100_000, 2, "line 2: more than 8 levels of nesting"),
+        ("- sync\n" + "".join("  " * n + f"- k{n}:\n" for n in range(20)) + "x", 6, "line 6: more than 8 levels"),
+    ],
+    ids=[
+        "alias-bomb",
+        "alias",
+        "alias-in-nesting",
+        "two-documents",
+        "set",
+        "omap",
+        "nesting-just-too-deep",
+        "deep-flow-list",
+        "deep-flow-mapping",
+        "deep-block-list",
+    ],
+)
+def test_whole_file_problems_are_one_error_with_its_line(text: str, line: int, message: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(CommandFileError) as caught:
+        parse_command_file(text, "commands.yml")
+    assert time.perf_counter() - started < 1.0
+    assert message in str(caught.value)
+    assert str(caught.value).startswith("commands.yml ")
+    assert caught.value.line == line
+
+
+def test_a_file_over_the_size_limit_is_refused() -> None:
+    text = "# " + "x" * MAX_COMMAND_FILE_BYTES + "\n- sync\n"
+    with pytest.raises(CommandFileError, match=r"commands.yml is 1048586 bytes, over the limit of 1048576 \(1 MiB\)"):
+        parse_command_file(text, "commands.yml")
+    assert parse_command_file("#" * (MAX_COMMAND_FILE_BYTES - 8) + "\n- sync\n").entries[0].parse() == Command("sync")
+
+
+def test_entries_that_are_not_plain_data_are_reported_and_do_not_block(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    path.write_text("- 2024-06-01\n- !!binary aGk=\n- !!set {a}\n- {command: drain, node: 2024-06-01}\n- sync\n")
+    ctx = FakeContext()
+    results = make_runner(path, ctx).process_file()
+    assert ctx.calls == [("sync",)]
+    assert [(r.command, r.result, r.message) for r in results] == [
+        ("2024-06-01", "error", "malformed entry: 2024-06-01 reads as a date or time (!!timestamp),"
+         " which is not a command"),
+        ("!!binary aGk=", "error", "malformed entry: !!binary aGk= reads as binary data (!!binary),"
+         " which is not a command"),
+        ("!!set {a}", "error", "malformed entry: !!set {a} reads as a set (!!set), which is not a command"),
+        ("{command: drain, node: 2024-06-01}", "error", "malformed entry: 2024-06-01 reads as a date or"
+         " time (!!timestamp), which is not a command"),
+        ("sync", "ok", "sync done"),
+    ]  # fmt: skip
+    assert path.read_text() == ""
+    records = journal_lines(path)
+    assert [r["type"] for r in records] == ["started", "result"] * 5, "one started and one result each"
+    assert records[0]["entry"] == "2024-06-01", "an entry that is not plain data is journaled as written"
+
+
+def test_an_alias_bomb_is_refused_at_once_and_nothing_runs(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    path.write_text("- sync\n" + ALIAS_BOMB.replace("\n", "\n- ").replace("a: &a", "- a: &a", 1) + "\n")
+    ctx = FakeContext()
+    started = time.perf_counter()
+    assert make_runner(path, ctx).process_file() == []
+    assert time.perf_counter() - started < 1.0
+    assert ctx.calls == []
+    (record,) = journal_lines(path)
+    assert record["line"] == 2
+    assert record["message"] == (
+        f"{path} line 2: anchors and aliases (&name, *name) are not allowed in a command file; nothing was run"
+    )
+
+
+def test_a_command_file_over_the_size_limit_runs_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    text = "- sync\n# " + "x" * MAX_COMMAND_FILE_BYTES + "\n"
+    path.write_text(text)
+    ctx = FakeContext()
+    runner = make_runner(path, ctx)
+    assert runner.process_file() == []
+    assert runner.process_file() == []
+    assert ctx.calls == []
+    assert path.read_text() == text
+    (record,) = journal_lines(path)
+    assert record["result"] == "error"
+    assert "over the limit of 1048576 (1 MiB)" in record["message"]
+    assert record["message"].endswith("; nothing was run")
