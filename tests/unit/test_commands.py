@@ -18,9 +18,10 @@ from pydantic import ValidationError
 
 from orcastra.adapters.http import ApiServer, Request
 from orcastra.commands import journal as journal_module
+from orcastra.commands import runner as runner_module
 from orcastra.commands.api import command_routes, do_command, load_token
 from orcastra.commands.dispatch import CommandResult, run_command
-from orcastra.commands.journal import INTERRUPTED_MESSAGE, CommandRunner, Journal, results_path
+from orcastra.commands.journal import Journal, results_path
 from orcastra.commands.model import (
     Command,
     CommandFileError,
@@ -31,6 +32,7 @@ from orcastra.commands.model import (
     parse_words,
     remove_entries,
 )
+from orcastra.commands.runner import INTERRUPTED_MESSAGE, CommandRunner
 from orcastra.commands.watch import CommandWatcher
 from orcastra.config.model import ApiSettings, CommandSettings, Config
 from orcastra.domain.actions import Action, UpdateNodeLabels
@@ -427,10 +429,10 @@ FILE = "- reboot n1\n- sync\n"
 def crash_after(step: str, path: Path, ctx: FakeContext) -> None:
     runner = make_runner(path, ctx)
     parsed = parse_command_file(path.read_text())
-    record = runner.start_entry(parsed, 0)
+    (record,) = runner.start_entries(parsed, 1)
     if step == "started":
         return
-    runner._remove_taken_entry(record)
+    runner.remove_taken([record])
     if step == "removed":
         return
     runner.run_started(record)
@@ -463,8 +465,8 @@ def test_recovery_after_the_run_but_before_the_result(tmp_path: Path) -> None:
     path.write_text(FILE)
     ctx = FakeContext()
     runner = make_runner(path, ctx)
-    record = runner.start_entry(parse_command_file(path.read_text()), 0)
-    runner._remove_taken_entry(record)
+    (record,) = runner.start_entries(parse_command_file(path.read_text()), 1)
+    runner.remove_taken([record])
     ctx.reboot_node("n1")  # the effect happened; the crash came before _finish
     (interrupted,) = make_runner(path, ctx).recover()
     assert interrupted.message == INTERRUPTED_MESSAGE
@@ -524,7 +526,7 @@ def test_entry_that_cannot_be_removed_is_not_run(tmp_path: Path, monkeypatch: py
     def refuse(target: Path, text: str) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(journal_module, "atomic_write", refuse)
+    monkeypatch.setattr(runner_module, "atomic_write", refuse)
     ctx = FakeContext()
     runner = make_runner(path, ctx)
     (result,) = runner.process_file()
@@ -544,9 +546,9 @@ def test_entry_is_not_run_when_the_file_cannot_be_parsed_at_removal(tmp_path: Pa
     class TypoJournal(Journal):
         typed = False
 
-        def append(self, record: dict[str, Any]) -> None:
-            super().append(record)
-            if record["type"] == "started" and not self.typed:
+        def append_all(self, records: Sequence[dict[str, Any]]) -> None:
+            super().append_all(records)
+            if records[0]["type"] == "started" and not self.typed:
                 self.typed = True
                 path.write_text(typo)
 
@@ -640,7 +642,7 @@ def test_rotation_keeps_an_unfinished_command_in_the_new_file(tmp_path: Path) ->
     path.write_text("- restart app\n- sync\n")
     ctx = FakeContext()
     runner = small_runner(path, ctx)
-    record = runner.start_entry(parse_command_file(path.read_text()), 0)
+    (record,) = runner.start_entries(parse_command_file(path.read_text()), 1)
     for n in range(10):
         runner.journal.append({"type": "result", "id": f"filler{n}", "command": "sync", "result": "ok"})
     assert runner.journal.rotated(1).exists()

@@ -159,11 +159,13 @@ def _describe(value: object) -> str:
 
 class CommandFileError(PermanentError):
     """The command file as a whole cannot be used (not valid YAML, not a list, too large, anchors or aliases): it
-    is reported once and nothing in it runs. ``line`` (1-based) is where the problem is, when known."""
+    is reported once and nothing in it runs. ``line`` (1-based) is where the problem is, when known; ``key``
+    identifies a problem with the file itself rather than its content (reported once whatever the content)."""
 
-    def __init__(self, message: str, line: int | None = None) -> None:
+    def __init__(self, message: str, line: int | None = None, *, key: str | None = None) -> None:
         super().__init__(message)
         self.line = line
+        self.key = key
 
 
 @dataclass(frozen=True)
