@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -47,6 +47,14 @@ from orcastra.runtime.reconcile import CycleResult
 T = TypeVar("T")
 
 TOKEN = "s3cret-token"
+
+
+@pytest.fixture(autouse=True)
+def usual_umask() -> Iterator[None]:
+    """Files written by these tests are 0644 whatever the caller's umask (a group-writable one is refused)."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
 
 
 # --- a fake context ----------------------------------------------------------------------------------------

@@ -1,16 +1,20 @@
 """The command file read defensively: entries YAML reads as something other than plain data (dates, binary, sets,
 bad tags, huge numbers) are malformed entries that block nothing; anchors, aliases, deep nesting and files over
-the size limit are refused as a whole, quickly. The helpers come from ``test_commands``."""
+the size limit are refused as a whole, quickly; so is a file others could write (or that is not a regular file,
+or not UTF-8). The results files are readable by their owner only. The helpers come from ``test_commands``."""
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 import time
 from pathlib import Path
 
 import pytest
-from test_commands import FakeContext, journal_lines, make_runner
+from test_commands import FakeContext, journal_lines, make_runner, usual_umask  # noqa: F401 (autouse)
 
+from orcastra.commands.journal import Journal, results_path
 from orcastra.commands.model import (
     MAX_COMMAND_FILE_BYTES,
     Command,
@@ -18,6 +22,7 @@ from orcastra.commands.model import (
     Malformed,
     parse_command_file,
 )
+from orcastra.commands.runner import CommandRunner, EntryNotRemoved
 from orcastra.commands.yamltree import MAX_NESTING
 
 
@@ -172,3 +177,115 @@ def test_a_command_file_over_the_size_limit_runs_nothing(tmp_path: Path) -> None
     assert record["result"] == "error"
     assert "over the limit of 1048576 (1 MiB)" in record["message"]
     assert record["message"].endswith("; nothing was run")
+
+
+# --- who may write the command file, and who may read the results -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        (0o664, "is writable by its group (mode 0664)"),
+        (0o646, "is writable by others (mode 0646)"),
+        (0o666, "is writable by its group and others (mode 0666)"),
+    ],
+    ids=["group", "others", "both"],
+)
+def test_a_command_file_others_can_write_is_refused(tmp_path: Path, mode: int, message: str) -> None:
+    path = tmp_path / "commands.yml"
+    path.write_text("- reboot node1\n")
+    path.chmod(mode)
+    ctx = FakeContext()
+    runner = make_runner(path, ctx)
+    assert runner.process_file() == []
+    path.write_text("- reboot node1\n- sync\n")  # new content, same problem: not reported again
+    assert runner.process_file() == []
+    assert make_runner(path, ctx).process_file() == [], "nor after a restart"
+    assert ctx.calls == []
+    (record,) = journal_lines(path)
+    assert record["result"] == "error"
+    assert record["message"] == (
+        f"{path} {message}: whoever can write it can run commands (reboot nodes); chmod go-w it; nothing was run"
+    )
+    path.chmod(0o640)
+    runner.process_file()
+    assert ctx.calls == [("reboot_node", "node1"), ("sync",)]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_a_command_file_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    path.write_text("- reboot node1\n")
+    os.chown(path, 4321, 4321)
+    ctx = FakeContext()
+    assert make_runner(path, ctx).process_file() == []
+    assert ctx.calls == []
+    (record,) = journal_lines(path)
+    assert record["message"] == (
+        f"{path} is owned by uid 4321, neither root nor the user Orcastra runs as (uid 0): that user can run"
+        " commands (reboot nodes); chown it to root; nothing was run"
+    )
+    os.chown(path, 0, 0)
+    make_runner(path, ctx).process_file()
+    assert ctx.calls == [("reboot_node", "node1")]
+
+
+def test_a_file_made_unsafe_between_reading_and_removal_does_not_run(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    path.write_text("- reboot node1\n")
+    ctx = FakeContext()
+    runner = make_runner(path, ctx)
+    parsed = parse_command_file(path.read_text())
+    records = runner.start_entries(parsed, 1)
+    path.chmod(0o666)
+    with pytest.raises(EntryNotRemoved, match="is writable by its group and others"):
+        runner.remove_taken(records)
+
+
+def test_a_fifo_in_place_of_the_command_file_does_not_hang(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    os.mkfifo(path, 0o600)
+    assert make_runner(path).process_file() == []
+    (record,) = journal_lines(path)
+    assert record["message"] == f"{path} is not a regular file; nothing was run"
+
+
+def test_a_command_file_that_is_not_utf8_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    path.write_bytes(b"- sync\n- restart caf\xe9\n")
+    runner = make_runner(path)
+    assert runner.process_file() == []
+    assert runner.process_file() == []
+    (record,) = journal_lines(path)
+    assert record["message"] == (f"{path} is not UTF-8 text (byte 20: invalid continuation byte); nothing was run")
+
+
+def results_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.parent.iterdir() if p.name.startswith(results_path(path).name))
+
+
+def test_the_results_files_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    results = results_path(path)
+    old = results.with_name(results.name + ".3")
+    results.write_text("")
+    old.write_text("")
+    results.chmod(0o644)
+    old.chmod(0o664)
+    journal = Journal(results, max_bytes=1000, keep=3)
+    runner = CommandRunner(path, FakeContext(), journal)
+    while not journal.rotated(2).exists():
+        runner.submit(Command("sync"))
+    files = results_files(path)
+    assert [p.name for p in files] == [results.name] + [f"{results.name}.{n}" for n in (1, 2, 3)]
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in files} == {p.name: 0o600 for p in files}
+
+
+def test_a_new_results_file_is_created_readable_by_its_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    old_umask = os.umask(0)
+    try:
+        make_runner(path).submit(Command("sync"))
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(results_path(path).stat().st_mode) == 0o600

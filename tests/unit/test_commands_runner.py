@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_commands import FakeContext, Ids, journal_lines, make_runner
+from test_commands import FakeContext, Ids, journal_lines, make_runner, usual_umask  # noqa: F401 (autouse)
 
 from orcastra.commands import model as model_module
 from orcastra.commands import runner as runner_module

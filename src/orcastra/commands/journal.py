@@ -1,6 +1,9 @@
 """The results file: JSON lines next to the command file, appended and fsynced, never edited in place; it is
 also the journal from which ``CommandRunner`` recovers after a crash (``runner``).
 
+The results files hold what operators asked for and what happened (node names, messages): they are created
+with mode 0600 and tightened to it when found looser (the rotated ones too).
+
 The results file is rotated (``.1``, ``.2``...) once it outgrows ``max_bytes``. It is also the journal that
 recovery reads, so the new file starts with every ``started`` record that has no result yet, and the current
 name always holds them: the new file is written aside and swapped in with ``os.replace``.
@@ -14,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -26,6 +30,7 @@ from orcastra.config.model import DEFAULT_RESULTS_KEEP, DEFAULT_RESULTS_MAX_BYTE
 log = logging.getLogger(__name__)
 
 RESULTS_SUFFIX = ".results.jsonl"
+RESULTS_MODE = 0o600
 
 
 def results_path(command_file: Path) -> Path:
@@ -90,6 +95,7 @@ class Journal:
         self.max_bytes = max_bytes
         self.keep = keep
         self._lock = threading.Lock()
+        self._tightened = False  # the existing files' modes were checked
 
     def rotated(self, n: int) -> Path:
         """The ``n``-th old file: ``commands.yml.results.jsonl.1`` is the most recent."""
@@ -103,8 +109,11 @@ class Journal:
         data = b"".join(json.dumps(r, sort_keys=False).encode() + b"\n" for r in records)
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self._tightened:
+                self._tighten()
             created = not self.path.exists()
-            with self.path.open("a+b") as f:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, RESULTS_MODE)
+            with os.fdopen(fd, "a+b") as f:
                 # A crash mid-append leaves a line without its newline; start ours on a fresh line so the
                 # torn one stays a single unreadable line instead of swallowing this record.
                 if f.seek(0, os.SEEK_END) > 0:
@@ -123,6 +132,21 @@ class Journal:
                 except OSError as e:
                     # The record is written; rotation is housekeeping and must never stop a command.
                     log.warning("commands: cannot rotate %s (%s); it keeps growing", self.path, e.strerror or e)
+
+    def _tighten(self) -> None:
+        """Mode 0600 for the results file and its rotations, where they are looser (left by an older version,
+        or created by hand). A file that cannot be changed is logged and left: the records matter more."""
+        for path in [self.path, *(self.rotated(n) for n in range(1, self.keep + 1))]:
+            try:
+                mode = stat.S_IMODE(path.stat().st_mode)
+                if mode & ~RESULTS_MODE:
+                    path.chmod(RESULTS_MODE)
+                    log.info("commands: %s was mode %04o; now %04o", path, mode, RESULTS_MODE)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                log.warning("commands: cannot make %s readable by its owner only: %s", path, e.strerror or e)
+        self._tightened = True
 
     def _rotate(self) -> None:
         """Move the current file to ``.1`` (shifting the older ones) and start a new one that holds the

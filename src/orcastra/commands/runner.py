@@ -68,6 +68,26 @@ def batch_size(queued: int) -> int:
     return max(1, queued // BATCH_DIVISOR)
 
 
+def unsafe(st: os.stat_result) -> str | None:
+    """Why a command file with this ``stat`` must not be obeyed, or None. Whoever can write the file can make
+    Orcastra reboot nodes: so only its owner may write it, and its owner must be root or the user Orcastra
+    runs as (a file replaced by someone who may write the directory is theirs, and refused too)."""
+    mode = stat.S_IMODE(st.st_mode)
+    writers = [who for who, bit in (("its group", stat.S_IWGRP), ("others", stat.S_IWOTH)) if mode & bit]
+    if writers:
+        return (
+            f"is writable by {' and '.join(writers)} (mode {mode:04o}): whoever can write it can run commands"
+            " (reboot nodes); chmod go-w it"
+        )
+    us = os.geteuid()
+    if st.st_uid not in (0, us):
+        return (
+            f"is owned by uid {st.st_uid}, neither root nor the user Orcastra runs as (uid {us}): that user can"
+            f" run commands (reboot nodes); chown it to {'root' if us == 0 else f'root or uid {us}'}"
+        )
+    return None
+
+
 class EntryNotRemoved(Exception):
     """Taken entries could not be removed from the command file (unreadable, no longer valid YAML,
     read-only...). ``reason`` says why; ``file_sha256`` is the file's content as last read, when known."""
@@ -253,7 +273,9 @@ class CommandRunner:
 
     def _read_bytes(self) -> bytes | None:
         """The file's bytes; None when it does not exist. Raises ``CommandFileError`` (with a ``key`` for
-        the report) when it cannot be used: not a regular file, over the size limit, unreadable."""
+        the report) when it cannot be used: unreadable, not a regular file, writable by others than its owner,
+        owned by someone else than root or us (see ``unsafe``), over the size limit. What is checked is the
+        file that was opened (``fstat``), so a file swapped in between cannot slip through."""
         path = self.command_file
         try:
             # Not blocking: a FIFO put in the file's place must not hang the watcher.
@@ -266,6 +288,10 @@ class CommandRunner:
             st = os.fstat(f.fileno())
             if not stat.S_ISREG(st.st_mode):
                 raise CommandFileError(f"{path} is not a regular file", key="not a regular file")
+            problem = unsafe(st)
+            if problem:
+                key = f"unsafe mode {stat.S_IMODE(st.st_mode):04o} uid {st.st_uid}"
+                raise CommandFileError(f"{path} {problem}", key=key)
             data = f.read(MAX_COMMAND_FILE_BYTES + 1)
         if len(data) > MAX_COMMAND_FILE_BYTES:
             size = max(st.st_size, len(data))
