@@ -937,10 +937,18 @@ def test_watcher_survives_a_failing_callback(tmp_path: Path, caplog: pytest.LogC
     def fail() -> None:
         raise RuntimeError("boom")
 
-    watcher = CommandWatcher(tmp_path / "commands.yml", fail)
+    clock = Clock()
+    watcher = CommandWatcher(tmp_path / "commands.yml", fail, resync_seconds=60.0, monotonic=clock)
     with caplog.at_level(logging.ERROR):
         assert watcher.check()
-    assert "boom" in caplog.text
+        clock.now = 61.0
+        assert watcher.check()
+    first, again = caplog.records
+    assert first.exc_info, "the first time with its traceback"
+    assert (again.exc_info, again.getMessage()) == (
+        None,
+        f"commands: handling {watcher.path} failed again: RuntimeError: boom",
+    )
 
 
 # --- the API ---------------------------------------------------------------------------------------------
