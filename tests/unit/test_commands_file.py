@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import stat
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from orcastra.commands.model import (
     CommandFileError,
     Malformed,
     parse_command_file,
+    remove_entries,
 )
 from orcastra.commands.runner import CommandRunner, EntryNotRemoved
 from orcastra.commands.yamltree import MAX_NESTING
@@ -289,3 +291,53 @@ def test_a_new_results_file_is_created_readable_by_its_owner_only(tmp_path: Path
     finally:
         os.umask(old_umask)
     assert stat.S_IMODE(results_path(path).stat().st_mode) == 0o600
+
+
+# --- removing entries, over many generated layouts -------------------------------------------------------------
+
+# No literal block scalar ("- |"): blank and indented comment lines after one are its text, not separators
+# (the table test above covers removing one; when a cut would change one, the result is checked and refused).
+ENTRIES = [
+    "- sync\n",
+    "- restart app   # now\n",
+    '- "restart  web"\n',
+    "-\n  command: restart\n  service: app\n",
+    "- {command: drain,\n   node: n2}\n",
+    "- 2024-06-01\n",
+    "- !!binary aGk=\n",
+    "- command: sync\n",
+    "- [a, b]\n",
+    "- 'it''s'\n",
+    "- café\n",
+]
+BETWEEN = ["", "", "# a comment\n", "\n", "  # indented comment\n"]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_removing_any_entries_keeps_everything_else_byte_for_byte(seed: int) -> None:
+    rng = random.Random(seed)
+    pieces: list[tuple[bool, str]] = [(False, rng.choice(BETWEEN))]
+    for _ in range(rng.randint(1, 12)):
+        pieces += [(True, rng.choice(ENTRIES)), (False, rng.choice(BETWEEN))]
+    parsed = parse_command_file("".join(text for _, text in pieces))
+    count = len(parsed.entries)
+    for indices in [range(rng.randint(1, count)), rng.sample(range(count), rng.randint(1, count))]:
+        after = remove_entries(parsed, indices)
+        n = -1
+        expected = ""
+        for is_entry, text in pieces:
+            n += is_entry
+            if not (is_entry and n in indices):
+                expected += text
+        assert after.text == expected
+        assert [e.text for e in after.entries] == [e.text for e in parsed.entries if e.index not in indices]
+
+
+def test_a_cut_that_would_change_another_entry_is_not_made() -> None:
+    # Cutting "- sync" would make the indented comment part of the literal block above it.
+    text = "- |\n  pause\n- sync\n  # not part of anything\n"
+    after = remove_entries(parse_command_file(text), [1])
+    assert "# not part" not in after.text, "dumped instead"
+    assert [e.value for e in after.entries] == ["pause\n"], "the remaining value is kept"
+    with pytest.raises(CommandFileError, match="cannot be kept as they are"):
+        remove_entries(parse_command_file(text + "- 2024-06-01\n"), [1])  # a date cannot be dumped
