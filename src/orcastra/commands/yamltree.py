@@ -35,7 +35,7 @@ _Parser = Callable[[str], Any]
 _PYTHON_PARSER: _Parser = yaml.SafeLoader
 _FAST_PARSER: _Parser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-MAX_NESTING = 8  # the list is level 1, an entry's mapping level 2; a command never needs more than 3
+MAX_NESTING = 8  # the list is level 1, an entry's mapping level 2: room to spare, and a bound on the parser's work
 MAX_NUMBER_CHARS = 64  # longer "numbers" are not commands, and converting them costs (base 60, 4,300 digits)
 
 _YAML_TAG = "tag:yaml.org,2002:"
@@ -145,7 +145,7 @@ def _compose(events: Iterator[yaml.Event]) -> yaml.Node | None:
         elif isinstance(event, yaml.CollectionStartEvent):
             if len(frames) >= MAX_NESTING:
                 # Refusing at once also bounds the parser's work: its scanner slows down with every open level.
-                raise Refused(f"more than {MAX_NESTING} levels of nesting; a command needs 2 or 3", _line(event))
+                raise Refused(f"more than {MAX_NESTING} levels of nesting (a command needs 2)", _line(event))
             flow = bool(event.flow_style)
             start, _ = _marks(event)
             node: yaml.SequenceNode | yaml.MappingNode
