@@ -150,7 +150,7 @@ def test_pause_survives_restart_and_interrupted_command_is_not_rerun(cmd: Cmd, d
     cmd.commands.write_text(f"- restart {SERVICE}\n")
     # Step 1 of taking a command (journal "started"), then the process dies before anything else.
     runner = CommandRunner(cmd.commands, CommandHandlers.__new__(CommandHandlers))
-    runner.start_entry(parse_command_file(cmd.commands.read_text(), str(cmd.commands)), 0)
+    runner.start_entries(parse_command_file(cmd.commands.read_text(), str(cmd.commands)), 1)
     proc = cmd.start("run2.log")
     try:
         wait_for(

@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -19,9 +19,10 @@ from pydantic import ValidationError
 
 from orcastra.adapters.http import ApiServer, Request
 from orcastra.commands import journal as journal_module
+from orcastra.commands import runner as runner_module
 from orcastra.commands.api import command_routes, do_command, load_token
 from orcastra.commands.dispatch import CommandResult, run_command
-from orcastra.commands.journal import INTERRUPTED_MESSAGE, CommandRunner, Journal, results_path
+from orcastra.commands.journal import Journal, results_path
 from orcastra.commands.model import (
     Command,
     CommandFileError,
@@ -30,8 +31,9 @@ from orcastra.commands.model import (
     parse_command_file,
     parse_entry,
     parse_words,
-    remove_entry,
+    remove_entries,
 )
+from orcastra.commands.runner import INTERRUPTED_MESSAGE, CommandRunner
 from orcastra.commands.watch import CommandWatcher
 from orcastra.config.model import ApiSettings, CommandSettings, Config
 from orcastra.domain.actions import Action, UpdateNodeLabels
@@ -46,6 +48,14 @@ from orcastra.runtime.reconcile import CycleResult
 T = TypeVar("T")
 
 TOKEN = "s3cret-token"
+
+
+@pytest.fixture(autouse=True)
+def usual_umask() -> Iterator[None]:
+    """Files written by these tests are 0644 whatever the caller's umask (a group-writable one is refused)."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
 
 
 # --- a fake context ----------------------------------------------------------------------------------------
@@ -224,7 +234,13 @@ BLOCK = """\
         ("- sync\n- pause", 1, "- sync\n"),
         ("- only\n", 0, ""),
         ("  - a\n  - b\n", 0, "  - b\n"),
-        ("[sync, pause]\n", 0, "- pause\n"),
+        ("[sync, pause]\n", 0, "[pause]\n"),
+        (
+            "# c\n[sync, {command: drain, node: n2},\n 2024-06-01]  # end\n",
+            0,
+            "# c\n[{command: drain, node: n2}, 2024-06-01]  # end\n",
+        ),
+        ("[sync]\n", 0, "[]\n"),
         ("- {command: restart, service: app}\n- sync\n", 0, "- sync\n"),
         ("- command: sync\n  # keep me\n- pause\n", 0, "  # keep me\n- pause\n"),
     ],
@@ -238,14 +254,16 @@ BLOCK = """\
         "no-final-newline",
         "only-entry",
         "indented",
-        "flow-list-redumped",
+        "flow-list-rewritten",
+        "flow-list-keeps-comments-and-a-date",
+        "flow-list-emptied",
         "flow-item",
         "comment-inside-mapping-stays",
     ],
 )
 def test_remove_entry_keeps_the_rest_as_written(text: str, index: int, expected: str) -> None:
     parsed = parse_command_file(text)
-    assert remove_entry(parsed, index) == expected
+    assert remove_entries(parsed, [index]).text == expected
     remaining = [e.value for e in parsed.entries if e.index != index]
     assert [e.value for e in parse_command_file(expected).entries] == remaining
 
@@ -420,10 +438,10 @@ FILE = "- reboot n1\n- sync\n"
 def crash_after(step: str, path: Path, ctx: FakeContext) -> None:
     runner = make_runner(path, ctx)
     parsed = parse_command_file(path.read_text())
-    record = runner.start_entry(parsed, 0)
+    (record,) = runner.start_entries(parsed, 1)
     if step == "started":
         return
-    runner._remove_taken_entry(record)
+    runner.remove_taken([record])
     if step == "removed":
         return
     runner.run_started(record)
@@ -456,8 +474,8 @@ def test_recovery_after_the_run_but_before_the_result(tmp_path: Path) -> None:
     path.write_text(FILE)
     ctx = FakeContext()
     runner = make_runner(path, ctx)
-    record = runner.start_entry(parse_command_file(path.read_text()), 0)
-    runner._remove_taken_entry(record)
+    (record,) = runner.start_entries(parse_command_file(path.read_text()), 1)
+    runner.remove_taken([record])
     ctx.reboot_node("n1")  # the effect happened; the crash came before _finish
     (interrupted,) = make_runner(path, ctx).recover()
     assert interrupted.message == INTERRUPTED_MESSAGE
@@ -517,7 +535,7 @@ def test_entry_that_cannot_be_removed_is_not_run(tmp_path: Path, monkeypatch: py
     def refuse(target: Path, text: str) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(journal_module, "atomic_write", refuse)
+    monkeypatch.setattr(runner_module, "atomic_write", refuse)
     ctx = FakeContext()
     runner = make_runner(path, ctx)
     (result,) = runner.process_file()
@@ -525,6 +543,51 @@ def test_entry_that_cannot_be_removed_is_not_run(tmp_path: Path, monkeypatch: py
     assert result.result == "error"
     assert "Permission denied" in result.message
     assert runner.process_file() == [], "not retried until the file changes"
+
+
+def test_entry_is_not_run_when_the_file_cannot_be_parsed_at_removal(tmp_path: Path) -> None:
+    # The operator saves a typo right after the started record: the entry cannot be removed, so it must not run
+    # (it would run again once the typo is fixed). It is reported not run, and taken once the file is fixed.
+    path = tmp_path / "commands.yml"
+    path.write_text("- reboot node1\n- sync\n")
+    typo = "- reboot node1\n- sync\n- [drain node2\n"
+
+    class TypoJournal(Journal):
+        typed = False
+
+        def append_all(self, records: Sequence[dict[str, Any]]) -> None:
+            super().append_all(records)
+            if records[0]["type"] == "started" and not self.typed:
+                self.typed = True
+                path.write_text(typo)
+
+    ctx = FakeContext()
+    runner = CommandRunner(path, ctx, TypoJournal(results_path(path)), clock=lambda: 0.0, new_id=Ids())
+    (result,) = runner.process_file()
+    assert ctx.calls == [], "not removed, so not run"
+    assert (result.command, result.result) == ("reboot node1", "error")
+    assert result.message.startswith(f"cannot remove it from {path} ({path} is not valid YAML: line 4")
+    assert result.message.endswith("; not run")
+    assert runner.process_file() == [], "the broken file is reported once; nothing runs"
+    assert path.read_text() == typo
+    path.write_text("- reboot node1\n- sync\n- drain node2\n")  # fixed
+    runner.process_file()
+    assert ctx.calls == [("reboot_node", "node1"), ("sync",), ("set_availability", "node2", "drain")]
+    assert path.read_text() == ""
+
+
+def test_recovery_says_so_when_the_file_cannot_be_read(tmp_path: Path) -> None:
+    path = tmp_path / "commands.yml"
+    path.write_text(FILE)
+    ctx = FakeContext()
+    crash_after("started", path, ctx)
+    path.write_text(FILE + "- [typo\n")
+    (interrupted,) = make_runner(path, ctx).recover()
+    assert interrupted.message.startswith(f"interrupted: {path} cannot be read now ({path} is not valid YAML")
+    assert interrupted.message.endswith("if the entry is still in it, it had not run, and it runs once it is taken")
+    path.write_text(FILE)
+    make_runner(path, ctx).process_file()
+    assert ctx.calls == [("reboot_node", "n1"), ("sync",)], "it had not run: it runs once"
 
 
 def test_rewrite_keeps_the_file_mode(tmp_path: Path) -> None:
@@ -588,7 +651,7 @@ def test_rotation_keeps_an_unfinished_command_in_the_new_file(tmp_path: Path) ->
     path.write_text("- restart app\n- sync\n")
     ctx = FakeContext()
     runner = small_runner(path, ctx)
-    record = runner.start_entry(parse_command_file(path.read_text()), 0)
+    (record,) = runner.start_entries(parse_command_file(path.read_text()), 1)
     for n in range(10):
         runner.journal.append({"type": "result", "id": f"filler{n}", "command": "sync", "result": "ok"})
     assert runner.journal.rotated(1).exists()
@@ -875,10 +938,18 @@ def test_watcher_survives_a_failing_callback(tmp_path: Path, caplog: pytest.LogC
     def fail() -> None:
         raise RuntimeError("boom")
 
-    watcher = CommandWatcher(tmp_path / "commands.yml", fail)
+    clock = Clock()
+    watcher = CommandWatcher(tmp_path / "commands.yml", fail, resync_seconds=60.0, monotonic=clock)
     with caplog.at_level(logging.ERROR):
         assert watcher.check()
-    assert "boom" in caplog.text
+        clock.now = 61.0
+        assert watcher.check()
+    first, again = caplog.records
+    assert first.exc_info, "the first time with its traceback"
+    assert (again.exc_info, again.getMessage()) == (
+        None,
+        f"commands: handling {watcher.path} failed again: RuntimeError: boom",
+    )
 
 
 # --- the API ---------------------------------------------------------------------------------------------

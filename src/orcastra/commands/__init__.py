@@ -1,9 +1,11 @@
 """Operator commands: from the command file, the HTTP API and ``orcastra do``, each run exactly once.
 
-- ``model``: commands as data; parsing entries and the command file; removing one entry keeping the rest;
+- ``model``: commands as data; parsing entries and the command file; removing entries keeping the rest;
+- ``yamltree``: the restricted YAML reader under it (no anchors or aliases, bounded nesting, plain values only);
 - ``dispatch``: a command -> one call on a ``CommandContext`` (implemented by the daemon) -> ``CommandResult``;
-- ``journal``: the results file (rotated past a size, keeping unfinished records) and the ``CommandRunner``
-  that takes, runs and journals commands (and recovers after a crash without running anything twice);
+- ``journal``: the results file (rotated past a size, keeping unfinished records);
+- ``runner``: the ``CommandRunner`` that takes, runs and journals commands, one at a time in arrival order
+  (and recovers after a crash without running anything twice);
 - ``watch``: ``CommandWatcher``, which notices changes of the command file;
 - ``api``: the HTTP routes, the bearer token, and the CLI's client (``do_command``).
 
@@ -17,7 +19,7 @@ Wiring (in the daemon)::
 
 from orcastra.commands.api import command_routes, do_command, load_token
 from orcastra.commands.dispatch import CommandContext, CommandResult, run_command
-from orcastra.commands.journal import CommandRunner, Journal, results_path
+from orcastra.commands.journal import Journal, results_path
 from orcastra.commands.model import (
     COMMAND_NAMES,
     Command,
@@ -27,6 +29,7 @@ from orcastra.commands.model import (
     parse_entry,
     parse_words,
 )
+from orcastra.commands.runner import CommandRunner
 from orcastra.commands.watch import CommandWatcher
 
 __all__ = [

@@ -1,14 +1,8 @@
-"""Run-once bookkeeping: the results journal (JSON lines next to the command file) and the runner that takes
-commands out of the file, runs them and records what happened.
+"""The results file: JSON lines next to the command file, appended and fsynced, never edited in place; it is
+also the journal from which ``CommandRunner`` recovers after a crash (``runner``).
 
-Taking a command is three durable steps, in this order:
-1. append a ``started`` record (id, entry, its position, and the file's SHA-256 before and after removal); fsync;
-2. rewrite the command file without the entry (temp file + fsync + ``os.replace``);
-3. run it, then append its ``result`` record; fsync.
-A crash between 1 and 3 leaves a ``started`` record without a result. On start-up ``recover()`` finishes the
-removal (step 2, if the file still has the entry) and records "interrupted: not run again": the command may
-or may not have reached the Swarm, and running it twice (a second reboot, a second forced restart) is worse
-than asking the operator to look and re-issue it. So a command is never run twice and never silently lost.
+The results files hold what operators asked for and what happened (node names, messages): they are created
+with mode 0600 and tightened to it when found looser (the rotated ones too).
 
 The results file is rotated (``.1``, ``.2``...) once it outgrows ``max_bytes``. It is also the journal that
 recovery reads, so the new file starts with every ``started`` record that has no result yet, and the current
@@ -23,32 +17,20 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from orcastra.commands.dispatch import CommandContext, CommandResult, run_command
-from orcastra.commands.model import (
-    Command,
-    CommandFile,
-    CommandFileError,
-    Malformed,
-    parse_command_file,
-    parse_entry,
-    remove_entry,
-    text_sha256,
-)
-from orcastra.config.model import DEFAULT_RESULTS_KEEP, DEFAULT_RESULTS_MAX_BYTES, CommandSettings
+from orcastra.config.model import DEFAULT_RESULTS_KEEP, DEFAULT_RESULTS_MAX_BYTES
 
 log = logging.getLogger(__name__)
 
 RESULTS_SUFFIX = ".results.jsonl"
-INTERRUPTED_MESSAGE = "interrupted: not run again"
+RESULTS_MODE = 0o600
 
 
 def results_path(command_file: Path) -> Path:
@@ -113,24 +95,32 @@ class Journal:
         self.max_bytes = max_bytes
         self.keep = keep
         self._lock = threading.Lock()
+        self._tightened = False  # the existing files' modes were checked
 
     def rotated(self, n: int) -> Path:
         """The ``n``-th old file: ``commands.yml.results.jsonl.1`` is the most recent."""
         return self.path.with_name(f"{self.path.name}.{n}")
 
     def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, sort_keys=False)
+        self.append_all([record])
+
+    def append_all(self, records: Sequence[dict[str, Any]]) -> None:
+        """Append the records, in order, with one write and one fsync (a batch's ``started`` records)."""
+        data = b"".join(json.dumps(r, sort_keys=False).encode() + b"\n" for r in records)
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self._tightened:
+                self._tighten()
             created = not self.path.exists()
-            with self.path.open("a+b") as f:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, RESULTS_MODE)
+            with os.fdopen(fd, "a+b") as f:
                 # A crash mid-append leaves a line without its newline; start ours on a fresh line so the
                 # torn one stays a single unreadable line instead of swallowing this record.
                 if f.seek(0, os.SEEK_END) > 0:
                     f.seek(-1, os.SEEK_END)
                     if f.read(1) != b"\n":
                         f.write(b"\n")
-                f.write(line.encode() + b"\n")
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
                 size = f.tell()
@@ -142,6 +132,21 @@ class Journal:
                 except OSError as e:
                     # The record is written; rotation is housekeeping and must never stop a command.
                     log.warning("commands: cannot rotate %s (%s); it keeps growing", self.path, e.strerror or e)
+
+    def _tighten(self) -> None:
+        """Mode 0600 for the results file and its rotations, where they are looser (left by an older version,
+        or created by hand). A file that cannot be changed is logged and left: the records matter more."""
+        for path in [self.path, *(self.rotated(n) for n in range(1, self.keep + 1))]:
+            try:
+                mode = stat.S_IMODE(path.stat().st_mode)
+                if mode & ~RESULTS_MODE:
+                    path.chmod(RESULTS_MODE)
+                    log.info("commands: %s was mode %04o; now %04o", path, mode, RESULTS_MODE)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                log.warning("commands: cannot make %s readable by its owner only: %s", path, e.strerror or e)
+        self._tightened = True
 
     def _rotate(self) -> None:
         """Move the current file to ``.1`` (shifting the older ones) and start a new one that holds the
@@ -254,207 +259,3 @@ def _link_or_copy(source: Path, target: Path) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-class CommandRunner:
-    """Takes commands from the command file (``process_file``) or the API (``submit``), runs them through
-    ``ctx`` one at a time, and journals each. Thread-safe: the watcher thread and API threads share it, and
-    a lock makes commands run one after another (two commands racing on the Swarm help nobody)."""
-
-    def __init__(
-        self,
-        command_file: Path,
-        ctx: CommandContext,
-        journal: Journal | None = None,
-        *,
-        clock: Callable[[], float] = time.time,
-        new_id: Callable[[], str] = lambda: uuid.uuid4().hex[:16],
-    ) -> None:
-        self.command_file = command_file
-        self.ctx = ctx
-        self.journal = journal or Journal(results_path(command_file))
-        self._clock = clock
-        self._new_id = new_id
-        self._lock = threading.RLock()
-        self._recovered = False
-        self._reported_invalid: str | None = None
-        self._stuck: str | None = None  # the file's hash when its first entry could not be removed
-
-    @classmethod
-    def from_settings(cls, settings: CommandSettings, ctx: CommandContext) -> CommandRunner:
-        """The runner for the config's ``commands`` section: its file, and its results file's rotation."""
-        journal = Journal(results_path(settings.file), max_bytes=settings.results_max_bytes, keep=settings.results_keep)
-        return cls(settings.file, ctx, journal)
-
-    # --- start-up ---------------------------------------------------------------------------------------
-
-    def recover(self) -> list[CommandResult]:
-        """Close every ``started`` record left without a result by a crash: make sure its entry is out of the
-        command file, then record it as interrupted (malformed entries get their real message). Idempotent."""
-        with self._lock:
-            out = []
-            unfinished = self.journal.unfinished()
-            for record in unfinished:
-                if record.get("source") == "file":
-                    self._remove_taken_entry(record)
-                problem = record.get("problem")
-                message = f"malformed entry: {problem}" if problem else INTERRUPTED_MESSAGE
-                result = CommandResult(str(record.get("command", "")), "error", message)
-                out.append(self._finish(str(record.get("id")), result))
-                log.warning("commands: %s (id %s) was interrupted by a restart: %s", result.command, result.id, message)
-            if not self._recovered:
-                # Do not report an invalid file again after a restart if it is still the one last reported.
-                self._reported_invalid = self._last_invalid_report()
-            self._recovered = True
-            return out
-
-    def _last_invalid_report(self) -> str | None:
-        """The hash of the command file as last reported invalid, unless an entry was taken from the file since
-        (then it was fixed, and the same broken content again is news). API results do not count."""
-        last: str | None = None
-        for r in self.journal.records(rotated=True):
-            if r.get("type") == "started" and r.get("source") == "file":
-                last = None
-            elif r.get("type") == "result" and r.get("file_sha256"):
-                last = str(r["file_sha256"])
-        return last
-
-    # --- the file ---------------------------------------------------------------------------------------
-
-    def process_file(self) -> list[CommandResult]:
-        """Take and run every entry in the command file, first to last, re-reading the file after each one
-        (the operator may have edited it meanwhile). The watcher's callback."""
-        with self._lock:
-            if not self._recovered:
-                self.recover()
-            out: list[CommandResult] = []
-            while True:
-                parsed = self._read()
-                if parsed is None or not parsed.entries or parsed.sha256 == self._stuck:
-                    return out
-                out.append(self.take(parsed, 0))
-
-    def _read(self) -> CommandFile | None:
-        try:
-            text = self.command_file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError) as e:
-            log.warning("commands: cannot read %s: %s", self.command_file, e)
-            return None
-        try:
-            parsed = parse_command_file(text, str(self.command_file))
-        except CommandFileError as e:
-            sha = text_sha256(text)
-            if sha != self._reported_invalid:
-                self._reported_invalid = sha
-                log.warning("commands: %s; nothing was run", e)
-                extra: dict[str, Any] = {"file": str(self.command_file), "file_sha256": sha}
-                if e.line is not None:
-                    extra["line"] = e.line
-                result = CommandResult("", "error", f"{e}; nothing was run", extra=extra)
-                self._finish(self._new_id(), result)
-            return None
-        self._reported_invalid = None
-        return parsed
-
-    def take(self, parsed: CommandFile, index: int) -> CommandResult:
-        """The three steps for one entry: started record, removal from the file, run + result record."""
-        record = self.start_entry(parsed, index)
-        try:
-            self._remove_taken_entry(record)
-        except OSError as e:
-            # Running it while it stays in the file would run it again at the next look. Report, and do not
-            # retry until the file changes (a read-only file would otherwise add a record at every look).
-            self._stuck = parsed.sha256
-            message = f"cannot remove it from {self.command_file} ({e.strerror or e}); not run"
-            log.error("commands: %s: %s", record["command"], message)
-            return self._finish(str(record["id"]), CommandResult(str(record["command"]), "error", message))
-        return self.run_started(record)
-
-    def start_entry(self, parsed: CommandFile, index: int) -> dict[str, Any]:
-        """Step 1: journal that entry ``index`` is taken. Returns the started record."""
-        entry = parsed.entries[index]
-        cmd = entry.parse()
-        record: dict[str, Any] = {
-            "type": "started",
-            "id": self._new_id(),
-            "time": utc_timestamp(self._clock()),
-            "source": "file",
-            "command": str(cmd) if isinstance(cmd, Command) else entry.text,
-            "entry": entry.value,
-            "entry_text": entry.text,
-            "index": index,
-            "file_sha256": parsed.sha256,
-            "file_sha256_after": text_sha256(remove_entry(parsed, index)),
-        }
-        if isinstance(cmd, Malformed):
-            record["problem"] = cmd.message
-        self.journal.append(record)
-        return record
-
-    def _remove_taken_entry(self, record: dict[str, Any]) -> None:
-        """Step 2 (also run by recovery): make sure the taken entry is no longer in the command file.
-
-        The file's hash says where we are: unchanged since the started record -> remove the entry at its
-        recorded position; equal to the expected result -> already removed. Otherwise the operator edited the
-        file in between: remove the first entry with the same text, if any (never run twice wins)."""
-        try:
-            text = self.command_file.read_text(encoding="utf-8")
-            parsed = parse_command_file(text, str(self.command_file))
-        except FileNotFoundError:
-            return
-        except (OSError, UnicodeDecodeError, CommandFileError) as e:
-            log.warning("commands: cannot remove entry %r from %s: %s", record.get("entry_text"), self.command_file, e)
-            return
-        sha = parsed.sha256
-        if sha == record.get("file_sha256_after"):
-            return
-        index: int | None = None
-        recorded = record.get("index")
-        if sha == record.get("file_sha256") and isinstance(recorded, int) and recorded < len(parsed.entries):
-            index = recorded
-        else:
-            index = next((e.index for e in parsed.entries if e.text == record.get("entry_text")), None)
-        if index is not None:
-            atomic_write(self.command_file, remove_entry(parsed, index))
-
-    def run_started(self, record: dict[str, Any]) -> CommandResult:
-        """Step 3: run the taken entry (or report it malformed) and journal the result."""
-        problem = record.get("problem")
-        if problem:
-            log.warning("commands: malformed entry %r: %s", record.get("entry_text"), problem)
-            result = CommandResult(str(record["command"]), "error", f"malformed entry: {problem}")
-        else:
-            cmd = parse_entry(record.get("entry"))
-            if isinstance(cmd, Malformed):  # written from a parsed command, so only a hand-edited journal
-                result = CommandResult(str(record["command"]), "error", f"malformed entry: {cmd.message}")
-            else:
-                result = run_command(cmd, self.ctx)
-        return self._finish(str(record["id"]), result)
-
-    # --- the API ----------------------------------------------------------------------------------------
-
-    def submit(self, cmd: Command) -> CommandResult:
-        """Run a command given by the API or the CLI, journaled like the file's (started, then result)."""
-        with self._lock:
-            command_id = self._new_id()
-            self.journal.append(
-                {
-                    "type": "started",
-                    "id": command_id,
-                    "time": utc_timestamp(self._clock()),
-                    "source": "api",
-                    "command": str(cmd),
-                    "entry": cmd.to_entry(),
-                }
-            )
-            return self._finish(command_id, run_command(cmd, self.ctx))
-
-    def results(self, limit: int) -> list[dict[str, Any]]:
-        return self.journal.results(limit)
-
-    def _finish(self, command_id: str, result: CommandResult) -> CommandResult:
-        done = replace(result, id=command_id, time=utc_timestamp(self._clock()))
-        self.journal.append({"type": "result", **done.to_json()})
-        return done

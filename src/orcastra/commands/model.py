@@ -1,24 +1,28 @@
-"""Commands as data, and the command file as text: parse entries, and remove one entry keeping the rest as written.
+"""Commands as data, and the command file as text: parse entries, and remove entries keeping the rest as written.
 
 An entry is either a string (``sync``, ``"restart app"``) or a mapping (``{command: restart, service: app}``).
 Parsing never raises for a bad entry: it returns a ``Malformed`` with a message, so one bad entry is reported
-and the others still run. Only a file that is not YAML (or not a list) is an error for the whole file.
+and the others still run; that includes entries YAML reads as something other than plain data (a date,
+``!!binary``, ``!!set``, a bad ``!!int``: see ``yamltree``). Only a whole-file problem raises: a file over
+``MAX_COMMAND_FILE_BYTES``, not valid YAML, with anchors or aliases, or not a list.
 
-Removing an entry edits the text line by line, so the operator's other entries, comments and quoting stay as
-they wrote them; when the layout does not allow that (a flow list ``[sync, pause]``, two entries on one line),
-the remaining entries are written out again by the YAML dumper, and the result is checked either way.
-"""
+Removing entries edits the text line by line, so the operator's other entries, comments and quoting stay as
+they wrote them; a flow list ``[sync, pause]`` is written again from the remaining entries' own text; when
+neither reads back as exactly the remaining entries, they are written out by the YAML dumper."""
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal, get_args
 
 import yaml
+from yaml.resolver import Resolver
 
+from orcastra.commands.yamltree import NotPlain, Refused, compose, plain
 from orcastra.errors import PermanentError, cut
 
 CommandName = Literal[
@@ -40,6 +44,10 @@ ARGUMENTS: Mapping[CommandName, ArgumentKind | None] = {
     "relabel": None,
     "bootstrap": None,
 }
+
+# A command file holds a few commands; reading a bigger one is not worth its time (YAML in Python is slow).
+MAX_COMMAND_FILE_BYTES = 1024 * 1024
+_NULL_TAG = "tag:yaml.org,2002:null"
 
 # Swarm service names and node hostnames/IDs: letters, digits, '_', '.', '-'. Anything else (spaces, quotes,
 # slashes) is a typo, and refusing it early gives a clearer message than the Engine's 404.
@@ -150,37 +158,42 @@ def _describe(value: object) -> str:
 
 
 class CommandFileError(PermanentError):
-    """The command file is not valid YAML or not a list: it is reported once and nothing in it runs.
-    ``line`` (1-based) is where the problem is, when YAML could tell."""
+    """The command file as a whole cannot be used (not valid YAML, not a list, too large, anchors or aliases): it
+    is reported once and nothing in it runs. ``line`` (1-based) is where the problem is, when known; ``key``
+    identifies a problem with the file itself rather than its content (reported once whatever the content)."""
 
-    def __init__(self, message: str, line: int | None = None) -> None:
+    def __init__(self, message: str, line: int | None = None, *, key: str | None = None) -> None:
         super().__init__(message)
         self.line = line
+        self.key = key
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One entry of the command file: its position, its value as loaded, and its source text."""
+    """One entry of the command file: its position, its value (plain data; see ``yamltree.plain``), its source
+    text, and ``problem`` when the value is not plain data (a date, ``!!binary``...: then ``value`` is None)."""
 
     index: int
     value: object
     text: str
     line: int  # 1-based, for messages
+    problem: Malformed | None = None
 
     def parse(self) -> Command | Malformed:
-        return parse_entry(self.value)
+        return self.problem or parse_entry(self.value)
 
 
 @dataclass(frozen=True)
 class CommandFile:
     """The parsed command file. ``lines`` are the entries' (first, last) 0-based line numbers, or None when
-    the layout cannot be edited line by line (then removal re-dumps the remaining values)."""
+    the layout cannot be edited line by line; ``flow`` is the (start, end) of a flow list ``[a, b]``."""
 
     text: str
     entries: tuple[Entry, ...]
     lines: tuple[tuple[int, int], ...] | None
+    flow: tuple[int, int] | None = None
 
-    @property
+    @cached_property
     def sha256(self) -> str:
         return text_sha256(self.text)
 
@@ -190,35 +203,45 @@ def text_sha256(text: str) -> str:
 
 
 def parse_command_file(text: str, source: str = "command file") -> CommandFile:
-    """Parse the file's text. Raises ``CommandFileError`` for invalid YAML or a top level that is not a list;
-    an empty file (or only comments) has no entries."""
+    """Parse the file's text. Raises ``CommandFileError`` for a whole-file problem: over
+    ``MAX_COMMAND_FILE_BYTES``, invalid YAML, anchors or aliases, a top level that is not a list. An entry that
+    is not plain data is an ``Entry`` with a ``problem``. An empty file (or only comments) has no entries."""
+    size = len(text.encode())
+    if size > MAX_COMMAND_FILE_BYTES:
+        raise CommandFileError(f"{source} is {size} bytes, over the limit of {MAX_COMMAND_FILE_BYTES} (1 MiB)")
     try:
-        values = yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = compose(text)
+    except Refused as e:
+        raise CommandFileError(f"{source} line {e.line}: {e.message}", e.line) from e
     except yaml.MarkedYAMLError as e:
         raise CommandFileError(f"{source} is not valid YAML: {_describe_yaml_error(e)}", _line(e)) from e
     except yaml.YAMLError as e:
         raise CommandFileError(f"{source} is not valid YAML: {cut(str(e))}") from e
-    if values is None:
+    if root is None or (isinstance(root, yaml.ScalarNode) and root.tag == _NULL_TAG):
         return CommandFile(text, (), ())
-    if not isinstance(values, list) or not isinstance(root, yaml.SequenceNode):
-        line = root.start_mark.line + 1 if root is not None else None
-        raise CommandFileError(
-            f"{source} line {line}: expected a list of commands ('- sync', one a line),"
-            f" got {_kind(values)} {_describe(values)}",
-            line,
-        )
-    spans = _entry_spans(text, root)
-    entries = tuple(
-        Entry(
-            index=i,
-            value=value,
-            text=text[node.start_mark.index : _end_index(node)].strip(),
-            line=node.start_mark.line + 1,
-        )
-        for i, (value, node) in enumerate(zip(values, root.value, strict=True))
-    )
-    return CommandFile(text, entries, spans)
+    if not isinstance(root, yaml.SequenceNode) or root.tag != Resolver.DEFAULT_SEQUENCE_TAG:
+        line = root.start_mark.line + 1
+        expected = "expected a list of commands ('- sync', one a line)"
+        raise CommandFileError(f"{source} line {line}: {expected}, got {_describe_root(root, text)}", line)
+    entries = tuple(_entry(i, node, text) for i, node in enumerate(root.value))
+    flow = (root.start_mark.index, root.end_mark.index) if root.flow_style else None
+    return CommandFile(text, entries, _entry_spans(text, root), flow)
+
+
+def _entry(index: int, node: yaml.Node, text: str) -> Entry:
+    source = text[node.start_mark.index : _end_index(node)].strip()
+    try:
+        return Entry(index, plain(node, text), source, node.start_mark.line + 1)
+    except NotPlain as e:
+        return Entry(index, None, source, node.start_mark.line + 1, Malformed(str(e)))
+
+
+def _describe_root(root: yaml.Node, text: str) -> str:
+    try:
+        value = plain(root, text)
+    except NotPlain as e:
+        return f"something else ({e})"
+    return f"{_kind(value)} {_describe(value)}"
 
 
 def _line(e: yaml.MarkedYAMLError) -> int | None:
@@ -253,9 +276,9 @@ def _end_index(node: yaml.Node) -> int:
     """Index just past the node's last character. A block collection's ``end_mark`` is the start of the next
     token (possibly after comment lines), so for those the last child decides; empty scalars take no room."""
     if isinstance(node, yaml.ScalarNode):
-        return node.end_mark.index
+        return int(node.end_mark.index)
     if isinstance(node, yaml.CollectionNode) and node.flow_style:
-        return node.end_mark.index
+        return int(node.end_mark.index)
     children: list[yaml.Node] = []
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
@@ -274,35 +297,65 @@ def _entry_spans(text: str, root: yaml.SequenceNode) -> tuple[tuple[int, int], .
     if root.flow_style:
         return None
     spans: list[tuple[int, int]] = []
+    # Line numbers count "\n" only (how the text is cut), from the previous entry on: linear in the file.
+    at, line = 0, 0
     for node in root.value:
         # The dash may sit on an earlier line than the content ("-\n  command: sync"); find it.
         i = node.start_mark.index - 1
         while i >= 0 and text[i] in " \t\r\n":
             i -= 1
-        if i < 0 or text[i] != "-":
+        if i < at or text[i] != "-":
             return None
-        first = text.count("\n", 0, i)
-        last = text.count("\n", 0, max(_end_index(node) - 1, i))
+        first = line + text.count("\n", at, i)
+        end = max(_end_index(node) - 1, i)
+        last = first + text.count("\n", i, end)
         if spans and first <= spans[-1][1]:
             return None  # two entries share a line
         spans.append((first, last))
+        at, line = end, last
     return tuple(spans)
 
 
-def remove_entry(parsed: CommandFile, index: int) -> str:
-    """The file's text without entry ``index``: the entry's lines cut out, everything else byte for byte.
-    Falls back to dumping the remaining values when the layout is not line-based or the cut does not
-    load back as exactly the remaining entries."""
-    remaining = [e.value for e in parsed.entries if e.index != index]
-    if parsed.lines:
-        first, last = parsed.lines[index]
-        lines = parsed.text.splitlines(keepends=True)
-        text = "".join(lines[:first] + lines[last + 1 :])
+def remove_entries(parsed: CommandFile, indices: Collection[int]) -> CommandFile:
+    """The file without the entries at ``indices``, parsed. A block list loses exactly those entries' lines
+    (every other entry, comment and quoting stays byte for byte); a flow list ``[a, b]`` is written again from
+    the remaining entries' text. The result must read back as exactly the remaining entries; if it does not,
+    the remaining values are written out by the YAML dumper instead. Raises ``CommandFileError`` when neither
+    works (a remaining entry that is not plain data cannot be dumped)."""
+    drop = set(indices)
+    remaining = [e for e in parsed.entries if e.index not in drop]
+    for text, as_written in _removal_candidates(parsed, drop, remaining):
         try:
-            if (yaml.safe_load(text) or []) == remaining:
-                return text
-        except yaml.YAMLError:
-            pass
-    if not remaining:
-        return ""
-    return yaml.safe_dump(remaining, default_flow_style=False, sort_keys=False, allow_unicode=True)
+            after = parse_command_file(text)
+        except CommandFileError:
+            continue
+        if [_key(e, as_written) for e in after.entries] == [_key(e, as_written) for e in remaining]:
+            return after
+    raise CommandFileError("the other entries cannot be kept as they are if these are removed")
+
+
+def _removal_candidates(parsed: CommandFile, drop: set[int], remaining: list[Entry]) -> Iterator[tuple[str, bool]]:
+    """Texts without the dropped entries, best first, each with whether it keeps entries as written."""
+    if parsed.lines is not None:
+        lines = _lines(parsed.text)
+        cut_lines = {n for i in drop for n in range(parsed.lines[i][0], parsed.lines[i][1] + 1)}
+        yield "".join(line for n, line in enumerate(lines) if n not in cut_lines), True
+    elif parsed.flow is not None:
+        start, end = parsed.flow
+        items = ", ".join(e.text for e in remaining)
+        yield f"{parsed.text[:start]}[{items}]{parsed.text[end:]}", True
+    if all(e.problem is None for e in remaining):  # only plain data can be dumped
+        values = [e.value for e in remaining]
+        dumped = yaml.safe_dump(values, default_flow_style=False, sort_keys=False, allow_unicode=True)
+        yield (dumped if values else ""), False
+
+
+def _key(entry: Entry, as_written: bool) -> tuple[object, ...]:
+    value = repr(entry.value)  # repr: a NaN equals itself
+    return (entry.text, value, entry.problem is None) if as_written else (value,)
+
+
+def _lines(text: str) -> list[str]:
+    """The text's lines, each with its "\n" (only "\n" ends a line here, as in ``_entry_spans``)."""
+    lines = text.split("\n")
+    return [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])

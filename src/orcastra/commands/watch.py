@@ -46,7 +46,8 @@ class CommandWatcher:
     """Calls ``callback`` at start, whenever the command file's stamp changes, and every ``resync_seconds``.
 
     ``run()`` blocks until ``stop()``; the daemon runs it in a thread. ``check()`` is one poll step, for tests.
-    An exception from the callback is logged and the watch goes on.
+    An exception from the callback is logged and the watch goes on: with its traceback the first time, then in
+    one line while it is the same error (a resync every minute must not fill the log with the same traceback).
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class CommandWatcher:
         self._stop = threading.Event()
         self._stamp: FileStamp | None = None
         self._last_call: float | None = None
+        self._last_error: str | None = None
 
     def check(self) -> bool:
         """Look once; call the callback if the file changed (or on the first look, or when a resync is due).
@@ -81,8 +83,15 @@ class CommandWatcher:
         self._last_call = now
         try:
             self._callback()
-        except Exception:
-            log.exception("commands: handling %s failed", self.path)
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+            if error == self._last_error:
+                log.error("commands: handling %s failed again: %s", self.path, error)
+            else:
+                log.exception("commands: handling %s failed", self.path)
+            self._last_error = error
+        else:
+            self._last_error = None
         # The callback rewrites the file when it removes what it ran, so the next look sees a new stamp and
         # calls again, finding nothing to do. Taking the post-callback stamp as seen would save that look but
         # could swallow an operator's edit made in between; one spare read of a small file is cheaper.
