@@ -44,6 +44,7 @@ STACK = "sk"
 ANCHOR = f"{STACK}_db"
 TOKEN = "soak-token"
 SAMPLE_SECONDS = 10.0
+WARM_UP_SECONDS = 120.0
 
 STACK_FILE = """
 version: "3.8"
@@ -105,10 +106,17 @@ class Report:
     audit_lines: int = 0
     alive: bool = True
 
+    def steady(self) -> list[Sample]:
+        """The samples after the warm-up (start-up, the first cycles and connections): the first tenth, at
+        least two minutes, of the run."""
+        warm = max(WARM_UP_SECONDS, self.minutes * 6.0)
+        return [s for s in self.samples if s.t >= warm] or self.samples[-2:]
+
     def slope(self, attr: str) -> float:
-        """Least-squares slope of ``attr`` per hour."""
-        xs = [s.t for s in self.samples]
-        ys = [float(getattr(s, attr)) for s in self.samples]
+        """Least-squares slope of ``attr`` per hour, after the warm-up."""
+        steady = self.steady()
+        xs = [s.t for s in steady]
+        ys = [float(getattr(s, attr)) for s in steady]
         n = len(xs)
         if n < 2:
             return 0.0
@@ -233,8 +241,8 @@ def run(minutes: float, every: float, keep_lab: bool) -> Report:
                 break
             report.samples.append(sample(proc.pid, t0))
             where = labelled(api)
-            if not label_history or label_history[-1] != where:
-                label_history.append(where)
+            if where and (not label_history or label_history[-1] != where):
+                label_history.append(where)  # from the first labelling on: every change after it is a move
             if time.monotonic() >= next_event:
                 churn.step()
                 next_event = time.monotonic() + every
@@ -266,14 +274,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-lab", action="store_true")
     args = parser.parse_args(argv)
     r = run(args.minutes, args.every, args.keep_lab)
-    first, last = r.samples[0], r.samples[-1]
+    first, last = r.steady()[0], r.samples[-1]
     rows = [
         ("minutes", f"{r.minutes:g}"),
         ("churn events", ", ".join(f"{k} {v}" for k, v in sorted(r.events.items()))),
         ("still running", str(r.alive)),
-        ("RSS start -> end", f"{first.rss_bytes / 2**20:.1f} -> {last.rss_bytes / 2**20:.1f} MiB"),
+        ("RSS after warm-up -> end", f"{first.rss_bytes / 2**20:.1f} -> {last.rss_bytes / 2**20:.1f} MiB"),
         ("RSS slope", f"{r.slope('rss_bytes') / 2**20:+.2f} MiB/hour"),
-        ("open fds start -> end", f"{first.fds} -> {last.fds}"),
+        ("open fds after warm-up -> end", f"{first.fds} -> {last.fds}"),
         ("open fds slope", f"{r.slope('fds'):+.2f} per hour"),
         ("commands sent / with exactly one result", f"{r.commands_sent} / {r.commands_with_one_result}"),
         ("anchor failovers / anchor label moves", f"{r.anchor_moves} / {r.anchor_label_moves}"),
