@@ -115,12 +115,14 @@ def test_a_partitioned_anchor_node_the_group_follows_and_nothing_flaps_after_hea
     try:
         first = wait_for("the group colocated", lambda: colocated(docker_api), timeout=90)
         lab.partition(first)
+        partitioned = time.monotonic()
         moved = wait_for(
             "the group colocated on the other worker",
             lambda: (node := colocated(docker_api)) is not None and node != first and node,
             timeout=120,
             interval=0.5,
         )
+        followed = time.monotonic() - partitioned
         lab.heal(first)
         wait_for(
             f"{first} Ready again",
@@ -140,5 +142,9 @@ def test_a_partitioned_anchor_node_the_group_follows_and_nothing_flaps_after_hea
         assert (versions(docker_api), node_labels(docker_api)) == before, "something flapped after healing"
         assert audit_lines(audit)[writes_before:] == []
         assert proc.poll() is None, log.read_text()[-3000:]
+        print(
+            f"\npartition: the group colocated on {moved} {followed:.1f} s after {first} was cut off; "
+            "quiet after healing"
+        )
     finally:
         stop_process(proc)
