@@ -4,6 +4,7 @@ their delay, and stopping never leaves a caller waiting."""
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 import time
@@ -14,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orcastra.config import Config
+from orcastra.adapters.engine import EngineAdapter, EngineSettings
+from orcastra.config import Config, load_config
 from orcastra.domain.actions import Action
 from orcastra.domain.plan import Plan
 from orcastra.domain.snapshot import Snapshot
@@ -23,10 +25,10 @@ from orcastra.runtime import loop as loop_module
 from orcastra.runtime import watchers as watchers_module
 from orcastra.runtime.controllers import Controller, registry
 from orcastra.runtime.daemon import Daemon
-from orcastra.runtime.executor import Executor, Outcome
+from orcastra.runtime.executor import AuditLog, DryRunExecutor, Executor, Outcome
 from orcastra.runtime.handlers import CommandHandlers
-from orcastra.runtime.loop import MAX_RETRY_SECONDS, PERMANENT_ERROR_RETRY_SECONDS, retry_delay
-from orcastra.runtime.observe import Metrics
+from orcastra.runtime.loop import MAX_RETRY_SECONDS, PERMANENT_ERROR_RETRY_SECONDS, Loop, retry_delay
+from orcastra.runtime.observe import HealthState, Metrics
 from orcastra.runtime.triggers import Request, Trigger
 from orcastra.runtime.watchers import Watcher
 from orcastra_lab.fake_engine import Cluster, FakeEngine
@@ -319,3 +321,47 @@ def test_a_watcher_that_fails_is_logged_counted_and_started_again(
     assert watcher.bodies == 3
     assert 'orcastra_thread_restarts_total{thread="flaky"} 2.0' in metrics.render().decode()
     assert [r.exc_info is not None for r in caplog.records if "flaky failed" in r.getMessage()] == [True, True]
+
+
+def a_loop(config_path: Path) -> Loop:
+    engine = EngineAdapter(EngineSettings(host="unix:///nonexistent/docker.sock"))
+    config = load_config(config_path, {}, required=True)
+    return Loop(
+        config=config,
+        config_path=config_path,
+        env={},
+        engine=engine,
+        executor=DryRunExecutor(AuditLog(stream=io.StringIO())),
+        controllers=[],
+        metrics=Metrics(),
+        health=HealthState(60.0),
+        trigger=Trigger(),
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["stack: shop\n# a comment with an ESC \x1b in it\n", "stack: [\n", "stack: 2024-13-45\n", "stack: !!int abc\n"],
+    ids=["control-character", "yaml-syntax", "bad-date", "bad-tag"],
+)
+def test_a_config_edited_into_garbage_keeps_the_previous_one(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "orcastra.yml"
+    path.write_text("stack: shop\n", encoding="utf-8")
+    loop = a_loop(path)
+    path.write_text(text, encoding="utf-8")
+    assert loop.reload_config_if_changed() is False
+    assert loop.config.stack == "shop"
+
+
+def test_a_bug_while_reading_the_config_keeps_the_previous_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "orcastra.yml"
+    path.write_text("stack: shop\n", encoding="utf-8")
+    loop = a_loop(path)
+
+    def broken(*args: object, **kwargs: object) -> Config:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(loop_module, "load_config", broken)
+    path.write_text("stack: other\n", encoding="utf-8")
+    assert loop.reload_config_if_changed() is False
+    assert loop.config.stack == "shop"

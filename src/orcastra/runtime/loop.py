@@ -257,6 +257,9 @@ class Loop:
         except ConfigError as e:
             log.error("config changed but is invalid; keeping the previous one:\n%s", e)
             return False
+        except Exception:  # load_config raises only ConfigError; a bug must still never stop the loop
+            log.exception("config changed but could not be read; keeping the previous one")
+            return False
         if new.fingerprint() == self.config.fingerprint():
             return False
         log.info("configuration reloaded from %s", self.config_path)
