@@ -5,8 +5,6 @@ A constraint the user wrote is reported instead (a warning in the log and in ``p
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +16,16 @@ from orcastra.features.colocation.plan import anchor_constraint, anchor_label_ke
 from orcastra_lab import LabEnv
 
 from .test_colocation_lab import docker_cli, service_spec
-from .util import free_port, node_labels, run_orcastra, running_nodes, start_orcastra, stop_process, wait_for
+from .util import (
+    deployed_stack,
+    free_port,
+    node_labels,
+    run_orcastra,
+    running_nodes,
+    start_orcastra,
+    stop_process,
+    wait_for,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -62,20 +69,8 @@ def constraints(api: docker.APIClient, name: str) -> list[str]:
 
 @pytest.fixture
 def stack(lab_env: LabEnv, tmp_path: Path, docker_api: docker.APIClient) -> Iterator[Path]:
-    (tmp_path / "stack.yml").write_text(STACK_FILE, encoding="utf-8")
-    docker_cli(lab_env, "stack", "deploy", "-c", str(tmp_path / "stack.yml"), STACK)
-    try:
+    with deployed_stack(lab_env, docker_api, STACK, STACK_FILE, tmp_path):
         yield tmp_path
-    finally:
-        subprocess.run(
-            ["docker", "stack", "rm", STACK],
-            env={**os.environ, "DOCKER_HOST": lab_env.docker_host},
-            capture_output=True,
-            check=False,
-        )
-        wait_for(
-            "stack removed", lambda: not docker_api.services(filters={"label": f"com.docker.stack.namespace={STACK}"})
-        )
 
 
 def test_the_constraint_orcastra_added_goes_with_the_anchor(

@@ -6,8 +6,6 @@ others undo (no fight that feeds itself)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ from orcastra.features.colocation.plan import anchor_constraint
 from orcastra_lab import LabEnv
 
 from .test_colocation_lab import docker_cli, service_spec
-from .util import free_port, node_labels, running_nodes, set_node_labels, start_orcastra, stop_process, wait_for
+from .util import deployed_stack, free_port, node_labels, running_nodes, start_orcastra, stop_process, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -97,24 +95,8 @@ class OtherTool(threading.Thread):
 
 @pytest.fixture
 def cw(lab_env: LabEnv, tmp_path: Path, docker_api: docker.APIClient) -> Iterator[Path]:
-    labels_before = node_labels(docker_api)
-    (tmp_path / "stack.yml").write_text(STACK_FILE, encoding="utf-8")
-    docker_cli(lab_env, "stack", "deploy", "-c", str(tmp_path / "stack.yml"), STACK)
-    try:
+    with deployed_stack(lab_env, docker_api, STACK, STACK_FILE, tmp_path):
         yield tmp_path
-    finally:
-        subprocess.run(
-            ["docker", "stack", "rm", STACK],
-            env={**os.environ, "DOCKER_HOST": lab_env.docker_host},
-            capture_output=True,
-            check=False,
-        )
-        wait_for(
-            "stack removed", lambda: not docker_api.services(filters={"label": f"com.docker.stack.namespace={STACK}"})
-        )
-        for hostname, labels in labels_before.items():
-            if node_labels(docker_api).get(hostname) != labels:
-                set_node_labels(docker_api, hostname, labels)
 
 
 def test_deploys_in_a_loop_and_another_label_writer_nothing_lost_no_fight(

@@ -18,8 +18,7 @@ from orcastra.features.colocation.plan import anchor_label_key
 from orcastra_lab import Lab, LabEnv
 from orcastra_lab.faults import FaultProxy, Rule
 
-from .test_colocation_lab import docker_cli
-from .util import free_port, node_labels, running_nodes, set_node_labels, start_orcastra, stop_process, wait_for
+from .util import deployed_stack, free_port, node_labels, running_nodes, start_orcastra, stop_process, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -83,23 +82,12 @@ def colocated(api: docker.APIClient) -> str | None:
 
 @pytest.fixture
 def fi(lab_env: LabEnv, lab: Lab, tmp_path: Path, docker_api: docker.APIClient) -> Iterator[FaultProxy]:
-    labels_before = node_labels(docker_api)
-    (tmp_path / "stack.yml").write_text(STACK_FILE, encoding="utf-8")
-    docker_cli(lab_env, "stack", "deploy", "-c", str(tmp_path / "stack.yml"), STACK)
-    try:
-        with FaultProxy(lab_env.docker_host, seed=7) as proxy:
-            yield proxy
-    finally:
-        lab.up()  # the node the test killed
-        docker_cli(lab_env, "stack", "rm", STACK)
-        wait_for(
-            "stack removed", lambda: not docker_api.services(filters={"label": f"com.docker.stack.namespace={STACK}"})
-        )
-        for s in docker_api.services(filters={"name": "orcastra-leader"}):
-            docker_api.remove_service(s["ID"])
-        for hostname, labels in labels_before.items():
-            if node_labels(docker_api).get(hostname) != labels:
-                set_node_labels(docker_api, hostname, labels)
+    with deployed_stack(lab_env, docker_api, STACK, STACK_FILE, tmp_path):
+        try:
+            with FaultProxy(lab_env.docker_host, seed=7) as proxy:
+                yield proxy
+        finally:
+            lab.up()  # the node the test killed
 
 
 def metric(text: str, name: str) -> float:

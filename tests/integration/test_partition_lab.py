@@ -5,8 +5,6 @@ partition heals (``orcastra lab heal``) nothing flaps: no label moves back, no s
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +16,7 @@ import pytest
 from orcastra.features.colocation.plan import anchor_label_key
 from orcastra_lab import Lab, LabEnv
 
-from .test_colocation_lab import docker_cli
-from .util import free_port, node_labels, running_nodes, set_node_labels, start_orcastra, stop_process, wait_for
+from .util import deployed_stack, free_port, node_labels, running_nodes, start_orcastra, stop_process, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -79,31 +76,17 @@ def audit_lines(path: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def pt(lab_env: LabEnv, lab: Lab, tmp_path: Path, docker_api: docker.APIClient) -> Iterator[tuple[Path, Path]]:
-    labels_before = node_labels(docker_api)
-    (tmp_path / "stack.yml").write_text(STACK_FILE, encoding="utf-8")
-    docker_cli(lab_env, "stack", "deploy", "-c", str(tmp_path / "stack.yml"), STACK)
-    audit = tmp_path / "audit.jsonl"
-    nodes = "\n".join(f"  {n}:\n    endpoint: {h}" for n, h in sorted(lab_env.node_hosts.items()))
-    config = tmp_path / "orcastra.yml"
-    config.write_text(CONFIG.format(nodes=nodes, port=free_port(), audit=audit), encoding="utf-8")
-    try:
-        yield config, audit
-    finally:
-        for node in ("node2", "node3"):
-            lab.heal(node)
-        subprocess.run(
-            ["docker", "stack", "rm", STACK],
-            env={**os.environ, "DOCKER_HOST": lab_env.docker_host},
-            capture_output=True,
-            check=False,
-        )
-        wait_for(
-            "stack removed", lambda: not docker_api.services(filters={"label": f"com.docker.stack.namespace={STACK}"})
-        )
-        lab.up()  # mends what the partition left (a node Down until its heartbeats are seen again)
-        for hostname, labels in labels_before.items():
-            if node_labels(docker_api).get(hostname) != labels:
-                set_node_labels(docker_api, hostname, labels)
+    with deployed_stack(lab_env, docker_api, STACK, STACK_FILE, tmp_path):
+        audit = tmp_path / "audit.jsonl"
+        nodes = "\n".join(f"  {n}:\n    endpoint: {h}" for n, h in sorted(lab_env.node_hosts.items()))
+        config = tmp_path / "orcastra.yml"
+        config.write_text(CONFIG.format(nodes=nodes, port=free_port(), audit=audit), encoding="utf-8")
+        try:
+            yield config, audit
+        finally:
+            for node in ("node2", "node3"):
+                lab.heal(node)
+            lab.up()  # mends what the partition left
 
 
 def test_a_partitioned_anchor_node_the_group_follows_and_nothing_flaps_after_healing(

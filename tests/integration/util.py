@@ -7,7 +7,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -129,3 +130,35 @@ def set_node_labels(api: docker.APIClient, hostname: str, labels: Mapping[str, s
             if "out of sequence" not in str(e) and e.status_code != 409:
                 raise
     raise AssertionError(f"could not set labels on {hostname}")
+
+
+@contextmanager
+def deployed_stack(env: Any, api: docker.APIClient, name: str, text: str, workdir: Path) -> Iterator[Path]:
+    """``docker stack deploy`` of ``text`` as stack ``name`` (the file is ``workdir/stack.yml``); at the end the
+    stack is removed (waited for), with the leader lease of a test's Orcastra, and every node's labels are put
+    back as they were. ``env`` is the lab's ``LabEnv``."""
+    labels_before = node_labels(api)
+    docker_env = {**os.environ, "DOCKER_HOST": env.docker_host, "ORCASTRA_LAB_IMAGE": env.image}
+    stack_file = workdir / "stack.yml"
+    stack_file.write_text(text, encoding="utf-8")
+    deployed = subprocess.run(
+        ["docker", "stack", "deploy", "-c", str(stack_file), name],
+        env=docker_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert deployed.returncode == 0, deployed.stderr
+    try:
+        yield stack_file
+    finally:
+        subprocess.run(["docker", "stack", "rm", name], env=docker_env, capture_output=True, check=False)
+        wait_for("stack removed", lambda: not api.services(filters={"label": f"com.docker.stack.namespace={name}"}))
+        for lease in api.services(filters={"name": "orcastra-leader"}):
+            if lease["Spec"]["Name"] == "orcastra-leader":
+                api.remove_service(lease["ID"])
+        for hostname, labels in labels_before.items():
+            current = node_labels(api).get(hostname)
+            if current is not None and current != labels:
+                set_node_labels(api, hostname, labels)

@@ -310,3 +310,22 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return payload if isinstance(payload, dict) else {}
+
+
+def check_health(listen: str, transport: httpx.BaseTransport | None = None) -> tuple[int, str]:
+    """``orcastra health``: ask the running Orcastra's ``/healthz`` (a container's HEALTHCHECK, a probe).
+    Returns (0, status) when it answers 200, else (1, why)."""
+    try:
+        url = api_base_url(listen) + "/healthz"
+    except ValueError as e:
+        return 1, str(e)
+    try:
+        with httpx.Client(timeout=httpx.Timeout(5.0), transport=transport) as client:
+            response = client.get(url)
+    except httpx.HTTPError as e:
+        return 1, f"no answer from Orcastra at {url}: {type(e).__name__}"
+    payload = _json_object(response)
+    summary = ", ".join(f"{k} {payload[k]}" for k in ("status", "role", "last_error") if payload.get(k) is not None)
+    if response.status_code == 200:
+        return 0, summary or "ok"
+    return 1, f"HTTP {response.status_code}: {summary or cut(response.text)}"
