@@ -43,7 +43,23 @@ def load_config(path: Path | None, env: Mapping[str, str], *, required: bool = T
     ``path`` None means no file at all (defaults, legacy files and environment only). With
     ``required=False`` a file that does not exist is treated the same way; any other problem with it
     (a directory, unreadable, not UTF-8, bad YAML) is still reported.
+
+    Nothing but ``ConfigError`` leaves this function: the daemon calls it again whenever the file changes
+    and keeps its previous configuration on a ``ConfigError``; any other exception would stop it.
     """
+    try:
+        return _load(path, env, required=required)
+    except ConfigError:
+        raise
+    except Exception as e:  # a bug of ours: still a refused configuration, never a dead daemon
+        where = str(path) if path is not None else "configuration"
+        raise ConfigError([ConfigProblem(where, "", f"{INTERNAL_ERROR} ({type(e).__name__})")]) from e
+
+
+INTERNAL_ERROR = "could not be checked because of an error in Orcastra itself; please report it with the file"
+
+
+def _load(path: Path | None, env: Mapping[str, str], *, required: bool) -> Config:
     problems: list[ConfigProblem] = []
     origins: list[_Origin] = []
     data: dict[object, object] = {}

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import AliasChoices, BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from orcastra.config.source import Unreadable
 from orcastra.domain.wording import describe, number
 
 Loc = tuple[str | int, ...]
@@ -32,9 +33,14 @@ class FieldError:
 
 
 def error_messages(error: ValidationError, root: type[BaseModel]) -> list[FieldError]:
-    """One ``FieldError`` per pydantic error, in the order pydantic found them."""
+    """One ``FieldError`` per pydantic error, in the order pydantic found them.
+
+    A value the YAML reader could not construct was reported there already; its schema error is skipped.
+    """
     found: list[FieldError] = []
     for detail in error.errors(include_url=False):
+        if isinstance(detail["input"], Unreadable):
+            continue
         loc: Loc = tuple(detail["loc"])
         is_key = bool(loc) and loc[-1] == _KEY_MARKER
         if is_key:

@@ -4,11 +4,15 @@ PyYAML's ``safe_load`` forgets where things came from, so problems could only na
 module composes the node tree itself and records the line of each mapping key and list item, which lets
 a problem say "(line 12)". It also reports what ``safe_load`` silently accepts: a key given twice in one
 mapping (the later value would win without a word). Every failure (missing file, directory, permission,
-not UTF-8, YAML syntax) becomes a ``ConfigProblem``, never an exception.
+not UTF-8, a control character, YAML syntax, a value that cannot be constructed such as ``2024-13-45`` or
+``!!int abc``) becomes a ``ConfigProblem``, never an exception: the daemon re-reads this file while it runs,
+and a mistake in it must never stop it. A value that cannot be constructed is reported here and replaced by
+``UNREADABLE``, which the schema's report skips, so each mistake is said once.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +30,30 @@ _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MAP_TAG = "tag:yaml.org,2002:map"
 
 FILE_NOT_FOUND = "file not found"
+NUL_IN_PATH = "the path contains a NUL character"
+
+_YAML_PREFIX = "tag:yaml.org,2002:"
+# What a value of each standard tag was meant to be, for "cannot be read as ...".
+_TAG_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "a boolean",
+    "timestamp": "a date or time",
+    "binary": "binary (base64) data",
+    "null": "null",
+}
+
+
+class Unreadable:
+    """Stands in the data for a value YAML could not construct; its problem is already reported."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<unreadable value>"
+
+
+UNREADABLE = Unreadable()
 
 
 @dataclass(frozen=True)
@@ -57,6 +85,8 @@ def read_text(path: Path, source: str) -> tuple[str | None, list[ConfigProblem]]
         return None, [ConfigProblem(source, "", "cannot be read: permission denied")]
     except OSError as e:
         return None, [ConfigProblem(source, "", f"cannot be read: {e.strerror or e}")]
+    except ValueError:  # "embedded null byte": no file can have such a name
+        return None, [ConfigProblem(source, "", NUL_IN_PATH)]
     try:
         # utf-8-sig: a byte-order mark left by some Windows editors is harmless, so accept it.
         return raw.decode("utf-8-sig"), []
@@ -73,7 +103,11 @@ def read_text(path: Path, source: str) -> tuple[str | None, list[ConfigProblem]]
 
 def parse_yaml(text: str, source: str) -> tuple[Document | None, list[ConfigProblem]]:
     """Parse YAML text into plain data plus key lines; an empty document is ``None`` data."""
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks the whole text for characters YAML forbids as soon as it is built.
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as e:
+        return None, [ConfigProblem(source, "", _forbidden_character_message(text, e))]
     try:
         try:
             root = loader.get_single_node()
@@ -104,6 +138,18 @@ def read_yaml(path: Path, source: str | None = None) -> tuple[Document | None, l
     if text is None:
         return None, problems
     return parse_yaml(text, name)
+
+
+def _forbidden_character_message(text: str, e: yaml.reader.ReaderError) -> str:
+    position = int(e.position)
+    code = e.character if isinstance(e.character, int) else ord(str(e.character)[:1] or "\0")
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    kind = "control character" if unicodedata.category(chr(code)) == "Cc" else "character"
+    return (
+        f"contains the {kind} U+{code:04X} at line {line}, column {column}; YAML allows only printable "
+        "characters (and tab, newline), so remove it"
+    )
 
 
 def _syntax_message(e: yaml.MarkedYAMLError) -> str:
@@ -139,7 +185,7 @@ class _Builder:
         if isinstance(node, ScalarNode) or node.tag not in (_SEQ_TAG, _MAP_TAG):
             # PyYAML's safe constructor decides, so an unknown tag such as !!python/object is
             # refused exactly as safe_load refuses it (never constructed).
-            return self.loader.construct_object(node, deep=True)
+            return self._construct(node, loc)
         self._active.add(id(node))
         try:
             if isinstance(node, SequenceNode):
@@ -158,7 +204,9 @@ class _Builder:
         for key_node, _ in node.value:
             if key_node.tag == _MERGE_TAG or not isinstance(key_node, ScalarNode):
                 continue
-            key = self.loader.construct_object(key_node, deep=True)
+            key = self._construct(key_node, loc, is_key=True, report=False)
+            if isinstance(key, Unreadable):
+                continue  # reported below, where the entry is skipped
             line = key_node.start_mark.line + 1
             if key in first_line:
                 self.problems.append(
@@ -178,16 +226,68 @@ class _Builder:
             if not isinstance(key_node, ScalarNode):
                 self._problem(loc, key_node, "a mapping key must be a plain value, not a list or mapping")
                 continue
-            key = self.loader.construct_object(key_node, deep=True)
+            key = self._construct(key_node, loc, is_key=True)
+            if isinstance(key, Unreadable):
+                continue
             key_loc = (*loc, loc_part(key))
             self.lines[key_loc] = key_node.start_mark.line + 1  # an overriding key wins, as in the data
             result[key] = self.build(value_node, key_loc)
         return result
 
-    def _problem(self, loc: Loc, node: Node, message: str) -> None:
-        self.problems.append(
-            ConfigProblem(self.source, format_path(loc), f"{message} (line {node.start_mark.line + 1})")
+    def _construct(self, node: Node, loc: Loc, *, is_key: bool = False, report: bool = True) -> object:
+        """PyYAML's value of ``node``, or ``UNREADABLE`` after reporting why it has none."""
+        try:
+            value = self.loader.construct_object(node, deep=True)
+            if is_key:
+                hash(value)
+            return value
+        except yaml.constructor.ConstructorError as e:
+            message, with_line = _syntax_message(e), False  # it names line and column itself
+        except Exception as e:  # PyYAML's constructors raise whatever their parsing raises
+            # (ValueError for 2024-13-45 or !!int abc, KeyError for !!bool maybe, AttributeError for
+            # !!timestamp foo, binascii.Error...): every one of them means this value cannot be read.
+            message, with_line = self._unreadable_message(node, e, is_key=is_key), True
+        # A failed construction leaves PyYAML's bookkeeping half-done; start the next one clean.
+        self.loader.constructed_objects = {}
+        self.loader.recursive_objects = {}
+        self.loader.state_generators = []
+        self.loader.deep_construct = False
+        if report:
+            self._problem(loc, node, message, with_line=with_line)
+        return UNREADABLE
+
+    def _unreadable_message(self, node: Node, error: Exception, *, is_key: bool) -> str:
+        """What the value was meant to be and why it is not, without repeating the value (it may be a secret)."""
+        tag = str(node.tag)
+        short = tag[len(_YAML_PREFIX) :] if tag.startswith(_YAML_PREFIX) else tag
+        what = _TAG_WORDS.get(short, f"a {tag} value")
+        subject = "a key cannot" if is_key else "cannot"
+        if isinstance(error, TypeError):
+            return f"{subject} be used: a {short} value cannot be a mapping key"
+        implicit = (
+            isinstance(node, ScalarNode)
+            and node.style is None
+            # The tag an unquoted value of this text would get: the same one means the tag was not written.
+            and self.loader.resolve(ScalarNode, node.value, (True, False)) == tag  # type: ignore[no-untyped-call]
         )
+        why = (
+            f" (YAML reads an unquoted value that looks like this as {what}; quote it if you mean text)"
+            if implicit
+            else f" (it is tagged !!{short})"
+            if tag.startswith(_YAML_PREFIX)
+            else ""
+        )
+        detail = ""
+        if short == "timestamp" and isinstance(error, ValueError):
+            detail = f": {error}"  # "month must be in 1..12": says what is wrong, never the value itself
+        elif short == "int" and "digits" in str(error):
+            detail = ": it has too many digits"
+        return f"{subject} be read as {what}{why}{detail}"
+
+    def _problem(self, loc: Loc, node: Node, message: str, *, with_line: bool = True) -> None:
+        if with_line:
+            message += f" (line {node.start_mark.line + 1})"
+        self.problems.append(ConfigProblem(self.source, format_path(loc), message))
 
 
 def loc_part(key: object) -> str | int:

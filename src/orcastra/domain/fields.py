@@ -128,6 +128,8 @@ def _check_ip(value: str) -> str:
 def _check_absolute(value: Path) -> Path:
     # The daemon's working directory is not the config file's directory; a relative path would
     # silently mean different files depending on how Orcastra was started.
+    if "\0" in str(value):
+        raise fail("the path contains a NUL character")  # no file can have such a name
     if not value.is_absolute():
         raise fail(f"expected an absolute path, found {str(value)!r}")
     return value

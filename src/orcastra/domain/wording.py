@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Sequence
 
@@ -16,6 +17,8 @@ def describe(value: object) -> str:
         return "nothing (null)"
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
+    if isinstance(value, int) and _too_long(value):
+        return f"a number with about {_digits(value)} digits"
     if isinstance(value, int | float):
         return f"the number {number(value)}"
     if isinstance(value, str):
@@ -32,9 +35,23 @@ def describe(value: object) -> str:
 
 def number(value: float) -> str:
     """A number as a person writes it: ``0`` rather than ``0.0``, ``2.5`` as is."""
+    if isinstance(value, int) and _too_long(value):
+        # Python refuses to print an integer of more than 4300 digits, and nobody wants to read one.
+        return f"{'-' if value < 0 else ''}(a {_digits(value)}-digit number)"
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         return str(int(value))
     return str(value)
+
+
+_MAX_SHOWN_DIGITS = 30
+
+
+def _too_long(value: int) -> bool:
+    return value.bit_length() > _MAX_SHOWN_DIGITS * 3.33
+
+
+def _digits(value: int) -> int:
+    return int(abs(value).bit_length() * math.log10(2)) + 1
 
 
 def format_path(parts: Sequence[str | int]) -> str:
