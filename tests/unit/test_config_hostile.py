@@ -6,6 +6,8 @@ The cases come from a robustness review with fuzzers; test_config_properties.py 
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -140,3 +142,71 @@ def test_a_bug_of_ours_is_still_a_config_error(tmp_path: Path, monkeypatch: pyte
     message = problems_in(tmp_path, "stack: shop\n")
     assert INTERNAL_ERROR in message
     assert "TypeError" in message
+
+
+# --- defect 2: bounded work for any file -------------------------------------------------------------
+
+# Ten levels of ten aliases: 10**9 values once expanded, 500 bytes on disk. PyYAML's safe_load shares the
+# repeated objects; a reader that keeps a line for every value must count before it builds.
+BILLION_LAUGHS = "".join(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}" if i else "lol"] * 10) + "]\n" for i in range(10))
+# Merge keys double the merged entries at every level: 2**30 entries after 30 lines.
+MERGE_BOMB = "m0: &m0 {a: 1, b: 2}\n" + "".join(f"m{i}: &m{i} {{<<: [*m{i - 1}, *m{i - 1}]}}\n" for i in range(1, 30))
+# A chain of aliases, each one level deeper than the last: 3000 levels after expansion, 2 in the file.
+DEEP_MAPPINGS = "a:\n" + "".join("  " * i + f"  k{i}:\n" for i in range(1, 30))
+NESTED = "the document is nested more than 20 levels deep"
+ALIAS_CHAIN = "c0: &c0 [x]\n" + "".join(f"c{i}: &c{i} [*c{i - 1}]\n" for i in range(1, 3000))
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        (BILLION_LAUGHS, ["expands to more than 250,000 values", "aliases", "limit with what starts at line 5"]),
+        (MERGE_BOMB, ["expands to more than 250,000 values", "merge keys", "limit with what starts at line 16"]),
+        ("stack: " + "[" * 5000 + "]" * 5000 + "\n", ["YAML error at line 1, column 27: " + NESTED]),
+        (DEEP_MAPPINGS, ["YAML error at line 20, column 41: " + NESTED]),
+        (ALIAS_CHAIN, ["nested more than 20 levels deep once aliases are expanded (line 19)"]),
+    ],
+    ids=["billion-laughs", "merge-bomb", "deep-flow-lists", "deep-mappings", "alias-chain"],
+)
+def test_expansion_and_nesting_are_bounded(tmp_path: Path, text: str, fragments: list[str]) -> None:
+    started = time.monotonic()
+    message = problems_in(tmp_path, text)
+    assert time.monotonic() - started < 1.0
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_aliases_and_merges_within_the_bounds_still_work(tmp_path: Path) -> None:
+    defaults = "defaults: &d {labels: [ssd, zone-a], role: worker}\n"
+    text = "nodes:\n" + "".join(f"  n{i}:\n    <<: *d\n" for i in range(200))
+    path = tmp_path / "orcastra.yml"
+    # `defaults` is not a setting: keep the anchor inside a node that exists.
+    path.write_text(text.replace("  n0:\n    <<: *d\n", "  n0: " + defaults.split(": ", 1)[1]), encoding="utf-8")
+    config = load_config(path, {})
+    assert len(config.nodes) == 200
+    assert config.nodes["n199"].labels == {"ssd": "true", "zone-a": "true"}
+
+
+def test_a_file_over_1_mib_is_refused_unread(tmp_path: Path) -> None:
+    message = problems_in(tmp_path, "# padding\n" * 110_000)
+    assert "is larger than 1 MiB" in message
+
+
+def test_an_endless_device_is_refused() -> None:
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="is larger than 1 MiB"):
+        load_config(Path("/dev/zero"), {})
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_pipe_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "orcastra.yml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_config(fifo, {})
+
+
+def test_line_numbers_survive_aliases(tmp_path: Path) -> None:
+    text = "nodes:\n  a: &n {labels: [ok]}\n  b:\n    <<: *n\n    ip: 10.0.0.300\n"
+    message = problems_in(tmp_path, text)
+    assert "nodes.b.ip: expected an IPv4 or IPv6 address, found '10.0.0.300' (line 5)" in message

@@ -12,6 +12,7 @@ and a mistake in it must never stop it. A value that cannot be constructed is re
 
 from __future__ import annotations
 
+import stat
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,15 @@ Loc = tuple[str | int, ...]
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MAP_TAG = "tag:yaml.org,2002:map"
+
+# Limits that keep the work of reading any file small, whatever is in it. A real configuration is a few
+# kilobytes, a handful of levels deep; PyYAML's pure-Python reader takes about 7 s for 1 MiB.
+MAX_FILE_BYTES = 1024 * 1024
+MAX_DEPTH = 20
+# Aliases (*name) and merge keys (<<) repeat what they refer to: ten lines can stand for 10**9 values.
+# Counted before anything is built, with every repetition, in values and in characters of text.
+MAX_VALUES = 250_000
+MAX_TEXT_CHARS = 4 * MAX_FILE_BYTES
 
 FILE_NOT_FOUND = "file not found"
 NUL_IN_PATH = "the path contains a NUL character"
@@ -74,9 +84,14 @@ class Document:
 
 
 def read_text(path: Path, source: str) -> tuple[str | None, list[ConfigProblem]]:
-    """The file's text, or the problem that prevented reading it as UTF-8 text."""
+    """The file's text, or the problem that prevented reading it as UTF-8 text (at most ``MAX_FILE_BYTES``)."""
     try:
-        raw = path.read_bytes()
+        mode = path.stat().st_mode
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            # Opening a pipe waits for a writer: the daemon's loop would hang on it.
+            return None, [ConfigProblem(source, "", "is not a regular file (a pipe or socket), expected a YAML file")]
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)  # a device such as /dev/zero never ends
     except FileNotFoundError:
         return None, [ConfigProblem(source, "", FILE_NOT_FOUND)]
     except IsADirectoryError:
@@ -87,6 +102,12 @@ def read_text(path: Path, source: str) -> tuple[str | None, list[ConfigProblem]]
         return None, [ConfigProblem(source, "", f"cannot be read: {e.strerror or e}")]
     except ValueError:  # "embedded null byte": no file can have such a name
         return None, [ConfigProblem(source, "", NUL_IN_PATH)]
+    if len(raw) > MAX_FILE_BYTES:
+        return None, [
+            ConfigProblem(
+                source, "", "is larger than 1 MiB, the most a configuration file may be; is it the right file?"
+            )
+        ]
     try:
         # utf-8-sig: a byte-order mark left by some Windows editors is harmless, so accept it.
         return raw.decode("utf-8-sig"), []
@@ -105,30 +126,135 @@ def parse_yaml(text: str, source: str) -> tuple[Document | None, list[ConfigProb
     """Parse YAML text into plain data plus key lines; an empty document is ``None`` data."""
     try:
         # The reader checks the whole text for characters YAML forbids as soon as it is built.
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
     except yaml.reader.ReaderError as e:
         return None, [ConfigProblem(source, "", _forbidden_character_message(text, e))]
     try:
         try:
             root = loader.get_single_node()
+            if root is None:
+                return Document(source, None), []
+            _measure(root)
+            builder = _Builder(loader, source)
+            data = builder.build(root, ())
+        except _Refused as e:
+            return None, [ConfigProblem(source, "", str(e))]
         except yaml.MarkedYAMLError as e:
             return None, [ConfigProblem(source, "", _syntax_message(e))]
         except yaml.YAMLError as e:
             return None, [ConfigProblem(source, "", f"YAML error: {e}")]
-        except RecursionError:
-            return None, [ConfigProblem(source, "", "YAML error: the document is nested too deeply")]
-        if root is None:
-            return Document(source, None), []
-        builder = _Builder(loader, source)
-        try:
-            data = builder.build(root, ())
-        except yaml.MarkedYAMLError as e:
-            return None, [ConfigProblem(source, "", _syntax_message(e))]
-        except RecursionError:
-            return None, [ConfigProblem(source, "", "YAML error: the document is nested too deeply")]
         return Document(source, data, builder.lines), builder.problems
     finally:
         loader.dispose()
+
+
+class _Refused(Exception):
+    """The document is past one of the limits above; the message says which, and where."""
+
+
+def _too_deep(line: int, *, expanded: bool = False) -> _Refused:
+    how = " once aliases are expanded" if expanded else ""
+    return _Refused(
+        f"YAML error: the document is nested more than {MAX_DEPTH} levels deep{how} (line {line}); "
+        "a configuration needs far fewer"
+    )
+
+
+def _too_large(line: int) -> _Refused:
+    return _Refused(
+        f"YAML error: the document expands to more than {MAX_VALUES:,} values or "
+        f"{MAX_TEXT_CHARS // MAX_FILE_BYTES} MiB of text once aliases (*name) and merge keys (<<) repeat what "
+        f"they refer to; it passes that limit with what starts at line {line}"
+    )
+
+
+class _NestingError(yaml.MarkedYAMLError):
+    """Raised while composing, where the line and column of the level too many are known."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing nesting deeper than ``MAX_DEPTH`` while it composes (its composer
+    recurses once per level; its parser and scanner do not)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise _NestingError(
+                    None,
+                    None,
+                    f"the document is nested more than {MAX_DEPTH} levels deep; a configuration needs far fewer",
+                    mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+@dataclass
+class _Size:
+    values: int
+    chars: int
+    height: int
+
+
+def _measure(root: Node) -> None:
+    """Refuse a document whose expansion is past ``MAX_VALUES``/``MAX_TEXT_CHARS`` or ``MAX_DEPTH``.
+
+    Linear in the number of distinct nodes: the size of a node that several aliases refer to is computed
+    once. Every node is at most ``MAX_DEPTH`` levels down when its size is computed (deeper is refused), so
+    a long chain of aliases cannot exhaust the stack either. A problem names the line of the mapping or
+    list that is too large or too deep (an alias's own position is not kept by PyYAML).
+    """
+    sizes: dict[int, _Size] = {}
+    on_path: set[int] = set()
+
+    def size_of(node: Node, depth: int) -> _Size:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if id(node) in on_path:
+            return _Size(1, 0, 1)  # an alias to its own container: the builder reports it
+        if isinstance(node, ScalarNode):
+            known = _Size(1, len(str(node.value)), 1)
+        else:
+            on_path.add(id(node))
+            try:
+                known = collection_size(node, depth)
+            finally:
+                on_path.discard(id(node))
+        sizes[id(node)] = known
+        return known
+
+    def collection_size(node: Node, depth: int) -> _Size:
+        # (child, levels it adds): a merge key's mapping (or list of mappings) counts whole, since flattening
+        # copies every entry it refers to, but its entries join this mapping, one level down, not two.
+        children: list[tuple[Node, int]] = []
+        for item in node.value:
+            if not isinstance(item, tuple):
+                children.append((item, 1))
+            elif item[0].tag == _MERGE_TAG and isinstance(item[1], SequenceNode):
+                children.extend([(item[0], 1), *((merged, 0) for merged in item[1].value)])
+            else:
+                children.extend([(item[0], 1), (item[1], 0 if item[0].tag == _MERGE_TAG else 1)])
+        total = _Size(1, 0, 1)
+        for child, levels in children:
+            part = size_of(child, depth + levels)
+            total.values += part.values
+            total.chars += part.chars
+            total.height = max(total.height, part.height + levels)
+            if total.values > MAX_VALUES or total.chars > MAX_TEXT_CHARS:
+                raise _too_large(child.start_mark.line + 1)  # what an alias refers to, or a big merge
+            if depth + total.height - 1 > MAX_DEPTH:
+                raise _too_deep(node.start_mark.line + 1, expanded=True)
+        return total
+
+    size_of(root, 1)
 
 
 def read_yaml(path: Path, source: str | None = None) -> tuple[Document | None, list[ConfigProblem]]:
@@ -162,8 +288,9 @@ def _syntax_message(e: yaml.MarkedYAMLError) -> str:
         if e.context_mark is not None and e.context_mark is not mark:
             context += f" at line {e.context_mark.line + 1}"
         context += ")"
-    # A constructor error is valid syntax with a refused tag (!!python/...); say "YAML error" then.
-    kind = "YAML error" if isinstance(e, yaml.constructor.ConstructorError) else "YAML syntax error"
+    # A constructor error is valid syntax with a refused tag (!!python/...), a nesting error valid syntax
+    # past a limit; say "YAML error" then.
+    kind = "YAML error" if isinstance(e, yaml.constructor.ConstructorError | _NestingError) else "YAML syntax error"
     return f"{kind}{where}: {what}{context}"
 
 
