@@ -267,7 +267,7 @@ def test_docker_host_env_is_not_an_override(tmp_path: Path) -> None:
     [
         ({"RELABEL_TIME": "abc"}, ["environment: RELABEL_TIME: expected a number, found 'abc'"]),
         ({"RELABEL_TIME": "nan"}, ["environment: RELABEL_TIME: expected a finite number"]),
-        ({"RELABEL_TIME": "-3"}, ["environment: RELABEL_TIME: must be greater than 0", "resync_interval"]),
+        ({"RELABEL_TIME": "-3"}, ["environment: RELABEL_TIME: must be at least 1 second", "resync_interval"]),
         ({"DRY_RUN": "maybe"}, ["environment: DRY_RUN: expected true or false", "found 'maybe'"]),
         ({"LOG_TO_FILE": "orcastra.log"}, ["environment: LOG_TO_FILE: expected true", "absolute file path"]),
         ({"BOOTSTRAP_MODE": "watch"}, ["environment: BOOTSTRAP_MODE: the mode 'watch' is now called 'loop'"]),
@@ -307,7 +307,7 @@ def test_bad_env(tmp_path: Path, env: dict[str, str], fragments: list[str]) -> N
 def test_env_problem_inside_a_section_reported_with_the_file_problems(tmp_path: Path) -> None:
     message = problems_of(tmp_path, "reconcile:\n  debounce_seconds: -1\n", {"RELABEL_TIME": "0"})
     assert "reconcile.debounce_seconds: must be at least 0" in message
-    assert "environment: RELABEL_TIME: must be greater than 0" in message
+    assert "environment: RELABEL_TIME: must be at least 1 second" in message
 
 
 @pytest.mark.parametrize(

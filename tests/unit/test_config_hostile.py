@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from orcastra.config import Config, load_config
 from orcastra.config.load import INTERNAL_ERROR
@@ -81,7 +82,10 @@ def test_an_unreadable_value_is_reported_once(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        (f"reconcile:\n  resync_interval_seconds: {HUGE_HEX}\n", "reconcile.resync_interval_seconds:"),
+        (
+            f"reconcile:\n  resync_interval_seconds: {HUGE_HEX}\n",
+            "reconcile.resync_interval_seconds: expected a number of a sensible size, found a number with about 6021",
+        ),
         ("stack: " + ":".join(["59"] * 3000) + "\n", "stack: expected a string, found a number with"),
     ],
     ids=["hex-integer-seconds", "sexagesimal"],
@@ -210,3 +214,132 @@ def test_line_numbers_survive_aliases(tmp_path: Path) -> None:
     text = "nodes:\n  a: &n {labels: [ok]}\n  b:\n    <<: *n\n    ip: 10.0.0.300\n"
     message = problems_in(tmp_path, text)
     assert "nodes.b.ip: expected an IPv4 or IPv6 address, found '10.0.0.300' (line 5)" in message
+
+
+# --- defect 3: every duration and count has a sane minimum and maximum ---------------------------------
+
+# (section path, key, lowest accepted, highest accepted)
+BOUNDS = [
+    ("docker", "timeout_seconds", 1, 3600),
+    ("reconcile", "resync_interval_seconds", 1, 86400),
+    ("reconcile", "debounce_seconds", 0, 60),
+    ("reconcile", "task_poll_interval_seconds", 0.05, 3600),
+    ("reconcile", "pending_grace_seconds", 0, 86400),
+    ("reconcile", "misplaced_grace_seconds", 0, 86400),
+    ("leader_election", "ttl_seconds", 3, 3600),
+    ("commands", "results_max_bytes", 4096, 1024**3),
+    ("commands", "results_keep", 1, 100),
+    ("rebalance", "sustained_seconds", 0, 86400),
+    ("rebalance", "monitor_interval_seconds", 1, 86400),
+    ("rebalance", "global_cooldown_seconds", 0, 604800),
+    ("rebalance", "service_cooldown_seconds", 0, 604800),
+    ("rebalance", "max_moves_per_cycle", 1, 100),
+    ("rebalance", "max_moves_per_node", 1, 100),
+    ("rebalance", "stale_after_seconds", 1, 86400),
+    ("rebalance", "move_timeout_seconds", 10, 86400),
+    ("rebalance.sources", "timeout_seconds", 0.1, 300),
+    ("bootstrap", "loop_interval_seconds", 1, 86400),
+    ("bootstrap", "remove_down_after_seconds", 60, 31536000),
+    ("reboot", "drain_timeout_seconds", 1, 86400),
+    ("reboot", "command_timeout_seconds", 1, 86400),
+    ("reboot", "ready_timeout_seconds", 1, 86400),
+    ("reboot", "poll_interval_seconds", 0.01, 3600),
+    ("reboot.schedule", "check_interval_seconds", 1, 86400),
+]
+
+
+def setting(section: str, key: str, value: float) -> str:
+    """YAML that sets ``section.key`` (dotted section) to ``value``."""
+    inner: dict[str, object] = {key: value}
+    if section == "reboot" and value > 0:
+        inner["lock_ttl_seconds"] = 604800  # long reboot timeouts need a lock that outlives them all
+    data = inner
+    for part in reversed(section.split(".")):
+        data = {part: data}
+    return yaml.safe_dump(data)
+
+
+def shown(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@pytest.mark.parametrize(("section", "key", "low", "high"), BOUNDS, ids=[f"{s}.{k}" for s, k, _, _ in BOUNDS])
+def test_bounds_of_every_duration_and_count(tmp_path: Path, section: str, key: str, low: float, high: float) -> None:
+    for i, ok in enumerate((low, high)):
+        path = tmp_path / f"ok{i}.yml"
+        path.write_text(setting(section, key, ok), encoding="utf-8")
+        load_config(path, {})
+    below = low - 1 if low >= 1 else low / 10 if low > 0 else -1
+    too_small = problems_in(tmp_path, setting(section, key, below))
+    assert f"{section}.{key}: must be at least {shown(low)}" in too_small, too_small
+    too_large = problems_in(tmp_path, setting(section, key, high * 10))
+    assert f"{section}.{key}: must be at most {shown(high)}" in too_large, too_large
+
+
+def test_a_nanosecond_interval_is_refused(tmp_path: Path) -> None:
+    text = "reconcile:\n  resync_interval_seconds: 1e-9\n  task_poll_interval_seconds: 0.000001\n"
+    message = problems_in(tmp_path, text)
+    assert "reconcile.resync_interval_seconds: must be at least 1 second, found the string '1e-9' (line 2)" in message
+    assert "reconcile.task_poll_interval_seconds: must be at least 0.05 seconds" in message
+
+
+def test_retry_intervals_are_bounded(tmp_path: Path) -> None:
+    message = problems_in(tmp_path, "anchors:\n  db:\n    dependents: [web]\n    retry_intervals: [0.001, 1e12]\n")
+    assert "anchors.db.retry_intervals[0]: must be at least 1 second" in message
+    assert "anchors.db.retry_intervals[1]: must be at most 86400 seconds (1 day)" in message
+
+
+def test_a_huge_hexadecimal_integer_is_bounded(tmp_path: Path) -> None:
+    # Before the bound it was valid, and printing the fingerprint of the configuration failed (4300 digits).
+    message = problems_in(tmp_path, f"commands:\n  results_max_bytes: {HUGE_HEX}\n")
+    assert "commands.results_max_bytes: must be at most 1073741824, found a number with about 6021 digits" in message
+
+
+def numeric_fields() -> list[tuple[str, object]]:
+    """Every int or float field in the schema, as (dotted name, pydantic FieldInfo)."""
+    from pydantic import BaseModel
+
+    from orcastra.config.report import _strip
+
+    found: list[tuple[str, object]] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            tp = _strip(info.annotation)
+            for _ in range(3):  # through list[...] and dict[..., ...]
+                args = getattr(tp, "__args__", None)
+                if args and getattr(tp, "__origin__", None) in (list, dict):
+                    tp = _strip(args[-1])
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                walk(tp, f"{prefix}{name}.")
+            elif tp in (int, float):
+                found.append((f"{prefix}{name}", info))
+
+    walk(Config, "")
+    return found
+
+
+def constraints(annotation: object) -> list[object]:
+    """Every constraint inside ``annotation``: ``Annotated`` metadata, through ``| None`` and ``list[...]``."""
+    from pydantic.fields import FieldInfo
+
+    found: list[object] = []
+    for item in getattr(annotation, "__metadata__", ()):
+        found.extend(item.metadata if isinstance(item, FieldInfo) else [item])
+    for arg in getattr(annotation, "__args__", ()):
+        found.extend(constraints(arg))
+    return found
+
+
+def test_every_number_in_the_schema_has_both_bounds() -> None:
+    import annotated_types
+
+    unbounded = []
+    for name, info in numeric_fields():
+        metadata = [*getattr(info, "metadata", []), *constraints(getattr(info, "annotation", None))]
+        has_low = any(isinstance(m, annotated_types.Ge | annotated_types.Gt) for m in metadata)
+        has_high = any(isinstance(m, annotated_types.Le | annotated_types.Lt) for m in metadata)
+        if not (has_low and has_high):
+            unbounded.append(name)
+    assert unbounded == []
+    assert len(numeric_fields()) >= 30

@@ -16,7 +16,7 @@ from pydantic import AliasChoices, BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from orcastra.config.source import Unreadable
-from orcastra.domain.wording import describe, number
+from orcastra.domain.wording import describe, number, seconds
 
 Loc = tuple[str | int, ...]
 
@@ -85,11 +85,16 @@ def _message(detail: ErrorDetails, loc: Loc, root: type[BaseModel]) -> str:
     ctx: dict[str, Any] = dict(detail.get("ctx") or {})
     value = detail.get("input")
     found = describe(value)
+    if kind == "float_type" and isinstance(value, int) and not isinstance(value, bool):
+        # An integer too large for a float (past 1e308): no bound check ever saw it.
+        return f"expected a number of a sensible size, found {found}"
     if kind in _EXPECTED:
         return f"expected {_EXPECTED[kind]}, found {found}"
     if kind in _BOUNDS:
         words, key = _BOUNDS[kind]
-        return f"{words} {_bound(ctx.get(key))}, found {found}"
+        bound = ctx.get(key)
+        shown = seconds(bound) if _is_duration(loc) and isinstance(bound, int | float) else _bound(bound)
+        return f"{words} {shown}, found {found}"
     if kind == "orcastra":
         return str(ctx.get("message", detail["msg"]))
     if kind == "missing":
@@ -110,6 +115,12 @@ def _message(detail: ErrorDetails, loc: Loc, root: type[BaseModel]) -> str:
     if kind == "literal_error":
         return f"expected {ctx.get('expected')}, found {found}"
     return f"{detail['msg']}, found {found}"
+
+
+def _is_duration(loc: Loc) -> bool:
+    """``*_seconds`` settings and ``retry_intervals`` items are seconds."""
+    name = next((part for part in reversed(loc) if isinstance(part, str)), "")
+    return name.endswith("_seconds") or name == "retry_intervals"
 
 
 def _bound(value: object) -> str:

@@ -1,5 +1,6 @@
 """The settings vocabulary every feature's config section is written in: the pydantic base model and the
-field types (service names, hostnames, label keys and values, endpoints, paths, durations).
+field types (service names, hostnames, label keys and values, endpoints, paths, durations with their floors
+and ceilings).
 
 Every model forbids unknown keys, so a typo is an error instead of a silently ignored setting. Checks that
 involve several fields (``cross_check``) run even when some other field of the same model is invalid, on
@@ -160,7 +161,19 @@ LabelValue = Annotated[str, BeforeValidator(_coerce_label_value), AfterValidator
 Endpoint = Annotated[str, AfterValidator(_check_endpoint)]
 IpAddress = Annotated[str, AfterValidator(_check_ip)]
 AbsolutePath = Annotated[Path, AfterValidator(_check_absolute)]
-PositiveSeconds = Annotated[float, Field(gt=0)]
+# Durations: every one has a floor (a period of 1e-9 s would spin a loop) and a ceiling (a timeout of 1e300 s
+# overflows the clock arithmetic and the waits that use it). The per-setting bounds are in each model.
+MINUTE_SECONDS = 60
+HOUR_SECONDS = 3600
+DAY_SECONDS = 86400
+WEEK_SECONDS = 7 * DAY_SECONDS
+YEAR_SECONDS = 365 * DAY_SECONDS
+# How often a loop runs, or how long something may stay stale: from a second to a day.
+IntervalSeconds = Annotated[float, Field(ge=1, le=DAY_SECONDS)]
+# How long to wait before acting on a state that may still resolve itself (0: at once).
+GraceSeconds = Annotated[float, Field(ge=0, le=DAY_SECONDS)]
+# How long to leave something alone after acting on it.
+CooldownSeconds = Annotated[float, Field(ge=0, le=WEEK_SECONDS)]
 ListenAddress = Annotated[str, AfterValidator(_check_listen)]
 
 

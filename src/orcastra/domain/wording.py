@@ -43,6 +43,19 @@ def number(value: float) -> str:
     return str(value)
 
 
+_UNITS = ((7 * 86400, "week"), (86400, "day"), (3600, "hour"), (60, "minute"))
+
+
+def seconds(value: float) -> str:
+    """A duration bound as a person reads it: ``1 second``, ``0.05 seconds``, ``86400 seconds (1 day)``."""
+    text = f"{number(value)} second{'' if value == 1 else 's'}"
+    for size, unit in _UNITS:
+        if value >= size and value % size == 0:
+            count = int(value // size)
+            return f"{text} ({count} {unit}{'' if count == 1 else 's'})"
+    return text
+
+
 _MAX_SHOWN_DIGITS = 30
 
 
