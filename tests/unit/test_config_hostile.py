@@ -18,6 +18,8 @@ from orcastra.config.load import INTERNAL_ERROR
 from orcastra.errors import ConfigError
 
 HUGE_DECIMAL = "9" * 5000  # past Python's 4300-digit limit of int(str)
+# Far above the milliseconds these take, far below the minute a bomb took: a loaded CI machine still passes.
+QUICK_SECONDS = 5.0
 HUGE_HEX = "0x" + "f" * 5000  # hexadecimal has no such limit, but printing it in decimal has
 
 
@@ -155,10 +157,10 @@ def test_a_bug_of_ours_is_still_a_config_error(tmp_path: Path, monkeypatch: pyte
 BILLION_LAUGHS = "".join(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}" if i else "lol"] * 10) + "]\n" for i in range(10))
 # Merge keys double the merged entries at every level: 2**30 entries after 30 lines.
 MERGE_BOMB = "m0: &m0 {a: 1, b: 2}\n" + "".join(f"m{i}: &m{i} {{<<: [*m{i - 1}, *m{i - 1}]}}\n" for i in range(1, 30))
-# A chain of aliases, each one level deeper than the last: 3000 levels after expansion, 2 in the file.
+# A chain of aliases, each one level deeper than the last: 100 levels after expansion, 2 in the file.
 DEEP_MAPPINGS = "a:\n" + "".join("  " * i + f"  k{i}:\n" for i in range(1, 30))
 NESTED = "the document is nested more than 20 levels deep"
-ALIAS_CHAIN = "c0: &c0 [x]\n" + "".join(f"c{i}: &c{i} [*c{i - 1}]\n" for i in range(1, 3000))
+ALIAS_CHAIN = "c0: &c0 [x]\n" + "".join(f"c{i}: &c{i} [*c{i - 1}]\n" for i in range(1, 100))
 
 
 @pytest.mark.parametrize(
@@ -175,7 +177,7 @@ ALIAS_CHAIN = "c0: &c0 [x]\n" + "".join(f"c{i}: &c{i} [*c{i - 1}]\n" for i in ra
 def test_expansion_and_nesting_are_bounded(tmp_path: Path, text: str, fragments: list[str]) -> None:
     started = time.monotonic()
     message = problems_in(tmp_path, text)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < QUICK_SECONDS
     for fragment in fragments:
         assert fragment in message, message
 
@@ -200,7 +202,7 @@ def test_an_endless_device_is_refused() -> None:
     started = time.monotonic()
     with pytest.raises(ConfigError, match="is larger than 1 MiB"):
         load_config(Path("/dev/zero"), {})
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < QUICK_SECONDS
 
 
 def test_a_pipe_is_refused_without_blocking(tmp_path: Path) -> None:
@@ -343,3 +345,56 @@ def test_every_number_in_the_schema_has_both_bounds() -> None:
             unbounded.append(name)
     assert unbounded == []
     assert len(numeric_fields()) >= 30
+
+
+# --- defect 4: a secret is never repeated in a message -------------------------------------------------
+
+SECRET = "12345678"
+
+
+@pytest.mark.parametrize(
+    ("token", "fragment"),
+    [
+        (SECRET, "api.token: expected a string, found a number (not shown: api.token is a secret"),
+        ("2024-01-01", "api.token: expected a string, found a date (not shown: api.token is a secret"),
+        ("true", "api.token: expected a string, found a boolean (not shown"),
+        (f"!!int x{SECRET}", "api.token: cannot be read as an integer (it is tagged !!int)"),
+        (f"[{SECRET}]", "api.token: expected a string, found a list"),
+        (f"{{a: {SECRET}}}", "api.token: expected a string, found a mapping"),
+    ],
+    ids=["number", "date", "boolean", "bad-tag", "list", "mapping"],
+)
+def test_the_api_token_is_never_shown(tmp_path: Path, token: str, fragment: str) -> None:
+    message = problems_in(tmp_path, f"api:\n  token: {token}\n  token_file: /run/secrets/t\n")
+    assert fragment in message, message
+    assert SECRET not in message
+
+
+def test_the_token_is_not_in_the_schema_errors_text() -> None:
+    # str(ValidationError) is what a programmer's log would show; it must not carry the token either.
+    from pydantic import ValidationError
+
+    for data in ({"api": {"token": int(SECRET)}}, {"api": {"token": SECRET, "token_file": "/x", "bogus": 1}}):
+        with pytest.raises(ValidationError) as info:
+            Config.model_validate(data)
+        assert SECRET not in str(info.value)
+
+
+def test_a_password_in_a_url_is_never_shown(tmp_path: Path) -> None:
+    text = f"rebalance:\n  sources:\n    prometheus:\n      url: htps://admin:{SECRET}@prometheus:9090\n"
+    message = problems_in(tmp_path, text)
+    assert "rebalance.sources.prometheus.url: expected an http:// or https:// URL" in message
+    assert "htps://admin:***@prometheus:9090" in message
+    assert SECRET not in message
+
+
+def test_the_token_file_contents_are_never_shown(tmp_path: Path) -> None:
+    from orcastra.commands import load_token
+
+    token_file = tmp_path / "token"
+    token_file.write_bytes(SECRET.encode() + b"\xff\n")
+    config = load_config(None, {}).api.model_copy(update={"token_file": token_file})
+    with pytest.raises(ConfigError) as info:
+        load_token(config)
+    assert "not UTF-8" in str(info.value)
+    assert SECRET not in str(info.value)

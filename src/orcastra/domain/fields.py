@@ -178,9 +178,13 @@ ListenAddress = Annotated[str, AfterValidator(_check_listen)]
 
 
 class Section(BaseModel):
-    """Base of every config model: immutable, unknown keys rejected, no NaN or infinity."""
+    """Base of every config model: immutable, unknown keys rejected, no NaN or infinity.
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    ``hide_input_in_errors``: the text of a ``ValidationError`` (what a log shows) never carries a value,
+    which may be a secret; ``orcastra.config`` words its own messages from the errors' details.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, hide_input_in_errors=True)
 
     cross_check_raw: ClassVar[bool] = False
     """True: ``cross_check`` always sees the raw input, which keeps the key names as the user wrote them."""

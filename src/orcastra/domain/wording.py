@@ -33,6 +33,33 @@ def describe(value: object) -> str:
     return f"a value of type {type(value).__name__}"
 
 
+def kind(value: object) -> str:
+    """What sort of value was found, without the value itself (for secrets): "a number", "a list"."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dt.date):
+        return "a date"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a value of type {type(value).__name__}"
+
+
+_URL_PASSWORD_RE = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*:)[^/@\s]*@")
+
+
+def hide_passwords(text: str) -> str:
+    """``scheme://user:password@host`` with the password replaced by ``***``, wherever it is in ``text``."""
+    return _URL_PASSWORD_RE.sub(r"\1***@", text)
+
+
 def number(value: float) -> str:
     """A number as a person writes it: ``0`` rather than ``0.0``, ``2.5`` as is."""
     if isinstance(value, int) and _too_long(value):

@@ -33,7 +33,7 @@ StepTimeoutSeconds = Annotated[float, Field(ge=1, le=_DAY_SECONDS)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, hide_input_in_errors=True)
 
 
 class RebootSchedule(_Section):
