@@ -398,3 +398,23 @@ def test_the_token_file_contents_are_never_shown(tmp_path: Path) -> None:
         load_token(config)
     assert "not UTF-8" in str(info.value)
     assert SECRET not in str(info.value)
+
+
+# --- found by the fuzzers and the review beyond the list ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "stack: " + "a" * 60 + "!\n",
+        "anchors:\n  db:\n    dependents: [" + "w" * 50 + "-]\n",
+        "leader_election:\n  lease_name: " + "x" * 10_000 + "_\n",
+    ],
+    ids=["stack", "dependent", "long-lease-name"],
+)
+def test_service_names_are_checked_in_linear_time(tmp_path: Path, text: str) -> None:
+    # The old pattern (?:[-_]*[A-Za-z0-9]+)* backtracked exponentially: 30 letters and a '!' took minutes.
+    started = time.monotonic()
+    message = problems_in(tmp_path, text)
+    assert time.monotonic() - started < QUICK_SECONDS
+    assert "not a valid Swarm service or stack name" in message or "longer than Swarm's limit" in message

@@ -35,10 +35,12 @@ from orcastra.domain.wording import describe
 
 ENDPOINT_SCHEMES = ("unix://", "tcp://", "ssh://")
 
-# swarmkit manager/controlapi/common.go: `isValidDNSName`, the rule for service names; its
-# validateAnnotations also caps them at 63 characters. A stack name becomes the `<stack>_` prefix of
-# every service name in the stack, so the same rule applies to it.
-SERVICE_NAME_RE = re.compile(r"^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*\Z")
+# swarmkit manager/controlapi/common.go: `isValidDNSName`, the rule for service names
+# (`^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$`); its validateAnnotations also caps them at 63 characters. A stack
+# name becomes the `<stack>_` prefix of every service name in the stack, so the same rule applies to it.
+# Written here so that each repetition starts with a separator: the same names, but Python's backtracking
+# engine stays linear (swarmkit's own form takes exponential time on "aaaa...a!"; Go's RE2 does not).
+SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9]+(?:[-_]+[A-Za-z0-9]+)*\Z")
 SERVICE_NAME_MAX_CHARS = 63
 
 Loc = tuple[str | int, ...]
@@ -64,13 +66,13 @@ def fail(message: str) -> PydanticCustomError:
 
 
 def _check_service_name(name: str) -> str:
+    if len(name) > SERVICE_NAME_MAX_CHARS:
+        raise fail(f"{describe(name)} is longer than Swarm's limit of {SERVICE_NAME_MAX_CHARS} characters")
     if not SERVICE_NAME_RE.match(name):
         raise fail(
             f"{name!r} is not a valid Swarm service or stack name: use letters and digits, "
             "with '-' or '_' only between them"
         )
-    if len(name) > SERVICE_NAME_MAX_CHARS:
-        raise fail(f"{name!r} is longer than Swarm's limit of {SERVICE_NAME_MAX_CHARS} characters")
     return name
 
 
