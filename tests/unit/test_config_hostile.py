@@ -418,3 +418,19 @@ def test_service_names_are_checked_in_linear_time(tmp_path: Path, text: str) -> 
     message = problems_in(tmp_path, text)
     assert time.monotonic() - started < QUICK_SECONDS
     assert "not a valid Swarm service or stack name" in message or "longer than Swarm's limit" in message
+
+
+def test_keys_with_control_characters_are_shown_escaped(tmp_path: Path) -> None:
+    # A key may hold an escape sequence (it would drive the terminal) or a newline (it would fake a problem).
+    message = problems_in(tmp_path, 'nodes:\n  "n1\\x1b[2J\\nfake": {labels: {"\\ud800": x}}\n"\\x07": 1\n')
+    for line in message.splitlines():
+        assert line.isprintable(), repr(line)
+    assert 'nodes["n1\\x1b[2J\\nfake"].labels: a key contains an escaped surrogate' in message
+    assert "(line 2)" in message
+
+
+def test_environment_values_are_shown_escaped(tmp_path: Path) -> None:
+    message = problems_in(tmp_path, "", {"EVENT_MODE": "false\r", "POLLING_MODE": "off\x0b"})
+    for line in message.splitlines():
+        assert line.isprintable(), repr(line)
+    assert "EVENT_MODE=false\\r, POLLING_MODE=off\\x0b" in message

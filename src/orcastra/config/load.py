@@ -20,7 +20,7 @@ from orcastra.config.legacy import LegacyFile, read_legacy_files
 from orcastra.config.model import Config
 from orcastra.config.report import error_messages
 from orcastra.config.source import FILE_NOT_FOUND, Document, loc_part, read_yaml
-from orcastra.domain.wording import describe, format_path
+from orcastra.domain.wording import describe, format_path, printable
 from orcastra.errors import ConfigError, ConfigProblem
 
 DEFAULT_CONFIG_PATH = Path("/etc/orcastra/orcastra.yml")
@@ -196,7 +196,7 @@ def _locate(
     from_env = [o.env for o in origins if o.env is not None and o.env.loc[: len(loc)] == loc]
     if from_env:
         # A check over a whole section (event_mode vs polling_mode...) saw values from variables.
-        message += " (from the environment: " + ", ".join(f"{e.var}={e.raw}" for e in from_env) + ")"
+        message += " (from the environment: " + ", ".join(f"{e.var}={printable(e.raw)}" for e in from_env) + ")"
     if best is None or best.document is None:
         # No file supplied this location (for example only the environment was used).
         return ConfigProblem(ENV_SOURCE if from_env else "configuration", format_path(loc), message), None

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import AliasChoices, BaseModel, SecretBytes, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
-from orcastra.config.source import Unreadable
+from orcastra.config.source import SURROGATE, Unreadable
 from orcastra.domain.wording import describe, format_path, hide_passwords, kind, number, seconds
 
 Loc = tuple[str | int, ...]
@@ -91,9 +91,9 @@ def _message(detail: ErrorDetails, loc: Loc, root: type[BaseModel]) -> str:
     if _is_secret(root, loc):
         hint = "; quote it to make it text" if isinstance(value, int | float | dt.date) else ""
         found = f"{kind(value)} (not shown: {format_path(loc)} is a secret{hint})"
-    if error == "float_type" and isinstance(value, int) and not isinstance(value, bool):
-        # An integer too large for a float (past 1e308): no bound check ever saw it.
-        return f"expected a number of a sensible size, found {found}"
+    special = _special_message(error, value, found)
+    if special is not None:
+        return special
     if error in _EXPECTED:
         return f"expected {_EXPECTED[error]}, found {found}"
     if error in _BOUNDS:
@@ -121,6 +121,16 @@ def _message(detail: ErrorDetails, loc: Loc, root: type[BaseModel]) -> str:
     if error == "literal_error":
         return f"expected {ctx.get('expected')}, found {found}"
     return f"{detail['msg']}, found {found}"
+
+
+def _special_message(error: str, value: object, found: str) -> str | None:
+    if error == "string_unicode":
+        # A lone surrogate inside a value the YAML reader did not check (a !!set or !!omap).
+        return SURROGATE
+    if error == "float_type" and isinstance(value, int) and not isinstance(value, bool):
+        # An integer too large for a float (past 1e308): no bound check ever saw it.
+        return f"expected a number of a sensible size, found {found}"
+    return None
 
 
 def _is_secret(root: type[BaseModel], loc: Loc) -> bool:

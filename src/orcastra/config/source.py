@@ -41,6 +41,7 @@ MAX_TEXT_CHARS = 4 * MAX_FILE_BYTES
 
 FILE_NOT_FOUND = "file not found"
 NUL_IN_PATH = "the path contains a NUL character"
+SURROGATE = "contains an escaped surrogate (\\ud800-\\udfff), which is not a character"
 
 _YAML_PREFIX = "tag:yaml.org,2002:"
 # What a value of each standard tag was meant to be, for "cannot be read as ...".
@@ -367,7 +368,11 @@ class _Builder:
             value = self.loader.construct_object(node, deep=True)
             if is_key:
                 hash(value)
-            return value
+            if not isinstance(value, str) or not _has_surrogate(value):
+                return value
+            # "\ud800" in a double-quoted string: half of a UTF-16 pair, no character (no file or label can
+            # hold it, and the schema's validator refuses the whole document without saying where).
+            message, with_line = ("a key " if is_key else "") + SURROGATE, True
         except yaml.constructor.ConstructorError as e:
             message, with_line = _syntax_message(e), False  # it names line and column itself
         except Exception as e:  # PyYAML's constructors raise whatever their parsing raises
@@ -415,6 +420,14 @@ class _Builder:
         if with_line:
             message += f" (line {node.start_mark.line + 1})"
         self.problems.append(ConfigProblem(self.source, format_path(loc), message))
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def loc_part(key: object) -> str | int:

@@ -100,8 +100,27 @@ def format_path(parts: Sequence[str | int]) -> str:
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif _PLAIN_KEY_RE.match(part):
+        elif _PLAIN_KEY_RE.match(part) and len(part) <= _SHOWN_KEY_CHARS:
             out += f".{part}" if out else part
         else:
-            out += f'["{part}"]'
+            out += f'["{printable(part)}"]'
     return out
+
+
+_SHOWN_KEY_CHARS = 60
+
+
+def printable(text: str) -> str:
+    """``text`` for a message line: control characters, quotes and backslashes escaped (a key may hold an
+    escape sequence that would drive the terminal, or a newline that would fake another problem), cut to 60
+    characters."""
+    cut = text if len(text) <= _SHOWN_KEY_CHARS else text[:_SHOWN_KEY_CHARS] + "..."
+    out: list[str] = []
+    for ch in cut:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))  # \x1b, \n, \ud800
+    return "".join(out)
