@@ -434,3 +434,11 @@ def test_environment_values_are_shown_escaped(tmp_path: Path) -> None:
     for line in message.splitlines():
         assert line.isprintable(), repr(line)
     assert "EVENT_MODE=false\\r, POLLING_MODE=off\\x0b" in message
+
+
+def test_a_value_that_should_be_a_list_is_shown_escaped(tmp_path: Path) -> None:
+    # Found by the property tests: an unassigned code point went into "write [...] for a one-item list" raw.
+    message = problems_in(tmp_path, 'anchors:\n  db:\n    dependents: "\\U0001b2fc\\x1b"\n')
+    assert "(write [\\U0001b2fc\\x1b] for a one-item list)" in message
+    for line in message.splitlines():
+        assert line.isprintable(), repr(line)

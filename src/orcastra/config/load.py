@@ -20,7 +20,7 @@ from orcastra.config.legacy import LegacyFile, read_legacy_files
 from orcastra.config.model import Config
 from orcastra.config.report import error_messages
 from orcastra.config.source import FILE_NOT_FOUND, Document, loc_part, read_yaml
-from orcastra.domain.wording import describe, format_path, printable
+from orcastra.domain.wording import describe, format_path, one_line, printable
 from orcastra.errors import ConfigError, ConfigProblem
 
 DEFAULT_CONFIG_PATH = Path("/etc/orcastra/orcastra.yml")
@@ -106,7 +106,8 @@ def _load(path: Path | None, env: Mapping[str, str], *, required: bool) -> Confi
         problems.extend(problem for problem, _ in located)
 
     if problems or config is None:
-        raise ConfigError(problems)
+        # Whatever a message quotes (a path, a YAML error's text), it stays one printable line.
+        raise ConfigError([ConfigProblem(one_line(p.source), one_line(p.path), one_line(p.message)) for p in problems])
     return config
 
 

@@ -19,7 +19,7 @@ from pydantic import AliasChoices, BaseModel, SecretBytes, SecretStr, Validation
 from pydantic_core import ErrorDetails
 
 from orcastra.config.source import SURROGATE, Unreadable
-from orcastra.domain.wording import describe, format_path, hide_passwords, kind, number, seconds
+from orcastra.domain.wording import describe, format_path, hide_passwords, kind, number, printable, seconds
 
 Loc = tuple[str | int, ...]
 
@@ -108,7 +108,7 @@ def _message(detail: ErrorDetails, loc: Loc, root: type[BaseModel]) -> str:
     if error == "extra_forbidden":
         return _unknown_key_message(loc, root)
     if error in ("list_type", "tuple_type", "set_type"):
-        hint = f" (write [{value}] for a one-item list)" if isinstance(value, str) else ""
+        hint = f" (write [{printable(value)}] for a one-item list)" if isinstance(value, str) else ""
         return f"expected a list, found {found}{hint}"
     if error in ("dict_type", "model_type", "model_attributes_type"):
         hint = " (leave the key out to use the defaults, or write {} for empty)" if value is None else ""

@@ -110,6 +110,14 @@ def format_path(parts: Sequence[str | int]) -> str:
 _SHOWN_KEY_CHARS = 60
 
 
+def one_line(text: str) -> str:
+    """``text`` with every character that is not printable escaped (``\\n``, ``\\x1b``, ``\\ud800``): a
+    message is one line that cannot drive a terminal, and a log file can always encode it."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+
+
 def printable(text: str) -> str:
     """``text`` for a message line: control characters, quotes and backslashes escaped (a key may hold an
     escape sequence that would drive the terminal, or a newline that would fake another problem), cut to 60
