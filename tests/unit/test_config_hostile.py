@@ -442,3 +442,12 @@ def test_a_value_that_should_be_a_list_is_shown_escaped(tmp_path: Path) -> None:
     assert "(write [\\U0001b2fc\\x1b] for a one-item list)" in message
     for line in message.splitlines():
         assert line.isprintable(), repr(line)
+
+
+def test_a_number_too_large_for_a_float_in_a_cross_check(tmp_path: Path) -> None:
+    # Found by the property tests: the target/high check converted 10**309 to a float and raised OverflowError.
+    message = problems_in(tmp_path, f"rebalance:\n  high_percent: {10**309}\n")
+    assert INTERNAL_ERROR not in message
+    assert (
+        "rebalance.high_percent: expected a number of a sensible size, found a number with about 310 digits" in message
+    )

@@ -7,7 +7,9 @@ mapping (the later value would win without a word). Every failure (missing file,
 not UTF-8, a control character, YAML syntax, a value that cannot be constructed such as ``2024-13-45`` or
 ``!!int abc``) becomes a ``ConfigProblem``, never an exception: the daemon re-reads this file while it runs,
 and a mistake in it must never stop it. A value that cannot be constructed is reported here and replaced by
-``UNREADABLE``, which the schema's report skips, so each mistake is said once.
+``UNREADABLE``, which the schema's report skips, so each mistake is said once. Reading any file is bounded
+work: its size, its nesting and what its aliases expand to are limited (below) and measured before anything
+is built.
 """
 
 from __future__ import annotations

@@ -244,10 +244,14 @@ def _validation_error(model: type[BaseModel], details: list[InitErrorDetails]) -
 
 
 def number(value: object) -> float | None:
-    """``value`` if it already is a real number (bools are not), else None: the cross check skips it."""
+    """``value`` if it already is a real number (bools are not), else None: the cross check skips it (an
+    integer too large for a float too: the field's own check reports it)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def service_name(short: str, stack: str | None) -> str:
