@@ -137,7 +137,7 @@ def test_problems_name_the_legacy_file(
 def test_legacy_and_main_problems_reported_together(tmp_path: Path) -> None:
     message = problems(tmp_path, "reconcile: {resync_interval_seconds: 0}\n", nodes="n1: {role: boss}\n")
     assert "2 problems" in message
-    assert "orcastra.yml: reconcile.resync_interval_seconds: must be greater than 0" in message
+    assert "orcastra.yml: reconcile.resync_interval_seconds: must be at least 1 second" in message
     assert "nodes.yml: n1.role: expected 'manager' or 'worker'" in message
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -20,6 +21,37 @@ if TYPE_CHECKING:
     from orcastra.features.rebalance import RebalancePlan
 
 
+CONFIG_HELP = (
+    "Configuration file (default: $ORCASTRA_CONFIG or /etc/orcastra/orcastra.yml). Accepted before or after "
+    "the command (orcastra --config F run, orcastra run --config F); given more than once, the one given "
+    "last wins."
+)
+
+
+def _remember_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Store ``--config`` where every command reads it; a later one (after the command) replaces an earlier."""
+    del param
+    if value is not None:
+        ctx.ensure_object(dict)["config_path"] = value
+    return value
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _config_option(command: _F) -> _F:
+    """``--config`` on a command, with the same meaning as on the group (click options belong to one level)."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path),
+        default=None,
+        expose_value=False,
+        callback=_remember_config,
+        help=CONFIG_HELP,
+    )(command)
+
+
 def _fail(err: OrcastraError) -> NoReturn:
     click.echo(f"orcastra: {err}", err=True)
     sys.exit(err.exit_code)
@@ -27,17 +59,11 @@ def _fail(err: OrcastraError) -> NoReturn:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="orcastra")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Configuration file (default: $ORCASTRA_CONFIG or /etc/orcastra/orcastra.yml).",
-)
+@_config_option
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None) -> None:
+def cli(ctx: click.Context) -> None:
     """Orcastra: anchor-following, node labels and rebalancing for Docker Swarm."""
-    ctx.obj = {"config_path": config_path}
+    ctx.ensure_object(dict).setdefault("config_path", None)
 
 
 def _load(ctx: click.Context) -> tuple[Config, Path]:
@@ -66,6 +92,7 @@ def _read_swarm(ctx: click.Context) -> tuple[Config, Snapshot]:
 
 
 @cli.command()
+@_config_option
 @click.option("--once", is_flag=True, default=None, help="Run one cycle and exit (RUN_ONCE).")
 @click.option("--dry-run", is_flag=True, default=None, help="Log what would change; change nothing (DRY_RUN).")
 @click.pass_context
@@ -91,6 +118,7 @@ def run(ctx: click.Context, once: bool | None, dry_run: bool | None) -> None:
 
 
 @cli.command()
+@_config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.pass_context
 def plan(ctx: click.Context, as_json: bool) -> None:
@@ -112,6 +140,7 @@ def _plan_rebalance_once(config: Config, snapshot: Snapshot) -> RebalancePlan:
 
 
 @cli.command()
+@_config_option
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
@@ -126,6 +155,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command(name="do", context_settings={"ignore_unknown_options": True})
+@_config_option
 @click.argument("words", nargs=-1, required=True)
 @click.pass_context
 def do(ctx: click.Context, words: tuple[str, ...]) -> None:
@@ -144,10 +174,12 @@ def do(ctx: click.Context, words: tuple[str, ...]) -> None:
 
 
 @cli.command()
+@_config_option
 @click.argument("file", required=False, type=click.Path(path_type=Path))
 @click.pass_context
 def validate(ctx: click.Context, file: Path | None) -> None:
-    """Check a configuration FILE (default: --config / ORCASTRA_CONFIG); report every problem at once."""
+    """Check a configuration FILE (default: --config / ORCASTRA_CONFIG; FILE wins over both); report every
+    problem at once."""
     from orcastra.config import load_config, resolve_config_path
 
     path = file if file is not None else resolve_config_path(ctx.obj["config_path"], os.environ)

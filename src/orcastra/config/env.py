@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orcastra.config.model import DEFAULT_LOG_FILE
+from orcastra.config.source import NUL_IN_PATH
 from orcastra.errors import ConfigProblem
 
 ENV_SOURCE = "environment"
@@ -61,7 +62,10 @@ def _lower_text(raw: str) -> str:
 
 
 def _path(raw: str) -> Path:
-    return Path(raw.strip())
+    word = raw.strip()
+    if "\0" in word:
+        raise _Unparsable(NUL_IN_PATH)
+    return Path(word)
 
 
 def _log_file(raw: str) -> Path | None:
@@ -71,7 +75,7 @@ def _log_file(raw: str) -> Path | None:
     if word.lower() in FALSE_WORDS:
         return None
     if word.startswith("/"):
-        return Path(word)
+        return _path(word)
     raise _Unparsable(f"expected true (log to {DEFAULT_LOG_FILE}), false (no log file) or an absolute file path")
 
 

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from orcastra.config.source import FILE_NOT_FOUND, Document, read_yaml
+from orcastra.config.env import ENV_SOURCE
+from orcastra.config.source import FILE_NOT_FOUND, NUL_IN_PATH, Document, read_yaml
 from orcastra.domain.wording import describe
 from orcastra.errors import ConfigProblem
 
@@ -39,6 +40,9 @@ def read_legacy_files(env: Mapping[str, str]) -> tuple[list[LegacyFile], list[Co
     for var, section in ((NODES_FILE_VAR, "nodes"), (DEPENDENCIES_FILE_VAR, "anchors")):
         raw = env.get(var, "").strip()
         if not raw:
+            continue
+        if "\0" in raw:
+            problems.append(ConfigProblem(ENV_SOURCE, var, NUL_IN_PATH))
             continue
         document, found = read_yaml(Path(raw))
         if found and document is None and found[0].message == FILE_NOT_FOUND:

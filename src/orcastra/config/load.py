@@ -20,7 +20,7 @@ from orcastra.config.legacy import LegacyFile, read_legacy_files
 from orcastra.config.model import Config
 from orcastra.config.report import error_messages
 from orcastra.config.source import FILE_NOT_FOUND, Document, loc_part, read_yaml
-from orcastra.domain.wording import describe, format_path
+from orcastra.domain.wording import describe, format_path, one_line, printable
 from orcastra.errors import ConfigError, ConfigProblem
 
 DEFAULT_CONFIG_PATH = Path("/etc/orcastra/orcastra.yml")
@@ -43,7 +43,23 @@ def load_config(path: Path | None, env: Mapping[str, str], *, required: bool = T
     ``path`` None means no file at all (defaults, legacy files and environment only). With
     ``required=False`` a file that does not exist is treated the same way; any other problem with it
     (a directory, unreadable, not UTF-8, bad YAML) is still reported.
+
+    Nothing but ``ConfigError`` leaves this function: the daemon calls it again whenever the file changes
+    and keeps its previous configuration on a ``ConfigError``; any other exception would stop it.
     """
+    try:
+        return _load(path, env, required=required)
+    except ConfigError:
+        raise
+    except Exception as e:  # a bug of ours: still a refused configuration, never a dead daemon
+        where = str(path) if path is not None else "configuration"
+        raise ConfigError([ConfigProblem(where, "", f"{INTERNAL_ERROR} ({type(e).__name__})")]) from e
+
+
+INTERNAL_ERROR = "could not be checked because of an error in Orcastra itself; please report it with the file"
+
+
+def _load(path: Path | None, env: Mapping[str, str], *, required: bool) -> Config:
     problems: list[ConfigProblem] = []
     origins: list[_Origin] = []
     data: dict[object, object] = {}
@@ -90,7 +106,8 @@ def load_config(path: Path | None, env: Mapping[str, str], *, required: bool = T
         problems.extend(problem for problem, _ in located)
 
     if problems or config is None:
-        raise ConfigError(problems)
+        # Whatever a message quotes (a path, a YAML error's text), it stays one printable line.
+        raise ConfigError([ConfigProblem(one_line(p.source), one_line(p.path), one_line(p.message)) for p in problems])
     return config
 
 
@@ -180,7 +197,7 @@ def _locate(
     from_env = [o.env for o in origins if o.env is not None and o.env.loc[: len(loc)] == loc]
     if from_env:
         # A check over a whole section (event_mode vs polling_mode...) saw values from variables.
-        message += " (from the environment: " + ", ".join(f"{e.var}={e.raw}" for e in from_env) + ")"
+        message += " (from the environment: " + ", ".join(f"{e.var}={printable(e.raw)}" for e in from_env) + ")"
     if best is None or best.document is None:
         # No file supplied this location (for example only the environment was used).
         return ConfigProblem(ENV_SOURCE if from_env else "configuration", format_path(loc), message), None

@@ -19,13 +19,15 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, SecretStr, field_validator
 
 from orcastra.domain.fields import (
+    HOUR_SECONDS,
     SERVICE_NAME_MAX_CHARS,
     AbsolutePath,
     Endpoint,
+    GraceSeconds,
     Hostname,
+    IntervalSeconds,
     ListenAddress,
     Loc,
-    PositiveSeconds,
     Section,
     ServiceName,
     fail,
@@ -40,6 +42,8 @@ from orcastra.features.static_labels.settings import LabelSettings
 
 DEFAULT_COMMAND_FILE = Path("/etc/orcastra/commands.yml")
 DEFAULT_LOG_FILE = Path("/var/log/orcastra/orcastra.log")
+# Debounce delays every reaction by this much; past a minute it only hides events.
+MAX_DEBOUNCE_SECONDS = 60.0
 
 
 # --- sections ------------------------------------------------------------------------------------
@@ -65,23 +69,24 @@ class DockerSettings(Section):
 
     host: Endpoint | None = None
     tls: TlsSettings | None = None
-    timeout_seconds: PositiveSeconds = 30.0
+    timeout_seconds: Annotated[float, Field(ge=1, le=HOUR_SECONDS)] = 30.0
 
 
 class ReconcileSettings(Section):
     """When reconcile cycles run and what they may do."""
 
-    resync_interval_seconds: PositiveSeconds = 60.0
+    resync_interval_seconds: IntervalSeconds = 60.0
     event_mode: bool = True
     polling_mode: bool = True
     restart_dependents: bool = True
     # Debounce only gathers a burst of events into one cycle; it adds to every reaction, so keep it short.
-    debounce_seconds: Annotated[float, Field(ge=0)] = 0.1
+    debounce_seconds: Annotated[float, Field(ge=0, le=MAX_DEBOUNCE_SECONDS)] = 0.1
     # Managers emit no task events: a filtered GET /tasks of the anchors' tasks this often is how a moved
     # anchor is noticed within a second (one small call; node endpoints' container events make it look at once).
-    task_poll_interval_seconds: PositiveSeconds = 0.5
-    pending_grace_seconds: Annotated[float, Field(ge=0)] = PENDING_GRACE_SECONDS
-    misplaced_grace_seconds: Annotated[float, Field(ge=0)] = MISPLACED_GRACE_SECONDS
+    # Not below 0.05 s: the poll is one Engine call, and a tighter loop would only load the manager.
+    task_poll_interval_seconds: Annotated[float, Field(ge=0.05, le=HOUR_SECONDS)] = 0.5
+    pending_grace_seconds: GraceSeconds = PENDING_GRACE_SECONDS
+    misplaced_grace_seconds: GraceSeconds = MISPLACED_GRACE_SECONDS
 
     @classmethod
     def cross_check(cls, values: Mapping[str, Any]) -> list[tuple[Loc, str]]:
@@ -101,10 +106,11 @@ class LeaderElectionSettings(Section):
 
     enabled: bool = True
     lease_name: ServiceName = "orcastra-leader"
-    ttl_seconds: Annotated[float, Field(ge=3)] = 15.0
+    ttl_seconds: Annotated[float, Field(ge=3, le=HOUR_SECONDS)] = 15.0
 
 
 DEFAULT_RESULTS_MAX_BYTES = 1024 * 1024
+MAX_RESULTS_BYTES = 1024**3
 DEFAULT_RESULTS_KEEP = 2
 
 
@@ -113,7 +119,7 @@ class CommandSettings(Section):
     is rotated to ``.1``, ``.2``... once it grows past ``results_max_bytes``."""
 
     file: AbsolutePath = DEFAULT_COMMAND_FILE
-    results_max_bytes: Annotated[int, Field(ge=4096)] = DEFAULT_RESULTS_MAX_BYTES
+    results_max_bytes: Annotated[int, Field(ge=4096, le=MAX_RESULTS_BYTES)] = DEFAULT_RESULTS_MAX_BYTES
     results_keep: Annotated[int, Field(ge=1, le=100)] = DEFAULT_RESULTS_KEEP
 
 

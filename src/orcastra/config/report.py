@@ -2,20 +2,24 @@
 
 Pydantic's own messages ("Input should be a valid list", plus a documentation URL) are written for
 programmers. Here each error type is said the way an operator editing a YAML file needs it: what was
-expected and what was found, and for unknown keys which keys exist (and the closest one).
+expected and what was found, and for unknown keys which keys exist (and the closest one). A secret
+(``SecretStr``, such as ``api.token``) is never repeated: only its kind is named ("found a number"), and a
+password in a URL (``https://user:password@host``) is shown as ``***``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import types
 from dataclasses import dataclass
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import AliasChoices, BaseModel, ValidationError
+from pydantic import AliasChoices, BaseModel, SecretBytes, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
-from orcastra.domain.wording import describe, number
+from orcastra.config.source import SURROGATE, Unreadable
+from orcastra.domain.wording import describe, format_path, hide_passwords, kind, number, printable, seconds
 
 Loc = tuple[str | int, ...]
 
@@ -32,14 +36,19 @@ class FieldError:
 
 
 def error_messages(error: ValidationError, root: type[BaseModel]) -> list[FieldError]:
-    """One ``FieldError`` per pydantic error, in the order pydantic found them."""
+    """One ``FieldError`` per pydantic error, in the order pydantic found them.
+
+    A value the YAML reader could not construct was reported there already; its schema error is skipped.
+    """
     found: list[FieldError] = []
     for detail in error.errors(include_url=False):
+        if isinstance(detail["input"], Unreadable):
+            continue
         loc: Loc = tuple(detail["loc"])
         is_key = bool(loc) and loc[-1] == _KEY_MARKER
         if is_key:
             loc = loc[:-1]
-        message = _message(detail, loc, root)
+        message = hide_passwords(_message(detail, loc, root))
         # A key that is text names itself in the path (labels["fast disk"]); one that is not is no name.
         is_key = is_key and not isinstance(detail["input"], str)
         if is_key and detail["type"] == "string_type":
@@ -75,35 +84,64 @@ _BOUNDS = {
 
 
 def _message(detail: ErrorDetails, loc: Loc, root: type[BaseModel]) -> str:
-    kind = detail["type"]
+    error = detail["type"]
     ctx: dict[str, Any] = dict(detail.get("ctx") or {})
     value = detail.get("input")
     found = describe(value)
-    if kind in _EXPECTED:
-        return f"expected {_EXPECTED[kind]}, found {found}"
-    if kind in _BOUNDS:
-        words, key = _BOUNDS[kind]
-        return f"{words} {_bound(ctx.get(key))}, found {found}"
-    if kind == "orcastra":
+    if _is_secret(root, loc):
+        hint = "; quote it to make it text" if isinstance(value, int | float | dt.date) else ""
+        found = f"{kind(value)} (not shown: {format_path(loc)} is a secret{hint})"
+    special = _special_message(error, value, found)
+    if special is not None:
+        return special
+    if error in _EXPECTED:
+        return f"expected {_EXPECTED[error]}, found {found}"
+    if error in _BOUNDS:
+        words, key = _BOUNDS[error]
+        bound = ctx.get(key)
+        shown = seconds(bound) if _is_duration(loc) and isinstance(bound, int | float) else _bound(bound)
+        return f"{words} {shown}, found {found}"
+    if error == "orcastra":
         return str(ctx.get("message", detail["msg"]))
-    if kind == "missing":
+    if error == "missing":
         return "required but missing"
-    if kind == "extra_forbidden":
+    if error == "extra_forbidden":
         return _unknown_key_message(loc, root)
-    if kind in ("list_type", "tuple_type", "set_type"):
-        hint = f" (write [{value}] for a one-item list)" if isinstance(value, str) else ""
+    if error in ("list_type", "tuple_type", "set_type"):
+        hint = f" (write [{printable(value)}] for a one-item list)" if isinstance(value, str) else ""
         return f"expected a list, found {found}{hint}"
-    if kind in ("dict_type", "model_type", "model_attributes_type"):
+    if error in ("dict_type", "model_type", "model_attributes_type"):
         hint = " (leave the key out to use the defaults, or write {} for empty)" if value is None else ""
         return f"expected a mapping (key: value), found {found}{hint}"
-    if kind == "too_short":
+    if error == "too_short":
         minimum = ctx.get("min_length", 1)
         if minimum == 1:
             return "must not be empty: give at least one item"
         return f"needs at least {minimum} items, found {ctx.get('actual_length')}"
-    if kind == "literal_error":
+    if error == "literal_error":
         return f"expected {ctx.get('expected')}, found {found}"
     return f"{detail['msg']}, found {found}"
+
+
+def _special_message(error: str, value: object, found: str) -> str | None:
+    if error == "string_unicode":
+        # A lone surrogate inside a value the YAML reader did not check (a !!set or !!omap).
+        return SURROGATE
+    if error == "float_type" and isinstance(value, int) and not isinstance(value, bool):
+        # An integer too large for a float (past 1e308): no bound check ever saw it.
+        return f"expected a number of a sensible size, found {found}"
+    return None
+
+
+def _is_secret(root: type[BaseModel], loc: Loc) -> bool:
+    tp = _strip(_type_at(root, loc))
+    return isinstance(tp, type) and issubclass(tp, SecretStr | SecretBytes)
+
+
+def _is_duration(loc: Loc) -> bool:
+    """``*_seconds`` settings and ``retry_intervals`` items are seconds."""
+    name = next((part for part in reversed(loc) if isinstance(part, str)), "")
+    return name.endswith("_seconds") or name == "retry_intervals"
 
 
 def _bound(value: object) -> str:
@@ -123,7 +161,16 @@ def _unknown_key_message(loc: Loc, root: type[BaseModel]) -> str:
 
 
 def _allowed_keys(root: type[BaseModel], loc: Loc) -> list[str]:
-    """The keys the model at ``loc`` accepts, following the schema's types along the path."""
+    """The keys the model at ``loc`` accepts."""
+    current = _strip(_type_at(root, loc))
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        # Field names only: an alias such as `services` is accepted from old files but not advertised.
+        return list(current.model_fields)
+    return []
+
+
+def _type_at(root: type[BaseModel], loc: Loc) -> Any:
+    """The schema's type at ``loc``, following models, dicts and lists along the path (None: no such place)."""
     current: Any = root
     for part in loc:
         current = _strip(current)
@@ -134,14 +181,10 @@ def _allowed_keys(root: type[BaseModel], loc: Loc) -> list[str]:
         elif get_origin(current) is list:
             current = get_args(current)[0]
         else:
-            return []
+            return None
         if current is None:
-            return []
-    current = _strip(current)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        # Field names only: an alias such as `services` is accepted from old files but not advertised.
-        return list(current.model_fields)
-    return []
+            return None
+    return current
 
 
 def _field_type(model: type[BaseModel], key: str) -> Any:

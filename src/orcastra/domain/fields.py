@@ -1,5 +1,6 @@
 """The settings vocabulary every feature's config section is written in: the pydantic base model and the
-field types (service names, hostnames, label keys and values, endpoints, paths, durations).
+field types (service names, hostnames, label keys and values, endpoints, paths, durations with their floors
+and ceilings).
 
 Every model forbids unknown keys, so a typo is an error instead of a silently ignored setting. Checks that
 involve several fields (``cross_check``) run even when some other field of the same model is invalid, on
@@ -34,10 +35,12 @@ from orcastra.domain.wording import describe
 
 ENDPOINT_SCHEMES = ("unix://", "tcp://", "ssh://")
 
-# swarmkit manager/controlapi/common.go: `isValidDNSName`, the rule for service names; its
-# validateAnnotations also caps them at 63 characters. A stack name becomes the `<stack>_` prefix of
-# every service name in the stack, so the same rule applies to it.
-SERVICE_NAME_RE = re.compile(r"^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*\Z")
+# swarmkit manager/controlapi/common.go: `isValidDNSName`, the rule for service names
+# (`^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$`); its validateAnnotations also caps them at 63 characters. A stack
+# name becomes the `<stack>_` prefix of every service name in the stack, so the same rule applies to it.
+# Written here so that each repetition starts with a separator: the same names, but Python's backtracking
+# engine stays linear (swarmkit's own form takes exponential time on "aaaa...a!"; Go's RE2 does not).
+SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9]+(?:[-_]+[A-Za-z0-9]+)*\Z")
 SERVICE_NAME_MAX_CHARS = 63
 
 Loc = tuple[str | int, ...]
@@ -63,13 +66,13 @@ def fail(message: str) -> PydanticCustomError:
 
 
 def _check_service_name(name: str) -> str:
+    if len(name) > SERVICE_NAME_MAX_CHARS:
+        raise fail(f"{describe(name)} is longer than Swarm's limit of {SERVICE_NAME_MAX_CHARS} characters")
     if not SERVICE_NAME_RE.match(name):
         raise fail(
             f"{name!r} is not a valid Swarm service or stack name: use letters and digits, "
             "with '-' or '_' only between them"
         )
-    if len(name) > SERVICE_NAME_MAX_CHARS:
-        raise fail(f"{name!r} is longer than Swarm's limit of {SERVICE_NAME_MAX_CHARS} characters")
     return name
 
 
@@ -128,6 +131,8 @@ def _check_ip(value: str) -> str:
 def _check_absolute(value: Path) -> Path:
     # The daemon's working directory is not the config file's directory; a relative path would
     # silently mean different files depending on how Orcastra was started.
+    if "\0" in str(value):
+        raise fail("the path contains a NUL character")  # no file can have such a name
     if not value.is_absolute():
         raise fail(f"expected an absolute path, found {str(value)!r}")
     return value
@@ -158,14 +163,30 @@ LabelValue = Annotated[str, BeforeValidator(_coerce_label_value), AfterValidator
 Endpoint = Annotated[str, AfterValidator(_check_endpoint)]
 IpAddress = Annotated[str, AfterValidator(_check_ip)]
 AbsolutePath = Annotated[Path, AfterValidator(_check_absolute)]
-PositiveSeconds = Annotated[float, Field(gt=0)]
+# Durations: every one has a floor (a period of 1e-9 s would spin a loop) and a ceiling (a timeout of 1e300 s
+# overflows the clock arithmetic and the waits that use it). The per-setting bounds are in each model.
+MINUTE_SECONDS = 60
+HOUR_SECONDS = 3600
+DAY_SECONDS = 86400
+WEEK_SECONDS = 7 * DAY_SECONDS
+YEAR_SECONDS = 365 * DAY_SECONDS
+# How often a loop runs, or how long something may stay stale: from a second to a day.
+IntervalSeconds = Annotated[float, Field(ge=1, le=DAY_SECONDS)]
+# How long to wait before acting on a state that may still resolve itself (0: at once).
+GraceSeconds = Annotated[float, Field(ge=0, le=DAY_SECONDS)]
+# How long to leave something alone after acting on it.
+CooldownSeconds = Annotated[float, Field(ge=0, le=WEEK_SECONDS)]
 ListenAddress = Annotated[str, AfterValidator(_check_listen)]
 
 
 class Section(BaseModel):
-    """Base of every config model: immutable, unknown keys rejected, no NaN or infinity."""
+    """Base of every config model: immutable, unknown keys rejected, no NaN or infinity.
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    ``hide_input_in_errors``: the text of a ``ValidationError`` (what a log shows) never carries a value,
+    which may be a secret; ``orcastra.config`` words its own messages from the errors' details.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, hide_input_in_errors=True)
 
     cross_check_raw: ClassVar[bool] = False
     """True: ``cross_check`` always sees the raw input, which keeps the key names as the user wrote them."""
@@ -223,10 +244,14 @@ def _validation_error(model: type[BaseModel], details: list[InitErrorDetails]) -
 
 
 def number(value: object) -> float | None:
-    """``value`` if it already is a real number (bools are not), else None: the cross check skips it."""
+    """``value`` if it already is a real number (bools are not), else None: the cross check skips it (an
+    integer too large for a float too: the field's own check reports it)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def service_name(short: str, stack: str | None) -> str:

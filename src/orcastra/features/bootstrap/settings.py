@@ -6,17 +6,21 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from orcastra.domain.fields import PositiveSeconds, Section, fail
+from orcastra.domain.fields import MINUTE_SECONDS, YEAR_SECONDS, IntervalSeconds, Section, fail
+
+# Raft tolerates (n - 1) / 2 failed managers; Docker advises at most 7, and more only slows consensus.
+MAX_MANAGERS = 99
 
 
 class BootstrapSettings(Section):
     """Swarm bootstrap and healing: init the Swarm, join inventory nodes, keep the manager count."""
 
     mode: Literal["once", "loop", "off"] = "off"
-    loop_interval_seconds: PositiveSeconds = 300.0
-    manager_target: Annotated[int, Field(ge=1)] = 3
-    # Remove nodes Down longer than this from the Swarm (None: never remove).
-    remove_down_after_seconds: Annotated[float, Field(gt=0)] | None = None
+    loop_interval_seconds: IntervalSeconds = 300.0
+    manager_target: Annotated[int, Field(ge=1, le=MAX_MANAGERS)] = 3
+    # Remove nodes Down longer than this from the Swarm (None: never remove). Not below a minute: a node
+    # that reboots is Down for a while, and removing it would make it rejoin as a new node.
+    remove_down_after_seconds: Annotated[float, Field(ge=MINUTE_SECONDS, le=YEAR_SECONDS)] | None = None
 
     @field_validator("mode", mode="before")
     @classmethod

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
-from orcastra.domain.fields import PositiveSeconds, Section, ServiceName, duplicates, fail
+from orcastra.domain.fields import DAY_SECONDS, Section, ServiceName, duplicates, fail
 
 DEFAULT_RETRY_INTERVALS_SECONDS = (2.0, 10.0, 60.0, 300.0, 900.0)
 # An anchor task still on its way (pending, preparing: image pulls take time) counts as failed after this.
@@ -14,7 +14,8 @@ PENDING_GRACE_SECONDS = 30.0
 # A dependent still on the wrong node this long after its anchor started gets a forced update.
 MISPLACED_GRACE_SECONDS = 20.0
 
-RetryIntervals = Annotated[list[PositiveSeconds], Field(min_length=1)]
+# Not below a second: each retry restarts the anchor's service, and a faster storm helps nobody.
+RetryIntervals = Annotated[list[Annotated[float, Field(ge=1, le=DAY_SECONDS)]], Field(min_length=1)]
 
 
 class AnchorSettings(Section):

@@ -7,7 +7,17 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
-from orcastra.domain.fields import Hostname, Loc, PositiveSeconds, Section, ServiceName, fail, number
+from orcastra.domain.fields import (
+    DAY_SECONDS,
+    CooldownSeconds,
+    Hostname,
+    IntervalSeconds,
+    Loc,
+    Section,
+    ServiceName,
+    fail,
+    number,
+)
 from orcastra.domain.usage import NodeMemory
 
 
@@ -18,6 +28,9 @@ def _check_http_url(value: str) -> str:
 
 
 HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+# One HTTP request to an exporter or Prometheus.
+SourceTimeoutSeconds = Annotated[float, Field(ge=0.1, le=300)]
+MAX_MOVES = 100
 
 
 class PrometheusSource(Section):
@@ -31,7 +44,7 @@ class PrometheusSource(Section):
     task_query: str | None = None
     task_service_label: str = "container_label_com_docker_swarm_service_name"
     task_node_label: str = "instance"
-    timeout_seconds: PositiveSeconds = 5.0
+    timeout_seconds: SourceTimeoutSeconds = 5.0
 
 
 class MemorySources(Section):
@@ -42,7 +55,7 @@ class MemorySources(Section):
     prometheus: PrometheusSource | None = None
     node_exporter: dict[Hostname, HttpUrl] = Field(default_factory=dict)
     engine_stats: bool = True
-    timeout_seconds: PositiveSeconds = 5.0
+    timeout_seconds: SourceTimeoutSeconds = 5.0
 
 
 class ServiceRebalance(Section):
@@ -52,7 +65,7 @@ class ServiceRebalance(Section):
 
     rebalance: bool = True
     preferred_node: Hostname | None = None
-    cooldown_seconds: Annotated[float, Field(ge=0)] | None = None
+    cooldown_seconds: CooldownSeconds | None = None
 
 
 class RebalanceSettings(Section):
@@ -61,17 +74,18 @@ class RebalanceSettings(Section):
     enabled: bool = False
     high_percent: Annotated[float, Field(gt=0, le=100)] = 85.0
     target_percent: Annotated[float, Field(gt=0, le=100)] = 70.0
-    sustained_seconds: Annotated[float, Field(ge=0)] = 600.0
-    monitor_interval_seconds: PositiveSeconds = 30.0
-    global_cooldown_seconds: Annotated[float, Field(ge=0)] = 600.0
-    service_cooldown_seconds: Annotated[float, Field(ge=0)] = 1800.0
-    max_moves_per_cycle: Annotated[int, Field(ge=1)] = 1
-    max_moves_per_node: Annotated[int, Field(ge=1)] = 1
+    sustained_seconds: Annotated[float, Field(ge=0, le=DAY_SECONDS)] = 600.0
+    monitor_interval_seconds: IntervalSeconds = 30.0
+    global_cooldown_seconds: CooldownSeconds = 600.0
+    service_cooldown_seconds: CooldownSeconds = 1800.0
+    max_moves_per_cycle: Annotated[int, Field(ge=1, le=MAX_MOVES)] = 1
+    max_moves_per_node: Annotated[int, Field(ge=1, le=MAX_MOVES)] = 1
     # A group's measured memory is counted this much larger when checking that the target stays under
     # target_percent: measurements lag, and a process grows after a restart.
     safety_margin_percent: Annotated[float, Field(ge=0, le=100)] = 10.0
-    stale_after_seconds: PositiveSeconds = 120.0
-    move_timeout_seconds: PositiveSeconds = 120.0
+    stale_after_seconds: IntervalSeconds = 120.0
+    # A move restarts tasks on another node: it cannot converge in less than a few seconds.
+    move_timeout_seconds: Annotated[float, Field(ge=10, le=DAY_SECONDS)] = 120.0
     sources: MemorySources = Field(default_factory=MemorySources)
     services: dict[ServiceName, ServiceRebalance] = Field(default_factory=dict)
 

@@ -27,11 +27,13 @@ def _check_template(value: str) -> str:
 
 ClockTime = Annotated[str, AfterValidator(_check_clock)]
 CommandTemplate = Annotated[str, AfterValidator(_check_template)]
-PositiveSeconds = Annotated[float, Field(gt=0)]
+# Every duration has a floor and a ceiling (see orcastra.domain.fields; this section keeps its own base model).
+_DAY_SECONDS = 86400
+StepTimeoutSeconds = Annotated[float, Field(ge=1, le=_DAY_SECONDS)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, hide_input_in_errors=True)
 
 
 class RebootSchedule(_Section):
@@ -42,7 +44,7 @@ class RebootSchedule(_Section):
     days: Annotated[list[Weekday], Field(min_length=1)] = Field(default_factory=lambda: list(WEEKDAYS))
     start: ClockTime = "02:00"
     end: ClockTime = "05:00"
-    check_interval_seconds: PositiveSeconds = 300.0
+    check_interval_seconds: Annotated[float, Field(ge=1, le=_DAY_SECONDS)] = 300.0
 
     @model_validator(mode="after")
     def _not_empty(self) -> Self:
@@ -58,11 +60,12 @@ class RebootSettings(_Section):
     command: CommandTemplate | None = None  # e.g. "ssh {node} sudo systemctl reboot"
     node_commands: dict[str, CommandTemplate] = Field(default_factory=dict)  # per-node override of ``command``
     sentinel_command: CommandTemplate | None = None  # exit 0 = reboot required
-    lock_ttl_seconds: PositiveSeconds = 1800.0
-    drain_timeout_seconds: PositiveSeconds = 300.0
-    command_timeout_seconds: PositiveSeconds = 120.0
-    ready_timeout_seconds: PositiveSeconds = 600.0
-    poll_interval_seconds: PositiveSeconds = 2.0
+    lock_ttl_seconds: Annotated[float, Field(ge=1, le=7 * _DAY_SECONDS)] = 1800.0
+    drain_timeout_seconds: StepTimeoutSeconds = 300.0
+    command_timeout_seconds: StepTimeoutSeconds = 120.0
+    ready_timeout_seconds: StepTimeoutSeconds = 600.0
+    # A poll is one Engine call; 0.01 s is the floor only because tests drive this with a fake clock.
+    poll_interval_seconds: Annotated[float, Field(ge=0.01, le=3600)] = 2.0
     schedule: RebootSchedule = Field(default_factory=RebootSchedule)
 
     @model_validator(mode="after")
