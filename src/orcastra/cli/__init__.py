@@ -175,6 +175,20 @@ def do(ctx: click.Context, words: tuple[str, ...]) -> None:
 
 @cli.command()
 @_config_option
+@click.pass_context
+def health(ctx: click.Context) -> None:
+    """Ask the running Orcastra (its /healthz on api.listen) whether it is healthy: exit 0 if so, else 1.
+    For a container's HEALTHCHECK or any probe."""
+    from orcastra.commands.api import check_health
+
+    config, _ = _load(ctx)
+    code, text = check_health(config.api.listen)
+    click.echo(text, err=code != 0)
+    sys.exit(code)
+
+
+@cli.command()
+@_config_option
 @click.argument("file", required=False, type=click.Path(path_type=Path))
 @click.pass_context
 def validate(ctx: click.Context, file: Path | None) -> None:
