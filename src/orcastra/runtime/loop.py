@@ -143,7 +143,7 @@ class Loop:
         self.trigger = trigger
         self._leadership = leadership
         self._config_stamp = FileStamp.of(config_path) if config_path is not None else None
-        self._ident: int | None = None  # the loop's thread while ``run`` runs
+        self._ident: int | None = None  # the loop's thread, from ``attach`` on
         self.paused = False
         self.cycles = 0
         self.last_result: CycleResult | None = None
@@ -177,11 +177,18 @@ class Loop:
         return result
 
     def post(self, fn: Callable[[], object], what: str) -> None:
-        """Like ``call``, without waiting for the result (errors are logged)."""
+        """Like ``call``, without waiting for the result: nobody reads it, so an error is logged here."""
+
+        def logged() -> None:
+            try:
+                fn()
+            except Exception:
+                log.exception("%s failed", what)
+
         if self._ident is None or self._ident == threading.get_ident():
-            fn()
+            logged()
             return
-        self.trigger.put(Request(fn, what))
+        self.trigger.put(Request(logged, what))
 
     def memory_read(self, view: MemoryView) -> None:
         """A new memory reading (from the memory watcher's thread); the next cycle plans with it."""
