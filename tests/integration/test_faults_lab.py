@@ -14,18 +14,24 @@ import docker
 import httpx
 import pytest
 
-from orcastra.features.colocation.plan import anchor_label_key
 from orcastra_lab import Lab, LabEnv
 from orcastra_lab.faults import FaultProxy, Rule
 
-from .util import deployed_stack, free_port, node_labels, running_nodes, start_orcastra, stop_process, wait_for
+from .util import (
+    deployed_stack,
+    free_port,
+    group_node,
+    running_nodes,
+    start_orcastra,
+    stop_process,
+    wait_for,
+)
 
 pytestmark = pytest.mark.lab
 
 STACK = "fi"
 ANCHOR = f"{STACK}_db"
 APP = f"{STACK}_app"
-KEY = anchor_label_key(ANCHOR)
 RESYNC_SECONDS = 5
 OUT_OF_SEQUENCE = "rpc error: code = Unknown desc = update out of sequence"
 NO_LEADER = "rpc error: code = Unknown desc = raft: no leader"
@@ -70,14 +76,7 @@ api:
 
 
 def colocated(api: docker.APIClient) -> str | None:
-    db = running_nodes(api, ANCHOR)
-    if (
-        len(db) == 1
-        and running_nodes(api, APP) == db * 2
-        and [h for h, ls in node_labels(api).items() if KEY in ls] == db
-    ):
-        return db[0]
-    return None
+    return group_node(api, ANCHOR, {APP: 2})
 
 
 @pytest.fixture

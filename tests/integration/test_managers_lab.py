@@ -19,10 +19,9 @@ import docker
 import httpx
 import pytest
 
-from orcastra.features.colocation.plan import anchor_label_key
 from orcastra_lab import Lab, LabEnv
 
-from .util import free_port, node_labels, running_nodes, start_orcastra, stop_process, wait_for
+from .util import free_port, group_node, start_orcastra, stop_process, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -30,7 +29,6 @@ LAB_NAME = "ha"
 STACK = "ha"
 ANCHOR = f"{STACK}_db"
 APP = f"{STACK}_app"
-KEY = anchor_label_key(ANCHOR)
 TTL_SECONDS = 5.0
 
 STACK_FILE = """
@@ -120,10 +118,7 @@ def leaders(instances: list[Instance]) -> list[str]:
 
 
 def colocated(api: docker.APIClient) -> str | None:
-    db = running_nodes(api, ANCHOR)
-    if len(db) == 1 and running_nodes(api, APP) == db and [h for h, ls in node_labels(api).items() if KEY in ls] == db:
-        return db[0]
-    return None
+    return group_node(api, ANCHOR, {APP: 1})
 
 
 def test_one_writer_at_every_instant_through_manager_restarts_and_a_killed_leader(

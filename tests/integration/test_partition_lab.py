@@ -13,17 +13,23 @@ from typing import Any
 import docker
 import pytest
 
-from orcastra.features.colocation.plan import anchor_label_key
 from orcastra_lab import Lab, LabEnv
 
-from .util import deployed_stack, free_port, node_labels, running_nodes, start_orcastra, stop_process, wait_for
+from .util import (
+    deployed_stack,
+    free_port,
+    group_node,
+    node_labels,
+    start_orcastra,
+    stop_process,
+    wait_for,
+)
 
 pytestmark = pytest.mark.lab
 
 STACK = "pt"
 ANCHOR = f"{STACK}_db"
 APP = f"{STACK}_app"
-KEY = anchor_label_key(ANCHOR)
 SETTLE_SECONDS = 25.0
 
 STACK_FILE = """
@@ -59,10 +65,7 @@ audit:
 
 
 def colocated(api: docker.APIClient) -> str | None:
-    db = running_nodes(api, ANCHOR)
-    if len(db) == 1 and running_nodes(api, APP) == db and [h for h, ls in node_labels(api).items() if KEY in ls] == db:
-        return db[0]
-    return None
+    return group_node(api, ANCHOR, {APP: 1})
 
 
 def versions(api: docker.APIClient) -> dict[str, int]:

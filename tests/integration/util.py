@@ -162,3 +162,15 @@ def deployed_stack(env: Any, api: docker.APIClient, name: str, text: str, workdi
             current = node_labels(api).get(hostname)
             if current is not None and current != labels:
                 set_node_labels(api, hostname, labels)
+
+
+def group_node(api: docker.APIClient, anchor: str, dependents: Mapping[str, int]) -> str | None:
+    """The node where the anchor's one task runs with every dependent's tasks (``dependents``: name -> task
+    count), and the only node carrying the anchor's label; None while that is not so."""
+    where = running_nodes(api, anchor)
+    if len(where) != 1:
+        return None
+    if any(running_nodes(api, name) != where * count for name, count in dependents.items()):
+        return None
+    key = f"orcastra.anchor.{anchor}"
+    return where[0] if [h for h, labels in node_labels(api).items() if key in labels] == where else None
