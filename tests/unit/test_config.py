@@ -270,7 +270,6 @@ def test_docker_host_env_is_not_an_override(tmp_path: Path) -> None:
         ({"RELABEL_TIME": "-3"}, ["environment: RELABEL_TIME: must be at least 1 second", "resync_interval"]),
         ({"DRY_RUN": "maybe"}, ["environment: DRY_RUN: expected true or false", "found 'maybe'"]),
         ({"LOG_TO_FILE": "orcastra.log"}, ["environment: LOG_TO_FILE: expected true", "absolute file path"]),
-        ({"BOOTSTRAP_MODE": "watch"}, ["environment: BOOTSTRAP_MODE: the mode 'watch' is now called 'loop'"]),
         (
             {"REBALANCE_GLOBAL_MEM_THRESHOLD_PERCENT": "150"},
             ["REBALANCE_GLOBAL_MEM_THRESHOLD_PERCENT: must be at most 100"],
@@ -291,7 +290,6 @@ def test_docker_host_env_is_not_an_override(tmp_path: Path) -> None:
         "negative",
         "bad-bool",
         "relative-log-file",
-        "legacy-watch",
         "percent-over-100",
         "bad-stack",
         "no-trigger",

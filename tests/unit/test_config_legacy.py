@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orcastra.config import Config, load_config
+from orcastra.config import Config, load_config, load_config_report
 from orcastra.errors import ConfigError
 
 
@@ -83,16 +83,23 @@ def test_legacy_files_merge(
     assert check(load(tmp_path, main, nodes, deps))
 
 
-def test_node_in_both_places_names_both(tmp_path: Path) -> None:
-    message = problems(tmp_path, "nodes:\n  node1: {}\n", nodes="node1:\n  ip: 10.0.0.1\n")
-    assert f"{tmp_path / 'nodes.yml'}: node1: node 'node1' is also defined in the main configuration" in message
-    assert f"({tmp_path / 'orcastra.yml'}: nodes.node1, line 2)" in message
+def test_node_in_both_places_main_wins_and_names_both(tmp_path: Path) -> None:
+    nodes = write(tmp_path, "nodes.yml", "node1:\n  ip: 10.0.0.1\n")
+    report = load_config_report(write(tmp_path, "orcastra.yml", "nodes:\n  node1: {}\n"), {"NODES_FILE": str(nodes)})
+    assert report.config.nodes["node1"].ip is None
+    [note] = report.notes
+    assert note.startswith(f"{nodes}: node1 (line 1): node 'node1' is also defined in ")
+    assert f"{tmp_path / 'orcastra.yml'} (nodes.node1, line 2); the main configuration wins" in note
 
 
-def test_anchor_in_both_places_names_both(tmp_path: Path) -> None:
-    message = problems(tmp_path, "anchors:\n  db: {dependents: [a]}\n", deps="db: [b]\n")
-    assert f"{tmp_path / 'dependencies.yml'}: db: anchor 'db' is also defined" in message
-    assert "orcastra.yml: anchors.db, line 2" in message
+def test_anchor_in_both_places_main_wins_and_names_both(tmp_path: Path) -> None:
+    deps = write(tmp_path, "dependencies.yml", "db: [b]\n")
+    main = write(tmp_path, "orcastra.yml", "anchors:\n  db: {dependents: [a]}\n")
+    report = load_config_report(main, {"DEPENDENCIES_FILE": str(deps)})
+    assert report.config.anchors["db"].dependents == ["a"]
+    [note] = report.notes
+    assert "anchor 'db' is also defined in" in note
+    assert "orcastra.yml (anchors.db, line 2)" in note
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,11 @@
 """Orcastra's configuration: the schema, and loading it from a YAML file, legacy files and environment.
 
 ``load_config`` is the one way in: it merges every source, validates once, and raises a ``ConfigError``
-that lists every problem with its file, field path and what was expected.
+that lists every problem with its file, field path and what was expected. ``load_config_report`` gives the
+same configuration with the loader's notes and the legacy-mode summary line (``LoadReport``).
 """
 
-from orcastra.config.load import DEFAULT_CONFIG_PATH, load_config, resolve_config_path
+from orcastra.config.load import DEFAULT_CONFIG_PATH, LoadReport, load_config, load_config_report, resolve_config_path
 from orcastra.config.model import (
     ApiSettings,
     AuditSettings,
@@ -46,6 +47,7 @@ __all__ = [
     "DockerSettings",
     "LabelSettings",
     "LeaderElectionSettings",
+    "LoadReport",
     "LoggingSettings",
     "NodeSettings",
     "RebalanceSettings",
@@ -55,5 +57,6 @@ __all__ = [
     "check_label_key",
     "check_label_value",
     "load_config",
+    "load_config_report",
     "resolve_config_path",
 ]

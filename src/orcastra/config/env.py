@@ -57,8 +57,10 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
-def _lower_text(raw: str) -> str:
-    return raw.strip().lower()
+def _bootstrap_mode(raw: str) -> str:
+    # The earlier tool's `watch` healed the Swarm on a loop: it is today's `loop` (the loader notes it).
+    word = raw.strip().lower()
+    return "loop" if word == "watch" else word
 
 
 def _path(raw: str) -> Path:
@@ -100,7 +102,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("RUN_ONCE", ("run", "once"), parse_bool, "one cycle, then exit"),
     EnvVar("DEBUG", ("logging", "debug"), parse_bool, "debug logging"),
     EnvVar("LOG_TO_FILE", ("logging", "file"), _log_file, "log file"),
-    EnvVar("BOOTSTRAP_MODE", ("bootstrap", "mode"), _lower_text, "bootstrap mode"),
+    EnvVar("BOOTSTRAP_MODE", ("bootstrap", "mode"), _bootstrap_mode, "bootstrap mode (watch: loop)"),
     EnvVar("LOOP_INTERVAL", ("bootstrap", "loop_interval_seconds"), _number, "bootstrap loop seconds"),
     EnvVar("COMMAND_FILE", ("commands", "file"), _path, "command file"),
     EnvVar(
