@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -16,7 +17,7 @@ from orcastra import __version__
 from orcastra.errors import OrcastraError
 
 if TYPE_CHECKING:
-    from orcastra.config import Config
+    from orcastra.config import Config, LoadReport
     from orcastra.domain.snapshot import Snapshot
     from orcastra.features.rebalance import RebalancePlan
 
@@ -68,13 +69,19 @@ def cli(ctx: click.Context) -> None:
 
 def _load(ctx: click.Context) -> tuple[Config, Path]:
     """The configuration for run/plan/status. A file named explicitly must exist; the default may not."""
-    from orcastra.config import load_config, resolve_config_path
+    report, path = _load_report(ctx)
+    return report.config, path
+
+
+def _load_report(ctx: click.Context) -> tuple[LoadReport, Path]:
+    """The configuration with the loader's notes and its legacy-mode summary (the earlier tool's files)."""
+    from orcastra.config import load_config_report, resolve_config_path
 
     explicit: Path | None = ctx.obj["config_path"]
     path = resolve_config_path(explicit, os.environ)
     required = explicit is not None or bool(os.environ.get("ORCASTRA_CONFIG"))
     try:
-        return load_config(path, os.environ, required=required), path
+        return load_config_report(path, os.environ, required=required), path
     except OrcastraError as err:
         _fail(err)
 
@@ -101,8 +108,14 @@ def run(ctx: click.Context, once: bool | None, dry_run: bool | None) -> None:
     from orcastra.runtime.daemon import Daemon
     from orcastra.runtime.wiring import setup_logging
 
-    config, path = _load(ctx)
+    report, path = _load_report(ctx)
+    config = report.config
     setup_logging(config)
+    log = logging.getLogger("orcastra")
+    if report.legacy_summary:  # once, at start: what an earlier-tool user meets (docs/migrating.md)
+        log.warning("%s", report.legacy_summary)
+    for note in report.notes:
+        log.warning("config: %s", note)
     once = bool(once) or config.run.once
     dry = bool(dry_run) or config.run.dry_run
     daemon = Daemon(config, path if path.exists() else None, os.environ, dry_run=dry)

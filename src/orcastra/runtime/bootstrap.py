@@ -27,6 +27,8 @@ from orcastra.runtime.membership import JOIN_TIMEOUT_SECONDS
 
 log = logging.getLogger(__name__)
 
+NO_INVENTORY = "no node in the configuration has an endpoint (nodes.<host>.endpoint): nothing to observe or join"
+
 
 @dataclass(frozen=True)
 class BootstrapRun:
@@ -116,6 +118,9 @@ def insecure_token_paths(plan: BootstrapPlan, config: Config) -> list[str]:
 def run_bootstrap(config: Config, writes: Executor, *, connect: Connect | None = None) -> BootstrapRun:
     """Observe, plan and apply one bootstrap cycle; ``writes`` is the runtime's executor (or, off the loop's
     thread, the proxy that hands the actions to the loop)."""
+    if not any(n.endpoint for n in config.nodes.values()):
+        # Nothing to observe: bootstrap works through each inventory node's own Engine.
+        return BootstrapRun(plan=BootstrapPlan(findings=(NO_INVENTORY,)))
     plan = plan_bootstrap_cycle(config, connect=connect)
     outcomes = writes.apply(list(plan.actions), Snapshot((), (), ())) if plan.actions else []
     return BootstrapRun(plan=plan, outcomes=tuple(outcomes))

@@ -212,7 +212,8 @@ class BootstrapTicker(Watcher):
 
     def body(self) -> None:
         while self.trigger.sleep(self.loop.config.bootstrap.loop_interval_seconds):
-            if not self.loop.is_leader or self.loop.paused:
+            config = self.loop.config
+            if not self.loop.is_leader or self.loop.paused or not any(n.endpoint for n in config.nodes.values()):
                 continue
             try:
                 log.info("%s", self.loop.bootstrap())
