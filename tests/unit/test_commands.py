@@ -1236,3 +1236,17 @@ def test_do_command_when_nothing_listens() -> None:
     code, text = do_command(f"127.0.0.1:{port}", TOKEN, ["sync"])
     assert code == 1
     assert "nothing listens there" in text
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("relabel_all", Command("relabel")),
+        ("bootstrap_swarm", Command("bootstrap")),
+        ({"command": "bootstrap_swarm"}, Command("bootstrap")),
+        ("relabel_all now", Malformed("relabel takes no argument, got 'now'")),
+    ],
+    ids=["relabel_all", "bootstrap_swarm", "mapping-form", "alias-with-an-argument"],
+)
+def test_the_earlier_tools_command_names_mean_todays(entry: object, expected: Command | Malformed) -> None:
+    assert parse_entry(entry) == expected

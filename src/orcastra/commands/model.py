@@ -102,11 +102,17 @@ def _check_name(name: CommandName, value: object) -> str | Malformed:
     return value
 
 
+# The earlier Orcastra's command names that mean exactly one of today's (its trigger-bootstrap.sh appends
+# ``- bootstrap_swarm``); the result names today's command.
+ALIASES: Mapping[str, CommandName] = {"relabel_all": "relabel", "bootstrap_swarm": "bootstrap"}
+
+
 def parse_words(words: Sequence[str]) -> Command | Malformed:
     """``["restart", "app"]`` -> ``Command("restart", "app")``; used by the string form and the CLI."""
     if not words:
         return Malformed("empty command")
     head, *rest = words
+    head = ALIASES.get(head, head)
     if head not in ARGUMENTS:
         return Malformed(f"unknown command {head!r}; commands: {', '.join(COMMAND_NAMES)}")
     name: CommandName = head  # type: ignore[assignment]  # checked against ARGUMENTS just above
@@ -134,6 +140,8 @@ def parse_entry(entry: object) -> Command | Malformed:
     if not isinstance(head, str):
         return Malformed(f"'command' must be a string, got {_describe(head)}")
     words = head.split()
+    if words:
+        words[0] = ALIASES.get(words[0], words[0])
     if not words or words[0] not in ARGUMENTS:
         return parse_words(words)
     name: CommandName = words[0]  # type: ignore[assignment]  # checked against ARGUMENTS just above
