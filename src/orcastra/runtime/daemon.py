@@ -269,5 +269,10 @@ class Daemon:
             log.info("received %s, stopping", signal.Signals(signum).name)
             self.trigger.stop()
 
+        def hangup(signum: int, _frame: FrameType | None) -> None:
+            # The earlier Orcastra re-ran its bootstrap on SIGHUP; here it also re-reads the config. Never exits.
+            self.loop.hangup()
+
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
+        signal.signal(signal.SIGHUP, hangup)

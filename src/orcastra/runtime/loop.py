@@ -152,6 +152,7 @@ class Loop:
         self.rebalancer = Rebalancer()
         self._memory_lock = threading.Lock()
         self._new_memory: MemoryView | None = None
+        self._hangup = False
 
     # --- what other threads may call ------------------------------------------------------------------------
 
@@ -201,6 +202,12 @@ class Loop:
         self.post(lambda: self._on_leadership(leader), "leadership change")
         if leader:
             self.trigger.fire("became leader")
+
+    def hangup(self) -> None:
+        """SIGHUP: re-read the configuration now (even unchanged files) and run a bootstrap/heal cycle. Only
+        sets a flag (it may run inside a signal handler); the loop does the work."""
+        self._hangup = True
+        self.trigger.fire("SIGHUP")
 
     def latest_snapshot(self) -> Snapshot | None:
         result = self.last_result
@@ -364,6 +371,8 @@ class Loop:
                 if self.trigger.stopped:
                     break
                 self._serve_requests()
+                if self._hangup:
+                    self._on_hangup()
                 if self.reload_config_if_changed():
                     reasons.append("config changed")
                 if self.wake_at is not None and time.time() >= self.wake_at:
@@ -382,6 +391,23 @@ class Loop:
                     timers.failed(delay)
         finally:
             self.trigger.stop()
+
+    def _on_hangup(self) -> None:
+        """Re-read the config (forgetting the file's stamp) and start a bootstrap cycle on a thread of its own:
+        it observes every inventory node, which may take a while, and hands its writes to this loop."""
+        self._hangup = False
+        log.info("SIGHUP: reloading the configuration and running a bootstrap cycle")
+        self._config_stamp = None
+
+        def bootstrap() -> None:
+            try:
+                log.info("%s", self.bootstrap())
+            except OrcastraError as e:
+                log.error("%s", e)
+            except Exception:
+                log.exception("bootstrap after SIGHUP failed")
+
+        threading.Thread(target=bootstrap, name="orcastra-sighup-bootstrap", daemon=True).start()
 
     def _cycle_failed(self, error: Exception, delay: float) -> None:
         if isinstance(error, OrcastraError):
