@@ -36,9 +36,9 @@ from orcastra.commands.model import (
 from orcastra.commands.runner import INTERRUPTED_MESSAGE, CommandRunner
 from orcastra.commands.watch import CommandWatcher
 from orcastra.config.model import ApiSettings, CommandSettings, Config
-from orcastra.domain.actions import Action, UpdateNodeLabels
+from orcastra.domain.actions import Action, UpdateNodeLabels, UpdateService
 from orcastra.domain.plan import Plan
-from orcastra.domain.snapshot import Snapshot
+from orcastra.domain.snapshot import Node, Service, Snapshot, Task, frozen_labels
 from orcastra.errors import ConfigError, EngineNotFoundError
 from orcastra.runtime.executor import Outcome
 from orcastra.runtime.handlers import MAX_LISTED_ACTIONS, CommandHandlers
@@ -100,6 +100,9 @@ class FakeContext:
 
     def bootstrap(self) -> str:
         return self._do("bootstrap")
+
+    def update_dependents(self) -> str:
+        return self._do("update_dependents")
 
 
 class Ids:
@@ -796,15 +799,18 @@ class FakeOps:
     cycles: int = 0
     bootstraps: int = 0
     calls: list[str] = field(default_factory=list)
+    swarm: Snapshot = field(default_factory=lambda: Snapshot((), (), ()))
+    applied: list[Action] = field(default_factory=list)
 
     def call(self, fn: Callable[[], T], what: str) -> T:
         self.calls.append(what)
         return fn()
 
     def read_swarm(self) -> Snapshot:
-        return Snapshot((), (), ())
+        return self.swarm
 
     def apply(self, actions: Sequence[Action], snapshot: Snapshot) -> list[Outcome]:
+        self.applied.extend(actions)
         return [Outcome(a, "ok") for a in actions]
 
     def run_cycle(self) -> CycleResult:
@@ -1250,3 +1256,38 @@ def test_do_command_when_nothing_listens() -> None:
 )
 def test_the_earlier_tools_command_names_mean_todays(entry: object, expected: Command | Malformed) -> None:
     assert parse_entry(entry) == expected
+
+
+def group_snapshot(app_node: str) -> Snapshot:
+    nodes = tuple(
+        Node(id=n, version=1, hostname=n, role="worker", availability="active", state="ready",
+             labels=frozen_labels({"orcastra.anchor.app_db": "true"} if n == "n1" else {}))
+        for n in ("n1", "n2")
+    )  # fmt: skip
+    constraint = ("node.labels.orcastra.anchor.app_db==true",)
+    services = (
+        Service(id="db", version=3, name="app_db", replicas=1, constraints=(), labels=frozen_labels({}), stack="app"),
+        Service(id="web", version=4, name="app_web", replicas=1, constraints=constraint, labels=frozen_labels({}),
+                stack="app"),
+    )  # fmt: skip
+    tasks = tuple(
+        Task(id=f"t-{s}", service_id=s, node_id=n, slot=1, desired_state="running", state="running",
+             updated_at=1.0, created_at=1.0)
+        for s, n in (("db", "n1"), ("web", app_node))
+    )  # fmt: skip
+    return Snapshot(nodes, services, tasks, taken_at=100.0)
+
+
+@pytest.mark.parametrize(
+    ("app_node", "message", "forced"),
+    [("n2", "service/app_web force restart", ["app_web"]), ("n1", "every anchor group is colocated", [])],
+    ids=["not-colocated", "colocated"],
+)
+def test_update_dependents_restarts_the_dependents_of_groups_not_colocated(
+    app_node: str, message: str, forced: list[str]
+) -> None:
+    config = Config.model_validate({"stack": "app", "anchors": {"db": {"dependents": ["web"]}}})
+    ops = FakeOps(config=config, swarm=group_snapshot(app_node))
+    done = run_command(Command("update_dependents"), commands_of(ops))
+    assert (done.result, done.message.startswith(message)) == ("ok", True), done.message
+    assert [a.service_name for a in ops.applied if isinstance(a, UpdateService) and a.force] == forced

@@ -43,6 +43,8 @@ class CommandContext(Protocol):
 
     def bootstrap(self) -> str: ...
 
+    def update_dependents(self) -> str: ...
+
 
 @dataclass(frozen=True)
 class CommandResult:
@@ -86,6 +88,7 @@ def _call(cmd: Command, ctx: CommandContext) -> Callable[[], str]:
         "resume": ctx.resume,
         "relabel": ctx.relabel,
         "bootstrap": ctx.bootstrap,
+        "update_dependents": ctx.update_dependents,
     }
     return calls[cmd.name]
 

@@ -26,7 +26,17 @@ from orcastra.commands.yamltree import NotPlain, Refused, compose, plain
 from orcastra.errors import PermanentError, cut
 
 CommandName = Literal[
-    "sync", "restart", "rebalance", "drain", "activate", "reboot", "pause", "resume", "relabel", "bootstrap"
+    "sync",
+    "restart",
+    "rebalance",
+    "drain",
+    "activate",
+    "reboot",
+    "pause",
+    "resume",
+    "relabel",
+    "bootstrap",
+    "update_dependents",
 ]
 COMMAND_NAMES: tuple[CommandName, ...] = get_args(CommandName)
 ArgumentKind = Literal["service", "node"]
@@ -43,6 +53,7 @@ ARGUMENTS: Mapping[CommandName, ArgumentKind | None] = {
     "resume": None,
     "relabel": None,
     "bootstrap": None,
+    "update_dependents": None,
 }
 
 # A command file holds a few commands; reading a bigger one is not worth its time (YAML in Python is slow).

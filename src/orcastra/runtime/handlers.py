@@ -21,6 +21,8 @@ from orcastra.config import Config
 from orcastra.domain.actions import Action, SetNodeAvailability, UpdateService
 from orcastra.domain.snapshot import Service, Snapshot
 from orcastra.errors import EngineNotFoundError, OrcastraError, PermanentError
+from orcastra.features.colocation.plan import plan_colocation
+from orcastra.runtime.controllers import colocation_settings
 from orcastra.runtime.executor import Outcome
 from orcastra.runtime.reconcile import CycleResult
 
@@ -208,6 +210,39 @@ class CommandHandlers:
 
         self.ops.call(check, f"reboot {node}")
         return self.ops.reboot(node)
+
+    def update_dependents(self) -> str:
+        """The earlier Orcastra's ``update_dependents``: a forced update of every dependent of an anchor group
+        that is not colocated (Swarm places them again, beside their anchor)."""
+
+        def update() -> str:
+            self._leader()
+            self._not_paused()
+            snapshot = self.ops.read_swarm()
+            settings = colocation_settings(self.ops.config)
+            groups = plan_colocation(snapshot, settings, snapshot.taken_at).groups
+            actions: list[Action] = []
+            for group in groups:
+                if group.colocated:
+                    continue
+                for dep in group.dependents:
+                    svc = snapshot.service(dep.name)
+                    if svc is not None and not dep.colocated:
+                        actions.append(
+                            UpdateService(
+                                service_id=svc.id,
+                                service_name=svc.name,
+                                service_version=svc.version,
+                                force=True,
+                                reason=f"operator command: update_dependents ({group.anchor} not colocated)",
+                                controller="command",
+                            )
+                        )
+            if not actions:
+                return "every anchor group is colocated: nothing to update"
+            return describe_outcomes(self.ops.apply(actions, snapshot))
+
+        return self.ops.call(update, "update_dependents")
 
     def bootstrap(self) -> str:
         self.ops.call(self._leader, "bootstrap")
