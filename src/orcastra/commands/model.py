@@ -225,7 +225,10 @@ def parse_command_file(text: str, source: str = "command file") -> CommandFile:
     """Parse the file's text. Raises ``CommandFileError`` for a whole-file problem: over
     ``MAX_COMMAND_FILE_BYTES``, invalid YAML, anchors or aliases, a top level that is not a list. An entry that
     is not plain data is an ``Entry`` with a ``problem``. An empty file (or only comments) has no entries."""
-    size = len(text.encode())
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError as e:  # a lone surrogate: no file read as UTF-8 holds one, but a caller's text may
+        raise CommandFileError(f"{source} is not valid text (character {e.start + 1} cannot be encoded)") from e
     if size > MAX_COMMAND_FILE_BYTES:
         raise CommandFileError(f"{source} is {size} bytes, over the limit of {MAX_COMMAND_FILE_BYTES} (1 MiB)")
     try:
