@@ -6,7 +6,9 @@ result can hold sensitive text, so both need ``Authorization: Bearer <token>``; 
 API refuses every request rather than serve unauthenticated (the listener is on 127.0.0.1 by default, but any
 local user can reach that). No answer and no log line repeats a token, right or wrong.
 
-A body is read strictly (``read_json_object``): ``application/json`` (or no Content-Type), UTF-8, one JSON
+A body is read strictly (``read_json_object``): ``application/json`` (or no Content-Type, or
+``application/x-www-form-urlencoded``, what ``curl -d`` and Python's urllib send by default: the body must still
+be JSON; a bearer token is required anyway, so a browser form cannot post a command), UTF-8, one JSON
 object without duplicate keys, NaN or Infinity, numbers of at most ``MAX_JSON_NUMBER_DIGITS`` digits and
 at most ``MAX_JSON_DEPTH`` levels deep. Anything else is a 415 or a 400 that says what is wrong, never a 500:
 the standard library's decoder raises ``ValueError`` for a long integer and ``RecursionError`` for deep
@@ -33,6 +35,9 @@ from orcastra.config.model import ApiSettings
 from orcastra.errors import ConfigError, ConfigProblem, cut
 
 log = logging.getLogger(__name__)
+
+# What `curl -d` and urllib send when nobody says: accepted, the body is read as JSON all the same.
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 COMMANDS_PATH = "/v1/commands"
 RESULTS_PATH = "/v1/commands/results"
@@ -146,7 +151,8 @@ def read_json_object(request: Request) -> dict[str, Any] | Response:
 
 
 def _check_content_type(value: str | None) -> str | None:
-    """None when the body may be read as JSON (no Content-Type at all is taken as JSON), else why not."""
+    """None when the body may be read as JSON (no Content-Type, or curl's and urllib's default form type, is
+    taken as JSON: the body is checked as JSON anyway), else why not."""
     if value is None:
         return None
     media, _, params = value.partition(";")
@@ -155,7 +161,7 @@ def _check_content_type(value: str | None) -> str | None:
         key, _, text = param.partition("=")
         if key.strip().lower() == "charset":
             charset = text.strip().strip('"').lower()
-    if media.strip().lower() == JSON_CONTENT_TYPE and charset in (None, "utf-8", "utf8"):
+    if media.strip().lower() in (JSON_CONTENT_TYPE, FORM_CONTENT_TYPE) and charset in (None, "utf-8", "utf8"):
         return None
     return f"send the body as JSON with Content-Type: {JSON_CONTENT_TYPE} (UTF-8), e.g. {BODY_EXAMPLE}"
 
