@@ -365,7 +365,7 @@ def test_loop_removes_a_node_down_too_long_and_joins_it_again_when_it_is_back(
     with the labels its old entry had."""
     lab, env = bare
     config = config_for(
-        lab, env, 3, bootstrap={"mode": "loop", "loop_interval_seconds": 1, "remove_down_after_seconds": 2}
+        lab, env, 3, bootstrap={"mode": "loop", "loop_interval_seconds": 1, "remove_down_after_seconds": 60}
     ).model_dump(mode="json", exclude_defaults=True)
     audit = tmp_path / "audit.jsonl"
     config["audit"] = {"path": str(audit)}
@@ -386,7 +386,7 @@ def test_loop_removes_a_node_down_too_long_and_joins_it_again_when_it_is_back(
         wait_for(
             "node3's entry removed from the node list",
             lambda: all(n.id != old_id for n in nodes_of(env)),
-            timeout=120,
+            timeout=180,
             interval=0.5,
         )
         done = {(r["action"], r["target"]): r for r in audit_records(audit) if r["result"] == "ok"}
