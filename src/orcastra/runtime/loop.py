@@ -28,7 +28,7 @@ from orcastra.adapters.engine.api import EngineApi
 from orcastra.adapters.engine.connect import make_engine
 from orcastra.commands.watch import FileStamp
 from orcastra.config import Config, load_config
-from orcastra.domain.actions import Action, SetSwarmLabels
+from orcastra.domain.actions import Action
 from orcastra.domain.labels import PAUSED_LABEL
 from orcastra.domain.snapshot import Snapshot
 from orcastra.domain.usage import MemoryView
@@ -41,6 +41,7 @@ from orcastra.runtime.observe import HealthState, Metrics
 from orcastra.runtime.rebalancer import Rebalancer, plan_now
 from orcastra.runtime.reboot import reboot_node
 from orcastra.runtime.reconcile import CycleResult, run_cycle
+from orcastra.runtime.swarm_labels import SwarmLabelWriteError, compare_and_set
 from orcastra.runtime.triggers import Request, Trigger
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,6 @@ CONFIG_POLL_INTERVAL_SECONDS = 1.0
 PERMANENT_ERROR_RETRY_SECONDS = 30.0
 MAX_RETRY_SECONDS = 60.0
 MIN_RETRY_SECONDS = 0.5
-CAS_ATTEMPTS = 5
-NO_OBJECTS = Snapshot((), (), ())
 
 
 def retry_delay(error: BaseException, consecutive: int) -> float:
@@ -239,25 +238,22 @@ class Loop:
 
     def set_paused(self, paused: bool) -> None:
         """Write the pause flag (a compare-and-set on the Swarm's labels, re-read on a conflict)."""
-        for _ in range(CAS_ATTEMPTS):
-            _, version = self.engine.swarm_labels_with_version()
-            action = SetSwarmLabels(
+        try:
+            result = compare_and_set(
+                self.engine,
+                self.executor,
                 {PAUSED_LABEL: "true" if paused else None},
-                version,
                 reason=f"operator command: {'pause' if paused else 'resume'}",
                 controller="command",
             )
-            (outcome,) = self.executor.apply([action], NO_OBJECTS)
-            if outcome.result == "conflict":
-                continue
-            if outcome.result == "error":
-                raise OrcastraError(f"could not write the pause flag: {outcome.detail}")
-            self.paused = paused
-            log.warning("Orcastra %s by operator command", "paused" if paused else "resumed")
-            if not paused:
-                self.trigger.fire("resumed")
-            return
-        raise OrcastraError("could not write the pause flag: the Swarm kept changing (version conflicts)")
+        except SwarmLabelWriteError as e:
+            raise OrcastraError(f"could not write the pause flag: {e}") from e
+        if result == "conflict":
+            raise OrcastraError("could not write the pause flag: the Swarm kept changing (version conflicts)")
+        self.paused = paused
+        log.warning("Orcastra %s by operator command", "paused" if paused else "resumed")
+        if not paused:
+            self.trigger.fire("resumed")
 
     def reload_config_if_changed(self) -> bool:
         if self.config_path is None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from orcastra.adapters.engine.api import EngineApi
-from orcastra.domain.actions import SetNodeAvailability, SetSwarmLabels
+from orcastra.domain.actions import SetNodeAvailability
 from orcastra.domain.snapshot import Node, Snapshot
 from orcastra.errors import (
     EngineNotFoundError,
@@ -42,6 +42,7 @@ from orcastra.features.reboot.plan import (
 from orcastra.features.reboot.settings import NODE_PLACEHOLDER, RebootSettings
 from orcastra.runtime.executor import Executor
 from orcastra.runtime.leadership import new_holder_id
+from orcastra.runtime.swarm_labels import SwarmLabelWriteError, compare_and_set
 
 log = logging.getLogger(__name__)
 
@@ -141,22 +142,11 @@ def _set_swarm_labels(
     changes: dict[str, str | None],
     reason: str,
 ) -> str:
-    """Compare-and-set on the Swarm's labels: read them with the Swarm's version, and if ``check`` accepts them,
-    write ``changes`` at that version through ``writes``. A write that lost a race with an unrelated change of
-    the Swarm (e.g. ``orcastra.paused``) is retried at the new version. Returns "ok", "dry-run", "refused"
-    (``check`` said no) or "conflict" (the Swarm kept changing)."""
-    for _ in range(CAS_ATTEMPTS):
-        labels, version = engine.swarm_labels_with_version()
-        if not check(labels):
-            return "refused"
-        action = SetSwarmLabels(changes, version, reason=reason, controller="reboot")
-        (outcome,) = writes.apply([action], Snapshot((), (), ()))
-        if outcome.result == "conflict":
-            continue
-        if outcome.result == "error":
-            raise RebootStepError(str(changes.get(LOCK_LABEL) or "?"), "lock", outcome.detail)
-        return outcome.result
-    return "conflict"
+    """The reboot lock's compare-and-set (``swarm_labels.compare_and_set``); a failed write aborts the reboot."""
+    try:
+        return compare_and_set(engine, writes, changes, reason=reason, controller="reboot", check=check)
+    except SwarmLabelWriteError as e:
+        raise RebootStepError(str(changes.get(LOCK_LABEL) or "?"), "lock", str(e)) from e
 
 
 def compare_and_set_lock(engine: EngineApi, writes: Executor, expected: str | None, new: str | None) -> bool:
