@@ -61,6 +61,8 @@ class LabEnv:
     node_hosts: dict[str, str]
     # node -> its node_exporter's /metrics URL (meminfo of the node's own memory view, see lab/memory.py)
     node_exporters: dict[str, str] = field(default_factory=dict)
+    # The Engine socket's path inside every node's containers (a stack's docker.sock mount source).
+    container_socket: str = "/var/run/docker.sock"
 
     def exports(self) -> str:
         """Shell lines exporting DOCKER_HOST, the registry, the image, each node's endpoint and exporter."""
@@ -68,6 +70,7 @@ class LabEnv:
             ("DOCKER_HOST", self.docker_host),
             ("ORCASTRA_LAB_REGISTRY", self.registry),
             ("ORCASTRA_LAB_IMAGE", self.image),
+            ("ORCASTRA_DOCKER_SOCKET", self.container_socket),
         ]
         pairs += [(f"ORCASTRA_LAB_NODE_{name.upper()}_HOST", host) for name, host in self.node_hosts.items()]
         pairs += [(f"ORCASTRA_LAB_NODE_{name.upper()}_EXPORTER", url) for name, url in self.node_exporters.items()]
@@ -283,6 +286,9 @@ class Lab:
                 # Keep the state file so a second ``down`` can try again.
                 raise LabError(f"lab {self.name}: down left things behind:\n" + "\n".join(f"  - {p}" for p in problems))
             shutil.rmtree(self.state_dir, ignore_errors=True)
+        for empty in (self.layout.container_socket_dir, self.layout.container_socket_dir.parent):
+            with contextlib.suppress(OSError):
+                empty.rmdir()
         if self.state_dir.parent == DEFAULT_BASE_DIR:
             # The shared parent goes too once the last lab in it is down (rmdir fails while others exist).
             with contextlib.suppress(OSError):
@@ -651,6 +657,7 @@ class Lab:
             image=state.image or self.layout.image,
             node_hosts=hosts,
             node_exporters=exporters,
+            container_socket=str(self.layout.container_socket_dir / "docker.sock"),
         )
 
     def _up_command(self) -> str:

@@ -72,16 +72,24 @@ def dockerd_argv(node: NodeLayout, registry: str) -> list[str]:
         # docker-proxy processes would survive a SIGKILL of dockerd with nothing tying them to the node.
         "--userland-proxy=false",
     ]
+    # A mount namespace of its own (slave: the host's mounts still reach it, its own never leak out), where
+    # the lab-wide container socket directory is this node's socket directory: a service that mounts
+    # that one path gets its own node's Engine, as /var/run/docker.sock does on a real Swarm.
     return [
         "nsenter",
         f"--net={node.netns_path}",
         "unshare",
         "--uts",
+        "--mount",
+        "--propagation",
+        "slave",
         "sh",
         "-c",
-        'hostname "$1" && shift && exec "$@"',
+        'hostname "$1" && mkdir -p "$2" && mount --bind "$3" "$2" && shift 3 && exec "$@"',
         "sh",
         node.name,
+        str(node.container_socket.parent),
+        str(node.socket_dir),
         *dockerd,
     ]
 
@@ -93,7 +101,7 @@ def is_dockerd_of(node: NodeLayout, record: ProcessRecord | None) -> bool:
 
 def start_dockerd(node: NodeLayout, registry: str) -> ProcessRecord:
     """Start the node's dockerd detached; the caller records the pid and waits for /_ping."""
-    for path in (node.data_root, node.exec_root):
+    for path in (node.data_root, node.exec_root, node.socket_dir, node.container_socket.parent):
         path.mkdir(parents=True, exist_ok=True)
     if not node.config_file.exists():
         node.config_file.write_text(json.dumps({}) + "\n")

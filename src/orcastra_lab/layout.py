@@ -29,6 +29,7 @@ MAX_NODES = 50
 REGISTRY_PORT = 5000
 NODE_EXPORTER_PORT = 9100
 SWARM_PORT = 2377
+CONTAINER_SOCKET_BASE = Path("/run/orcastra-lab")
 IMAGE_REPOSITORY = "orcastra/busybox"
 IMAGE_TAG = "lab"
 IFNAME_MAX_CHARS = 15
@@ -92,6 +93,10 @@ class NodeLayout:
     veth_peer: str
     dir: Path
     cgroup_parent: str
+    # The Engine socket's path as the node's containers see it (the same on every node of a lab, like
+    # /var/run/docker.sock on a real Swarm): the node's dockerd runs in a mount namespace of its own where
+    # this path's directory is a bind mount of ``socket_dir``.
+    container_socket: Path
 
     @property
     def data_root(self) -> Path:
@@ -102,8 +107,12 @@ class NodeLayout:
         return self.dir / "exec"
 
     @property
+    def socket_dir(self) -> Path:
+        return self.dir / "run"
+
+    @property
     def socket(self) -> Path:
-        return self.dir / "docker.sock"
+        return self.socket_dir / "docker.sock"
 
     @property
     def pidfile(self) -> Path:
@@ -210,6 +219,11 @@ class LabLayout:
         return self.state_dir / "docker-cli"
 
     @property
+    def container_socket_dir(self) -> Path:
+        """Empty on the host; in each node's mount namespace, that node's own socket directory."""
+        return CONTAINER_SOCKET_BASE / self.name
+
+    @property
     def image_build_dir(self) -> Path:
         return self.state_dir / "image-build"
 
@@ -226,4 +240,5 @@ class LabLayout:
             veth_peer=f"op-{self.tag}-{index}",
             dir=self.state_dir / name,
             cgroup_parent=f"/{self.cgroup_root}/{name}",
+            container_socket=self.container_socket_dir / "docker.sock",
         )
