@@ -157,14 +157,17 @@ def _plan_rebalance_once(config: Config, snapshot: Snapshot) -> RebalancePlan:
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Show nodes (state, role, labels; * = set by Orcastra) and anchor groups (colocated or why not)."""
-    from orcastra.cli.render import render_status
+    """Show the leader (who holds the lease), nodes (state, role, labels; * = set by Orcastra) and anchor
+    groups (colocated or why not)."""
+    from orcastra.cli.render import leader_json, render_status
     from orcastra.features.colocation.plan import plan_colocation
     from orcastra.runtime.controllers import colocation_settings
 
     config, snapshot = _read_swarm(ctx)
     groups = plan_colocation(snapshot, colocation_settings(config), snapshot.taken_at).groups
-    click.echo(render_status(snapshot, groups, as_json=as_json))
+    election = config.leader_election
+    leader = leader_json(snapshot, election.lease_name, election.ttl_seconds) if election.enabled else None
+    click.echo(render_status(snapshot, groups, as_json=as_json, leader=leader))
 
 
 @cli.command(name="do", context_settings={"ignore_unknown_options": True})

@@ -7,9 +7,10 @@ import time
 from collections.abc import Sequence
 
 from orcastra.domain.actions import Action, SetNodeAvailability, UpdateNodeLabels, UpdateService
-from orcastra.domain.labels import OWNED_LABELS_KEY
+from orcastra.domain.labels import LEASE_HOLDER_LABEL, LEASE_MARKER_LABEL, LEASE_RENEWED_LABEL, OWNED_LABELS_KEY
 from orcastra.domain.plan import Plan
 from orcastra.domain.snapshot import Snapshot
+from orcastra.domain.wording import printable
 from orcastra.features.colocation.status import GroupStatus
 from orcastra.features.rebalance import PlannedMove, RebalancePlan
 from orcastra.features.static_labels.plan import owned_keys
@@ -196,12 +197,44 @@ def render_groups(groups: Sequence[GroupStatus], now: float) -> str:
     return table(["ANCHOR", "SERVICE", "NODES", "STATE", "WHY"], rows)
 
 
-def render_status(snapshot: Snapshot, groups: Sequence[GroupStatus], *, as_json: bool) -> str:
+def leader_json(snapshot: Snapshot, lease_name: str, ttl_seconds: float) -> dict[str, object]:
+    """Who holds the leader lease (a 0-replica service of that name, see runtime/leadership.py), as its labels
+    say: ``state`` is held, expired (not renewed within the ttl: no leader acts until a follower takes it
+    over), released (a clean stop) or absent (no Orcastra ever ran leader election on this Swarm)."""
+    lease = next((s for s in snapshot.services if s.name == lease_name and LEASE_MARKER_LABEL in s.labels), None)
+    if lease is None:
+        return {"lease": lease_name, "state": "absent", "holder": None, "renewed_seconds_ago": None}
+    holder = lease.labels.get(LEASE_HOLDER_LABEL, "")
+    try:
+        ago: float | None = max(0.0, snapshot.taken_at - float(lease.labels.get(LEASE_RENEWED_LABEL, "")))
+    except ValueError:
+        ago = None
+    fresh = ago is not None and ago <= ttl_seconds
+    state = "released" if not holder else "held" if fresh else "expired"
+    return {"lease": lease_name, "state": state, "holder": holder or None, "renewed_seconds_ago": ago}
+
+
+def render_leader(leader: dict[str, object]) -> str:
+    holder = printable(str(leader["holder"])) if leader["holder"] else "none"
+    ago = leader["renewed_seconds_ago"]
+    when = f", renewed {ago:.0f} s ago" if isinstance(ago, float) else ""
+    state = leader["state"]
+    if state == "held":
+        return f"Leader: {holder} (lease {leader['lease']}{when})"
+    if state == "absent":
+        return f"Leader: none (no lease service {leader['lease']}: no Orcastra runs with leader election here)"
+    return f"Leader: none ({holder if state == 'expired' else 'the last holder'} {state} the lease{when})"
+
+
+def render_status(
+    snapshot: Snapshot, groups: Sequence[GroupStatus], *, as_json: bool, leader: dict[str, object] | None = None
+) -> str:
     nodes = sorted(snapshot.nodes, key=lambda n: n.hostname)
     now = snapshot.taken_at
     if as_json:
         return json.dumps(
             {
+                "leader": leader,
                 "groups": [group_json(g, now) for g in groups],
                 "nodes": [
                     {
@@ -229,7 +262,8 @@ def render_status(snapshot: Snapshot, groups: Sequence[GroupStatus], *, as_json:
         role = n.role + (" (leader)" if n.leader else "")
         rows.append([n.hostname, n.state, n.availability, role, n.addr, labels or "-"])
     return "\n".join(
-        [
+        ([render_leader(leader), ""] if leader is not None else [])
+        + [
             table(["NODE", "STATE", "AVAILABILITY", "ROLE", "ADDR", "LABELS (* = set by Orcastra)"], rows),
             "",
             render_groups(groups, now),
