@@ -1,0 +1,17 @@
+#!/bin/sh
+# Orcastra's entrypoint: run as the unprivileged user orcastra (uid 10001) with the Docker socket's group
+# added, whatever that group's number is on this node (it differs between distributions and hosts, which is
+# why a fixed group_add in a stack file is fragile for a global service). Started as root, it drops to that
+# user with setpriv (util-linux, in every Debian image); started as another user (`user:` in the stack), it
+# runs as that user. ORCASTRA_RUN_AS_ROOT=1 keeps root (for node features that need it).
+set -eu
+if [ "$(id -u)" = 0 ] && [ "${ORCASTRA_RUN_AS_ROOT:-0}" != 1 ]; then
+    socket=${DOCKER_HOST:-unix:///var/run/docker.sock}
+    socket=${socket#unix://}
+    groups=10001
+    if [ -S "$socket" ]; then
+        groups="10001,$(stat -c %g "$socket")"
+    fi
+    exec setpriv --reuid=10001 --regid=10001 --groups="$groups" --inh-caps=-all -- orcastra "$@"
+fi
+exec orcastra "$@"

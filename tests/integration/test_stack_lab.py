@@ -1,0 +1,322 @@
+"""Orcastra deployed as users deploy it (issue 12): the image built by the repository's Dockerfile, pushed to
+the lab registry, and ``docker stack deploy -c deploy/stack.yml`` on a lab of its own with 3 managers and a
+worker: a controller replica on each manager, an agent on every node.
+
+What is asserted is what the Swarm did: where tasks run, which labels nodes carry, the lease's holder, each
+container's health. The figures (cold start, failover, footprints) are printed for the README's report.
+Tests run in file order and share the deployment; the last one kills a node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+
+from orcastra_lab import Lab, LabEnv
+from orcastra_lab import stack as lab_stack
+
+from .util import node_labels, running_nodes, set_node_labels, wait_for
+
+LAB_NAME = "stack"
+MANAGERS = ("node1", "node2", "node3")
+WORKER = "node4"
+LEASE_TTL_SECONDS = 15.0
+APP_STACK = "app"
+
+pytestmark = [pytest.mark.timeout(1200)]
+
+CONFIG = """\
+stack: app
+api:
+  listen: 0.0.0.0:9180
+  token_file: /run/secrets/orcastra-api-token
+commands:
+  file: /var/lib/orcastra/commands.yml
+logging:
+  format: json
+leader_election:
+  ttl_seconds: 15
+reconcile:
+  resync_interval_seconds: 10
+nodes:
+  node4:
+    labels: {zone: a}
+anchors:
+  db:
+    dependents: [web]
+"""
+
+APP = """\
+version: "3.8"
+services:
+  db:
+    image: ${ORCASTRA_LAB_IMAGE}
+    deploy:
+      placement:
+        constraints: [node.labels.dbhome == true]
+  web:
+    image: ${ORCASTRA_LAB_IMAGE}
+  probe:
+    image: ${ORCASTRA_LAB_IMAGE}
+"""
+
+
+@dataclass
+class Site:
+    lab: Lab
+    env: LabEnv
+    image: str
+    workdir: Path
+
+    def host(self, node: str) -> str:
+        return self.env.node_hosts[node]
+
+    def api(self, node: str = "node1") -> docker.APIClient:
+        return docker.APIClient(base_url=self.host(node), version="auto", timeout=30)
+
+    def docker(self, *argv: str, node: str = "node1", check: bool = True) -> str:
+        env = {**os.environ, "DOCKER_HOST": self.host(node), "ORCASTRA_LAB_IMAGE": self.env.image}
+        done = subprocess.run(["docker", *argv], env=env, capture_output=True, text=True, timeout=180, check=False)
+        if check:
+            assert done.returncode == 0, f"docker {' '.join(argv)}: {done.stderr}"
+        return done.stdout
+
+    def deploy(self, config: str = CONFIG, node: str = "node1") -> None:
+        lab_stack.deploy(
+            self.lab.layout, self.host(node), self.image, config, container_socket=self.env.container_socket
+        )
+
+    def holder(self, node: str = "node1") -> str | None:
+        return lab_stack.lease_holder(self.lab.layout, self.host(node))
+
+
+def _leader_node(holder: str | None) -> str | None:
+    """The node a holder id names: the stack's hostname template makes it ``orcastra-<node>:<pid>:<rand>``."""
+    match = re.match(r"orcastra-(node\d+):", holder or "")
+    return match.group(1) if match else None
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    lab = Lab(name=LAB_NAME, progress=lambda m: print(f"lab: {m}", flush=True))
+    env = lab.up(nodes=4, managers=3, swarm=True)
+    started = time.monotonic()
+    image = lab.build_orcastra_image()
+    print(f"\nFIGURE image build and push: {time.monotonic() - started:.1f} s ({image})", flush=True)
+    workdir = tmp_path_factory.mktemp("stack")
+    s = Site(lab=lab, env=env, image=image, workdir=workdir)
+    (workdir / "app.yml").write_text(APP)
+    set_node_labels_by_name(s, MANAGERS[0], {"dbhome": "true"})
+    s.docker("stack", "deploy", "-c", str(workdir / "app.yml"), APP_STACK)
+    yield s
+    if os.environ.get("ORCASTRA_LAB_KEEP") != "1":
+        lab.down()
+
+
+def set_node_labels_by_name(s: Site, hostname: str, labels: dict[str, str], node: str = "node1") -> None:
+    api = s.api(node)
+    try:
+        merged = {**node_labels(api)[hostname], **labels}
+        set_node_labels(api, hostname, merged)
+    finally:
+        api.close()
+
+
+def _containers(s: Site, node: str, service: str) -> list[dict[str, object]]:
+    api = s.api(node)
+    try:
+        found: list[dict[str, object]] = api.containers(filters={"label": f"com.docker.swarm.service.name={service}"})
+        return found
+    finally:
+        api.close()
+
+
+def _health(s: Site, node: str, service: str) -> str | None:
+    containers = _containers(s, node, service)
+    if not containers:
+        return None
+    api = s.api(node)
+    try:
+        state = api.inspect_container(containers[0]["Id"])["State"]
+        return str(state.get("Health", {}).get("Status"))
+    finally:
+        api.close()
+
+
+def test_stack_deploys_and_goes_healthy(site: Site) -> None:
+    started = time.monotonic()
+    site.deploy()
+    holder = wait_for("a leader", site.holder, timeout=120, interval=0.5)
+    print(f"\nFIGURE cold start (stack deploy -> lease held): {time.monotonic() - started:.1f} s", flush=True)
+    api = site.api()
+    try:
+        wait_for(
+            "a controller on each manager",
+            lambda: sorted(running_nodes(api, "orcastra_controller")) == list(MANAGERS),
+            timeout=120,
+        )
+        wait_for(
+            "an agent on each node",
+            lambda: sorted(running_nodes(api, "orcastra_agent")) == [*MANAGERS, WORKER],
+            timeout=120,
+        )
+    finally:
+        api.close()
+    for node in MANAGERS:
+        wait_for(
+            f"{node}'s controller healthy",
+            lambda n=node: _health(site, n, "orcastra_controller") == "healthy",
+            timeout=90,
+            interval=1,
+        )
+    assert _leader_node(holder) in MANAGERS
+    logs = site.docker("service", "logs", "--raw", "orcastra_controller")
+    records = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    assert records, logs[-2000:]
+    assert {"time", "level", "logger", "message"} <= set(records[0])
+    assert any("leader" in r["message"] for r in records)
+    # The static label of the config is on node4, set by the deployed controller.
+    api = site.api()
+    try:
+        wait_for("node4 labelled zone=a", lambda: node_labels(api)[WORKER].get("zone") == "a", timeout=60)
+    finally:
+        api.close()
+
+
+def test_status_names_the_leader(site: Site, tmp_path: Path) -> None:
+    config = tmp_path / "client.yml"
+    config.write_text("stack: app\n")
+    done = subprocess.run(
+        ["orcastra", "--config", str(config), "status"],
+        env={**os.environ, "DOCKER_HOST": site.host("node2")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    first = done.stdout.splitlines()[0]
+    assert first.startswith("Leader: orcastra-node"), done.stdout
+
+
+def test_controller_colocates_the_anchor_group(site: Site) -> None:
+    api = site.api()
+    try:
+        wait_for(
+            "web on db's node",
+            lambda: running_nodes(api, "app_web") == running_nodes(api, "app_db") == [MANAGERS[0]],
+            timeout=90,
+        )
+    finally:
+        api.close()
+
+
+def _controller_spec(site: Site, node: str = "node1") -> dict[str, object]:
+    return json.loads(site.docker("service", "inspect", "orcastra_controller", "--format", "{{json .Spec}}", node=node))
+
+
+def _config_names(spec: dict[str, object]) -> list[str]:
+    template = spec["TaskTemplate"]
+    assert isinstance(template, dict)
+    return [c["ConfigName"] for c in template["ContainerSpec"].get("Configs", [])]
+
+
+def _update_state(site: Site) -> str:
+    out = site.docker("service", "inspect", "orcastra_controller", "--format", "{{json .UpdateStatus}}")
+    status = json.loads(out) or {}
+    return str(status.get("State", ""))
+
+
+def test_config_change_rolls_out_and_a_broken_one_is_refused(site: Site) -> None:
+    changed = CONFIG.replace("labels: {zone: a}", "labels: {zone: b}")
+    started = time.monotonic()
+    site.deploy(changed)
+    api = site.api()
+    try:
+        wait_for(
+            "node4 relabelled zone=b", lambda: node_labels(api)[WORKER].get("zone") == "b", timeout=240, interval=1
+        )
+        print(f"\nFIGURE config change (deploy -> label applied): {time.monotonic() - started:.1f} s", flush=True)
+        wait_for("the rolling update completed", lambda: _update_state(site) == "completed", timeout=240, interval=2)
+        good = _config_names(_controller_spec(site))
+        # A broken config (an unknown key): the first new replica exits at once, the update rolls back, and a
+        # replica with the last good config keeps the lease all along.
+        site.deploy(changed + "no_such_key: 1\n")
+        wait_for("the update rolled back", lambda: _update_state(site) == "rollback_completed", timeout=300, interval=2)
+        assert _config_names(_controller_spec(site)) == good
+        assert site.holder() is not None
+        assert sorted(running_nodes(api, "orcastra_controller")) == list(MANAGERS)
+        assert node_labels(api)[WORKER].get("zone") == "b"
+    finally:
+        api.close()
+
+
+def _node_state(site: Site, hostname: str, via: str) -> str:
+    api = site.api(via)
+    try:
+        for node in api.nodes():
+            if node["Description"]["Hostname"] == hostname:
+                return str(node["Status"]["State"])
+        return "absent"
+    finally:
+        api.close()
+
+
+def test_killing_the_leaders_node_hands_over_and_the_group_follows(site: Site) -> None:
+    """The node of the leader replica loses power (dockerd SIGKILLed); the anchor runs there too. Another
+    replica must lead within the lease's ttl after the Swarm marks the node Down, and the group follow its
+    anchor to the node it is rescheduled on."""
+    doomed = _leader_node(site.holder())
+    assert doomed in MANAGERS
+    via = next(n for n in MANAGERS if n != doomed)
+    api = site.api(via)
+    try:
+        # Only the doomed node may run db, then (without moving it) the worker may too: its only way out.
+        for hostname in MANAGERS:
+            set_node_labels_by_name(site, hostname, {"dbhome": "true" if hostname == doomed else "false"}, node=via)
+        site.docker("service", "update", "--detach", "--force", "app_db", node=via)
+        wait_for(
+            "db and web on the leader's node",
+            lambda: running_nodes(api, "app_web") == running_nodes(api, "app_db") == [doomed],
+            timeout=120,
+            interval=0.5,
+        )
+        set_node_labels_by_name(site, WORKER, {"dbhome": "true"}, node=via)
+        before = site.holder(via)
+        killed = time.monotonic()
+        site.lab.kill(doomed)
+        wait_for(f"{doomed} Down", lambda: _node_state(site, doomed, via) == "down", timeout=90, interval=0.5)
+        down = time.monotonic()
+        holder = wait_for(
+            "a new leader", lambda: (h := site.holder(via)) not in (None, before) and h, timeout=90, interval=0.25
+        )
+        led = time.monotonic()
+        assert _leader_node(holder) in MANAGERS
+        assert _leader_node(holder) != doomed
+        wait_for(
+            "web follows db to the worker",
+            lambda: running_nodes(api, "app_web") == running_nodes(api, "app_db") == [WORKER],
+            timeout=120,
+            interval=0.5,
+        )
+        followed = time.monotonic()
+    finally:
+        api.close()
+    print(
+        f"\nFIGURE leader node killed: node Down after {down - killed:.1f} s, new leader after {led - killed:.1f} s"
+        f" ({led - down:+.1f} s after Down; ttl {LEASE_TTL_SECONDS:g} s), group on its new node after"
+        f" {followed - killed:.1f} s",
+        flush=True,
+    )
+    assert led - down <= LEASE_TTL_SECONDS + 2.0
