@@ -23,6 +23,7 @@ from orcastra.commands.dispatch import CommandResult
 from orcastra.commands.model import Command, Malformed
 from orcastra.commands.swarm_queue import (
     REQUEST_FILTER,
+    SEND_POLL_SECONDS,
     claim_action,
     decode_request,
     describe_request,
@@ -154,6 +155,7 @@ def forwarding_submit(
     submit: Submit,
     engine_factory: Callable[[], EngineApi],
     timeout: float = FORWARD_TIMEOUT_SECONDS,
+    poll: float = SEND_POLL_SECONDS,
 ) -> Submit:
     """The API's submit: the leader runs the command itself; a follower puts it in the Swarm and waits for the
     leader's result, so a command posted to any replica runs (once)."""
@@ -163,7 +165,7 @@ def forwarding_submit(
             return submit(cmd)
         try:
             with engine_factory() as engine:
-                return send_command(engine, cmd, timeout=timeout)
+                return send_command(engine, cmd, timeout=timeout, poll=poll)
         except OrcastraError as e:
             return CommandResult(str(cmd), "error", f"this instance is a follower and could not reach the leader: {e}")
 
