@@ -49,6 +49,9 @@ Endpoints (with or without a ``/vX.Y`` prefix):
   ``availability``/``role``/``state`` .old/.new for nodes, ``image``/``replicas``/``updatestate`` .old/.new for
   services) and ``container`` start/die events for the tasks (scope local; from every node: one fake Engine
   stands for them all). The last 256 are replayed for ``since``; every subscriber gets every event.
+- configs: GET /configs (filters: id, name, label), GET /configs/<ref>, POST /configs/create (201 {"ID"}, 409
+  when the name is taken), POST /configs/<ref>/update?version=N (only Labels may change; a stale version is
+  out of sequence), DELETE /configs/<ref> (204); ``config`` create/update/remove events;
 - the benchmark's own: GET /_bench/stats and POST /_bench/reset (requests and bytes sent, per path).
 
 Test hooks on ``FakeEngine`` (thread-safe): ``set_node_state``, ``move_task``, ``fail_next``, ``writes``,
@@ -62,6 +65,7 @@ serves until killed).
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import copy
 import hashlib
@@ -741,6 +745,7 @@ class SwarmState:
         self._last_ns = 0
         self._serial = 0  # IDs of the objects created here
         self._encoded: dict[str, bytes] = {}  # unfiltered lists, encoded once until the next change
+        self.configs: dict[str, JSON] = {}  # Swarm configs (Spec.Data base64; only labels change)
 
     # --- clock and versions ---------------------------------------------------------------------------
 
@@ -1078,6 +1083,73 @@ class SwarmState:
                     tokens[role] = _token(role.lower(), self._serial)
             self.swarm["JoinTokens"] = tokens
             self._touch(self.swarm, "swarm")
+
+    # --- configs (GET/POST /configs...: Data immutable, Labels updated at the version) -------------------------
+
+    def _find_config(self, ref: str) -> JSON:
+        found = [c for c in self.configs.values() if ref in (c["ID"], c["Spec"]["Name"])]
+        found = found or [c for c in self.configs.values() if c["ID"].startswith(ref)]
+        if len(found) != 1:
+            raise ApiError(404 if not found else 400, f"config {ref} not found")
+        return found[0]
+
+    def list_configs(self, filters: dict[str, set[str]]) -> bytes:
+        with self.lock:
+            out = []
+            for c in self.configs.values():
+                if "id" in filters and not any(c["ID"].startswith(v) for v in filters["id"]):
+                    continue
+                if "name" in filters and not any(c["Spec"]["Name"].startswith(v) for v in filters["name"]):
+                    continue
+                if "label" in filters and not all(_label_match(c["Spec"]["Labels"], v) for v in filters["label"]):
+                    continue
+                out.append(c)
+            return json.dumps(out).encode()
+
+    def create_config(self, body: Any) -> str:
+        """POST /configs/create: 409 when the name is taken, 400 when Data is not base64 or over 1000 KiB."""
+        raw = _object_body(body)
+        name, data = str(raw.get("Name") or ""), str(raw.get("Data") or "")
+        try:
+            size = len(base64.b64decode(data, validate=True))
+        except ValueError as e:
+            raise ApiError(400, f"invalid Data: {e}") from e
+        if not name or size > 1000 * 1024:
+            raise ApiError(400, "rpc error: code = InvalidArgument desc = invalid config spec")
+        with self.lock:
+            if any(c["Spec"]["Name"] == name for c in self.configs.values()):
+                raise ApiError(409, f"rpc error: code = AlreadyExists desc = config {name} already exists")
+            self._serial += 1
+            config_id = _id("config", self._serial)
+            spec = {"Name": name, "Labels": _str_map(raw.get("Labels")), "Data": data}
+            config: JSON = {"ID": config_id, "Version": {}, "CreatedAt": "", "UpdatedAt": "", "Spec": spec}
+            ns = self._touch(config, "configs")
+            config["CreatedAt"] = config["UpdatedAt"]
+            self.configs[config_id] = config
+            self._publish("config", "create", config_id, {"name": name}, ns)
+            return config_id
+
+    def update_config(self, ref: str, query: Query, body: Any) -> None:
+        """POST /configs/<ref>/update?version=N: only Labels may change (as swarmkit's controlapi)."""
+        raw = _object_body(body)
+        version = _version("config", query)
+        with self.lock:
+            config = self._find_config(ref)
+            if version != config["Version"]["Index"]:
+                raise ApiError(500, OUT_OF_SEQUENCE)
+            old = config["Spec"]
+            if raw.get("Name", old["Name"]) != old["Name"] or raw.get("Data", old["Data"]) != old["Data"]:
+                raise ApiError(400, "rpc error: code = InvalidArgument desc = only updates to Labels are allowed")
+            config["Spec"] = {**old, "Labels": _str_map(raw.get("Labels"))}
+            ns = self._touch(config, "configs")
+            self._publish("config", "update", config["ID"], {"name": old["Name"]}, ns)
+
+    def remove_config(self, ref: str) -> None:
+        with self.lock:
+            config = self._find_config(ref)
+            del self.configs[config["ID"]]
+            self.index += 1
+            self._publish("config", "remove", config["ID"], {"name": config["Spec"]["Name"]}, self.now_ns())
 
     # --- test hooks -----------------------------------------------------------------------------------------
 
@@ -1419,7 +1491,7 @@ def _json_response(obj: Any, status: int = 200) -> _Response:
 
 
 _EMPTY_OK = _Response(200, b"", "")
-_OBJECT_PATH = re.compile(r"/(nodes|services|tasks)/([^/]+)(/update)?")
+_OBJECT_PATH = re.compile(r"/(nodes|services|tasks|configs)/([^/]+)(/update)?")
 
 
 def _stats_key(method: str, path: str) -> str:
@@ -1427,7 +1499,7 @@ def _stats_key(method: str, path: str) -> str:
     if path.startswith("/_bench/"):
         return "/_bench"
     m = _OBJECT_PATH.fullmatch(path)
-    key = f"/{m[1]}/<id>{m[3] or ''}" if m and path != "/services/create" else path
+    key = f"/{m[1]}/<id>{m[3] or ''}" if m and path not in ("/services/create", "/configs/create") else path
     return key if method == "GET" else f"{method} {key}"
 
 
@@ -1620,6 +1692,11 @@ class _Handler(BaseHTTPRequestHandler):
             if path == "/swarm/update":
                 state.update_swarm(query, body)
                 return _EMPTY_OK
+            if path == "/configs/create":
+                return _json_response({"ID": state.create_config(body)}, 201)
+            if m and m[1] == "configs" and m[3]:
+                state.update_config(ref, query, body)
+                return _EMPTY_OK
             if m and m[1] == "nodes" and m[3]:
                 state.update_node(ref, query, body)
                 return _EMPTY_OK
@@ -1629,6 +1706,9 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "DELETE" and m and m[1] == "services" and not m[3]:
             state.remove_service(ref)
             return _EMPTY_OK
+        if method == "DELETE" and m and m[1] == "configs" and not m[3]:
+            state.remove_config(ref)
+            return _Response(204, b"", "")
         return _json_response({"message": f"the fake engine does not implement {method} {path}"}, 501)
 
     def _get(self, path: str, query: Query) -> _Response:
@@ -1659,11 +1739,16 @@ class _Handler(BaseHTTPRequestHandler):
             return _Response(200, state.list_services(_filters(query)))
         if path == "/tasks":
             return _Response(200, state.list_tasks(_filters(query)))
+        if path == "/configs":
+            return _Response(200, state.list_configs(_filters(query)))
         if path == "/_bench/stats":
             with self.server.stats_lock:
                 stats = {p: {"requests": s.requests, "bytes": s.bytes} for p, s in self.server.stats.items()}
             return _json_response(stats)
         m = _OBJECT_PATH.fullmatch(path)
+        if m and m[1] == "configs" and not m[3]:
+            with state.lock:
+                return _json_response(state._find_config(unquote(m[2])))
         if m and not m[3]:
             return _Response(200, state.inspect(m[1], unquote(m[2])))
         return _json_response({"message": f"page not found: {path}"}, 404)

@@ -1239,7 +1239,7 @@ def test_do_command_when_nothing_listens() -> None:
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens on it
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code, text = do_command(f"127.0.0.1:{port}", TOKEN, ["sync"])
+    code, text = do_command(f"127.0.0.1:{port}", TOKEN, ["sync"], connect_retry_seconds=0.0)
     assert code == 1
     assert "nothing listens there" in text
 

@@ -365,3 +365,17 @@ def test_a_bug_while_reading_the_config_keeps_the_previous_one(tmp_path: Path, m
     path.write_text("stack: other\n", encoding="utf-8")
     assert loop.reload_config_if_changed() is False
     assert loop.config.stack == "shop"
+
+
+def test_a_command_request_kept_in_the_swarm_runs_once_with_its_writes_on_the_loop(running: Running) -> None:
+    from orcastra.adapters.engine import EngineAdapter, EngineSettings
+    from orcastra.commands.model import Command
+    from orcastra.commands.swarm_queue import send_command
+
+    with EngineAdapter(EngineSettings(host=running.fake.docker_host)) as engine:
+        result = send_command(engine, Command("sync"), timeout=WAIT_SECONDS, poll=0.05)
+    assert (result.command, result.result) == ("sync", "ok")
+    assert result.message.startswith("reconciled")
+    assert running.writes.threads == {running.thread.ident}  # the claim and the result: on the loop's thread
+    journal = (running.daemon.config.commands.file.parent / "commands.yml.results.jsonl").read_text()
+    assert '"source": "swarm"' in journal

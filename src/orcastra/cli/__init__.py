@@ -172,21 +172,48 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 @cli.command(name="do", context_settings={"ignore_unknown_options": True})
 @_config_option
+@click.option(
+    "--swarm",
+    is_flag=True,
+    help="Send it through the Swarm (a command request the leader takes, wherever it runs), through the "
+    "configured Engine of a manager (DOCKER_HOST); no API token needed.",
+)
+@click.option("--timeout", type=float, default=60.0, show_default=True, help="With --swarm: seconds to wait.")
 @click.argument("words", nargs=-1, required=True)
 @click.pass_context
-def do(ctx: click.Context, words: tuple[str, ...]) -> None:
+def do(ctx: click.Context, swarm: bool, timeout: float, words: tuple[str, ...]) -> None:
     """Run an operator command on the running Orcastra (its HTTP API): sync, restart SERVICE, rebalance,
-    drain NODE, activate NODE, reboot NODE, pause, resume, relabel, bootstrap. Needs api.token."""
+    drain NODE, activate NODE, reboot NODE, pause, resume, relabel, bootstrap. Needs api.token (or --swarm)."""
     from orcastra.commands import do_command, load_token
 
     config, _ = _load(ctx)
-    try:
-        token = load_token(config.api)
-    except OrcastraError as err:
-        _fail(err)
-    code, text = do_command(config.api.listen, token, list(words))
+    if swarm:
+        code, text = _do_through_swarm(config, list(words), timeout)
+    else:
+        try:
+            token = load_token(config.api)
+        except OrcastraError as err:
+            _fail(err)
+        code, text = do_command(config.api.listen, token, list(words))
     click.echo(text, err=code != 0)
     sys.exit(code)
+
+
+def _do_through_swarm(config: Config, words: list[str], timeout: float) -> tuple[int, str]:
+    from orcastra.adapters.engine.connect import make_engine
+    from orcastra.commands.model import Malformed, parse_words
+    from orcastra.commands.swarm_queue import send_command
+
+    cmd = parse_words(words)
+    if isinstance(cmd, Malformed):
+        return 2, cmd.message
+    try:
+        with make_engine(config) as engine:
+            result = send_command(engine, cmd, timeout=timeout)
+    except OrcastraError as err:
+        return 1, f"could not send the command through the Swarm: {err}"
+    text = f"{result.command}: {result.message}"
+    return (0, text) if result.ok else (1, f"{text} (failed)")
 
 
 @cli.command()

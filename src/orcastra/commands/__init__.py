@@ -7,7 +7,9 @@
 - ``runner``: the ``CommandRunner`` that takes, runs and journals commands, one at a time in arrival order
   (and recovers after a crash without running anything twice);
 - ``watch``: ``CommandWatcher``, which notices changes of the command file;
-- ``api``: the HTTP routes, the bearer token, and the CLI's client (``do_command``).
+- ``api``: the HTTP routes, the bearer token, and the CLI's client (``do_command``);
+- ``swarm_queue``: command requests kept in the Swarm as configs (the data, the leader's pure plan, the
+  sender ``send_command``); served by ``orcastra.runtime.command_queue``.
 
 Wiring (in the daemon)::
 

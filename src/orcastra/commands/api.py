@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import stat
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs
@@ -44,6 +45,10 @@ RESULTS_PATH = "/v1/commands/results"
 DEFAULT_RESULTS_LIMIT = 20
 MAX_RESULTS_LIMIT = 1000
 CONNECT_TIMEOUT_SECONDS = 5.0
+# A refused connection sent nothing, so it is safe to try again: a replica stopped by a rolling update is
+# back (or another one answers on the published port) within seconds.
+CONNECT_RETRY_SECONDS = 10.0
+CONNECT_RETRY_PAUSE_SECONDS = 1.0
 # A command runs while the request waits; ``reboot NODE`` drains, reboots and waits for the node to be Ready.
 COMMAND_TIMEOUT_SECONDS = 3600.0
 NO_TOKEN_MESSAGE = "commands over the API are disabled: set api.token or api.token_file in the configuration"
@@ -145,7 +150,7 @@ def read_json_object(request: Request) -> dict[str, Any] | Response:
     if refused is not None:
         return json_response(415, {"error": refused})
     try:
-        return _decode_object(request.body)
+        return decode_json_object(request.body)
     except BadBody as e:
         return json_response(400, {"error": f"{e}; send a JSON object, e.g. {BODY_EXAMPLE}"})
 
@@ -166,7 +171,7 @@ def _check_content_type(value: str | None) -> str | None:
     return f"send the body as JSON with Content-Type: {JSON_CONTENT_TYPE} (UTF-8), e.g. {BODY_EXAMPLE}"
 
 
-def _decode_object(body: bytes) -> dict[str, Any]:
+def decode_json_object(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise BadBody("the body is empty")
     if body.startswith(b"\xef\xbb\xbf"):
@@ -270,11 +275,18 @@ def api_base_url(listen: str) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def do_command(
-    listen: str, token: str | None, words: Sequence[str], transport: httpx.BaseTransport | None = None
+def do_command(  # noqa: PLR0913 - the command, then keyword-only transport and retry collaborators for tests
+    listen: str,
+    token: str | None,
+    words: Sequence[str],
+    transport: httpx.BaseTransport | None = None,
+    *,
+    connect_retry_seconds: float = CONNECT_RETRY_SECONDS,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> tuple[int, str]:
     """``orcastra do restart app``: send the command to the running Orcastra on ``listen`` and wait for its
-    result. Returns (exit code, text): 0 ok, 1 error result (or no Orcastra / refused), 2 bad command."""
+    result. Returns (exit code, text): 0 ok, 1 error result (or no Orcastra / refused), 2 bad command. A
+    connection refused (nothing was sent) is tried again for ``connect_retry_seconds``."""
     cmd = parse_words(list(words))
     if isinstance(cmd, Malformed):
         return 2, cmd.message
@@ -286,8 +298,15 @@ def do_command(
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     timeout = httpx.Timeout(COMMAND_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS)
     try:
-        with httpx.Client(timeout=timeout, transport=transport) as client:
-            response = client.post(url, json=cmd.to_entry(), headers=headers)
+        response = _post_retrying_connect(
+            url,
+            body=cmd.to_entry(),
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            retry_seconds=connect_retry_seconds,
+            sleep=sleep,
+        )
     except httpx.ConnectError:
         return (
             1,
@@ -308,6 +327,28 @@ def do_command(
     if response.status_code == 401:
         return 1, f"Orcastra refused the token: {error} (give the token configured as api.token or api.token_file)"
     return 1, f"Orcastra answered HTTP {response.status_code}: {error}"
+
+
+def _post_retrying_connect(  # noqa: PLR0913 - one request and how to retry it
+    url: str,
+    *,
+    body: dict[str, str],
+    headers: dict[str, str],
+    timeout: httpx.Timeout,
+    transport: httpx.BaseTransport | None,
+    retry_seconds: float,
+    sleep: Callable[[float], object],
+) -> httpx.Response:
+    """POST once; on a refused connection (``ConnectError``: nothing sent) again, until ``retry_seconds``."""
+    deadline = time.monotonic() + retry_seconds
+    while True:
+        try:
+            with httpx.Client(timeout=timeout, transport=transport) as client:
+                return client.post(url, json=body, headers=headers)
+        except httpx.ConnectError:
+            if time.monotonic() >= deadline:
+                raise
+            sleep(CONNECT_RETRY_PAUSE_SECONDS)
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:

@@ -426,8 +426,9 @@ class CommandRunner:
 
     # --- the API ----------------------------------------------------------------------------------------
 
-    def submit(self, cmd: Command) -> CommandResult:
-        """Run a command given by the API or the CLI, journaled like the file's (started, then result)."""
+    def submit(self, cmd: Command, source: str = "api") -> CommandResult:
+        """Run a command given by the API, the CLI or the Swarm's command requests (``source``), journaled like
+        the file's (started, then result)."""
         with self._turns.hold():
             command_id = self._new_id()
             self.journal.append(
@@ -435,7 +436,7 @@ class CommandRunner:
                     "type": "started",
                     "id": command_id,
                     "time": utc_timestamp(self._clock()),
-                    "source": "api",
+                    "source": source,
                     "command": str(cmd),
                     "entry": cmd.to_entry(),
                 }

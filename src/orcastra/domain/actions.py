@@ -4,6 +4,7 @@ applies them (or, in a dry run, only records them).
 - node spec: ``UpdateNodeLabels``, ``SetNodeAvailability``;
 - service spec: ``UpdateService``, ``CreateService`` (the leader lease's 0-replica placeholder);
 - the Swarm's own spec: ``SetSwarmLabels`` (the pause flag, the reboot lock);
+- Swarm configs (command requests): ``UpdateConfigLabels`` (claim, finish), ``RemoveConfig`` (retention);
 - membership, through each node's own Engine: ``InitSwarm``, ``JoinSwarm``, ``PromoteNode``, ``DemoteNode``,
   ``RemoveNode`` (bootstrap and healing).
 
@@ -248,6 +249,50 @@ class RemoveNode:
         return f"remove node entry {self.node_id[:12]}"
 
 
+@dataclass(frozen=True)
+class UpdateConfigLabels:
+    """Set and remove labels of one Swarm config at ``config_version`` (its data never changes): claiming a
+    command request (a stale version is a conflict: someone else took it) and recording its result."""
+
+    config_id: str
+    config_name: str
+    config_version: int
+    set_labels: Mapping[str, str] = field(default_factory=lambda: EMPTY_LABELS)
+    remove_labels: tuple[str, ...] = ()
+    reason: str = ""
+    controller: str = "commands"
+    quiet: bool = True  # the command's own result is journaled and audited through what it changes
+    kind: Literal["update-config-labels"] = field(default="update-config-labels", init=False)
+
+    @property
+    def target(self) -> str:
+        return f"config/{self.config_name}"
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in sorted(self.set_labels.items())]
+        parts += [f"-{k}" for k in sorted(self.remove_labels)]
+        return f"labels {' '.join(parts)}"
+
+
+@dataclass(frozen=True)
+class RemoveConfig:
+    """DELETE /configs/{config_id}: a finished command request past its retention."""
+
+    config_id: str
+    config_name: str
+    reason: str = ""
+    controller: str = "commands"
+    quiet: bool = True
+    kind: Literal["remove-config"] = field(default="remove-config", init=False)
+
+    @property
+    def target(self) -> str:
+        return f"config/{self.config_name}"
+
+    def describe(self) -> str:
+        return "remove"
+
+
 BootstrapAction = InitSwarm | JoinSwarm | PromoteNode | DemoteNode | RemoveNode
 Action = (
     UpdateNodeLabels
@@ -260,6 +305,8 @@ Action = (
     | PromoteNode
     | DemoteNode
     | RemoveNode
+    | UpdateConfigLabels
+    | RemoveConfig
 )
 
 

@@ -11,7 +11,9 @@ Where each key lives and who writes it:
   leader lease's placeholder service);
 - service labels written by users in stack files: ``orcastra.follow``, ``orcastra.restart-dependents``,
   ``orcastra.retry-intervals``, ``orcastra.rebalance``, ``orcastra.rebalance.preferred-node``;
-- Swarm labels (``docker info``): ``orcastra.paused``, ``orcastra.reboot.lock``.
+- Swarm labels (``docker info``): ``orcastra.paused``, ``orcastra.reboot.lock``;
+- Swarm config labels: ``orcastra.command`` and ``orcastra.command.*`` (a command request kept in the Swarm:
+  its state, holder, result and finish time; see ``orcastra.commands.swarm_queue``).
 
 Orcastra writes node labels so that services can pin themselves with placement constraints such as
 ``node.labels.zone==a``. A label that the constraint parser rejects is useless (or worse: a service that
@@ -72,6 +74,13 @@ PAUSED_LABEL = "orcastra.paused"
 # + hostname: the labels of a node entry bootstrap removed (JSON), given back when that node joins again.
 REMOVED_NODE_LABELS_PREFIX = "orcastra.removed-node-labels."
 REBOOT_LOCK_LABEL = "orcastra.reboot.lock"
+
+# --- Swarm config labels: command requests (the Data is the command entry as JSON; labels are its state) ------
+COMMAND_MARKER_LABEL = "orcastra.command"  # "true": this config is a command request
+COMMAND_STATE_LABEL = "orcastra.command.state"  # pending | running | done | error | interrupted | cancelled
+COMMAND_HOLDER_LABEL = "orcastra.command.holder"  # the leader (lease holder id) that claimed it
+COMMAND_RESULT_LABEL = "orcastra.command.result"  # JSON {"result", "message"}, bounded in size
+COMMAND_FINISHED_LABEL = "orcastra.command.finished"  # epoch seconds, as an integer
 
 LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]+\Z")
 """A node label key usable as ``node.labels.KEY`` in a Swarm placement constraint (anchored both ends)."""

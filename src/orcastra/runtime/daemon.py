@@ -9,7 +9,8 @@
     resync, wakes ─┘      ▲       thread)       writes of reboots and             dry-run)
                           │                     bootstrap)
     command file ─► runner ┤
-    HTTP API ─────► runner ┘   lease keeper ─► executor (the lease only)
+    HTTP API ─────► runner ┤   lease keeper ─► executor (the lease only)
+    Swarm configs ► runner ┘   (command requests: the leader takes them; a follower's API puts them there)
 
 Only the leader (see ``leadership``) executes actions; followers plan (keeping their snapshot warm and their
 status current) and take over when the lease expires.
@@ -31,10 +32,11 @@ from orcastra.adapters.http import ApiServer
 from orcastra.commands import CommandRunner, command_routes, load_token
 from orcastra.config import Config
 from orcastra.errors import OrcastraError
+from orcastra.runtime.command_queue import SwarmCommandWatcher, engine_factory, forwarding_submit
 from orcastra.runtime.controllers import Controller, registry
 from orcastra.runtime.executor import AuditLog, Outcome
 from orcastra.runtime.handlers import CommandHandlers
-from orcastra.runtime.leadership import LeaderLease, LeaseKeeper
+from orcastra.runtime.leadership import LeaderLease, LeaseKeeper, new_holder_id
 from orcastra.runtime.loop import Loop
 from orcastra.runtime.observe import HealthState, Metrics, status_routes
 from orcastra.runtime.reconcile import CycleResult
@@ -112,6 +114,8 @@ class Daemon:
         )
         self.loop.after_cycle.append(self._watch_anchor_tasks)
         self.command_runner = CommandRunner.from_settings(config.commands, CommandHandlers(self.loop))
+        self.dry_run = dry_run
+        self.holder = keeper.lease.holder if keeper is not None else new_holder_id()
 
     @property
     def config(self) -> Config:
@@ -195,6 +199,10 @@ class Daemon:
             self._watchers.append(CommandFileWatcher(self.loop, self.command_runner))
         else:
             log.info("command file %s: its directory does not exist; commands only through the API", path)
+        if not self.dry_run:  # a dry run claims nothing, so it would only leave requests pending
+            runner = self.command_runner
+            submit = functools.partial(runner.submit, source="swarm")
+            self._watchers.append(SwarmCommandWatcher(self.loop, submit, self.holder))
         for w in self._watchers:
             w.on_crash = self.metrics.observe_thread_restart
             w.start()
@@ -202,7 +210,9 @@ class Daemon:
     def _start_api(self) -> None:
         listen = self.config.api.listen
         runner = self.command_runner
-        routes = command_routes(runner.submit, load_token(self.config.api), results=runner.results)
+        # A follower forwards a command into the Swarm's command requests and waits for the leader's result.
+        submit = forwarding_submit(lambda: self.loop.is_leader, runner.submit, engine_factory(self.loop))
+        routes = command_routes(submit, load_token(self.config.api), results=runner.results)
         self._api = ApiServer(listen, routes, builtin=status_routes(self.metrics, self.health))
         self._api.start()
         log.info("HTTP listener on %s (/healthz, /metrics, /v1/commands)", listen)

@@ -1,7 +1,8 @@
 """The one write seam: every change Orcastra makes to the Swarm is an action (``orcastra.domain.actions``)
 applied here, with one ``Outcome`` type and one JSON audit line per action.
 
-``EngineExecutor`` applies actions: spec writes (node labels and availability, services, the Swarm's labels)
+``EngineExecutor`` applies actions: spec writes (node labels and availability, services, the Swarm's labels,
+the labels of command requests kept as Swarm configs)
 through the manager's Engine adapter, each with the object's ``version`` from the snapshot the plan was made
 from; membership changes (bootstrap and healing) through the Engine of the node they concern
 (``membership``). ``DryRunExecutor``
@@ -33,9 +34,11 @@ from orcastra.domain.actions import (
     InitSwarm,
     JoinSwarm,
     PromoteNode,
+    RemoveConfig,
     RemoveNode,
     SetNodeAvailability,
     SetSwarmLabels,
+    UpdateConfigLabels,
     UpdateNodeLabels,
     UpdateService,
     merge_node_label_updates,
@@ -235,6 +238,14 @@ class EngineExecutor:
             return ""
         if isinstance(action, SetSwarmLabels):
             self._engine.set_swarm_labels(action.changes, action.swarm_version)
+            return ""
+        if isinstance(action, UpdateConfigLabels):
+            self._engine.update_config_labels(
+                action.config_id, action.config_version, action.set_labels, action.remove_labels
+            )
+            return ""
+        if isinstance(action, RemoveConfig):
+            self._engine.remove_config(action.config_id)
             return ""
         return self._membership.apply(action)
 

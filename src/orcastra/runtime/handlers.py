@@ -4,7 +4,8 @@ and ``orcastra do``.
 Handlers see the runtime only through the narrow ``Operations`` protocol (which the loop implements). Every
 command that changes something runs on the loop's thread (``ops.call``), so a command never overlaps a cycle;
 a reboot and a bootstrap cycle do their waiting on the command's thread and hand each write to the loop.
-Commands act only on the leader: a follower refuses them, so two instances never both act. ``pause`` /
+Commands act only on the leader: a follower refuses them, so two instances never both act (a follower's API
+forwards its commands to the leader through the Swarm instead: ``runtime.command_queue``). ``pause`` /
 ``resume`` are kept in a label of the Swarm itself (``orcastra.paused``), so they survive a restart and are
 shared by every instance. While paused, the commands that run the automatic machinery (sync, relabel,
 rebalance, reboot) are refused with a clear error; the single explicit changes (restart, drain, activate,

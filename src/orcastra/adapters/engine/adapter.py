@@ -27,6 +27,7 @@ import docker.tls
 import msgspec
 import requests.exceptions
 
+from orcastra.adapters.engine.configs import ConfigCalls
 from orcastra.adapters.engine.parse import (
     JSON,
     decode_nodes,
@@ -89,8 +90,9 @@ class EngineEvent:
     time_nano: int = 0
 
 
-class EngineAdapter:
-    """Typed access to one Engine endpoint. Not thread-safe for concurrent calls except ``events``."""
+class EngineAdapter(ConfigCalls):
+    """Typed access to one Engine endpoint (the Swarm config calls come from ``ConfigCalls``). Not thread-safe
+    for concurrent calls except ``events``."""
 
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings

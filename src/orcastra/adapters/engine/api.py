@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from typing import Protocol, Self
 
+from orcastra.domain.configs import SwarmConfig
 from orcastra.domain.snapshot import Node, Service, Snapshot
 
 
@@ -39,6 +40,8 @@ class EngineApi(Protocol):
 
     def swarm_labels_with_version(self) -> tuple[dict[str, str], int]: ...
 
+    def list_configs(self, filters: Mapping[str, list[str]]) -> tuple[SwarmConfig, ...]: ...
+
     # --- writes (each at the object's version; a stale one raises EngineConflictError) -----------------------
 
     def update_node_spec(self, node: Node, labels: Mapping[str, str], availability: str | None = None) -> None: ...
@@ -57,3 +60,11 @@ class EngineApi(Protocol):
     def create_placeholder_service(self, name: str, labels: Mapping[str, str], image: str) -> None: ...
 
     def set_swarm_labels(self, changes: Mapping[str, str | None], version: int) -> None: ...
+
+    def create_config(self, name: str, data: bytes, labels: Mapping[str, str]) -> str: ...
+
+    def update_config_labels(
+        self, config_id: str, version: int, set_labels: Mapping[str, str], remove_labels: tuple[str, ...] = ()
+    ) -> None: ...
+
+    def remove_config(self, config_id: str) -> None: ...
