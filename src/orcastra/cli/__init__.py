@@ -1,4 +1,4 @@
-"""The ``orcastra`` command line: run, plan, status, validate, do, and the command groups of plugins
+"""The ``orcastra`` command line: run, agent, plan, status, validate, do, and the command groups of plugins
 (``lab`` from the ``orcastra_lab`` package)."""
 
 from __future__ import annotations
@@ -128,6 +128,18 @@ def run(ctx: click.Context, once: bool | None, dry_run: bool | None) -> None:
     except OrcastraError as err:
         daemon.shutdown()
         _fail(err)
+
+
+@cli.command()
+@_config_option
+@click.pass_context
+def agent(ctx: click.Context) -> None:
+    """Run the node agent (one task per node, its node's Docker socket; docs/agent.md): reports its node to
+    the controller on agent.listen. Validates the configuration, then runs as a small process of its own."""
+    from orcastra.runtime.agent import exec_agent, options_from
+
+    config, _ = _load(ctx)
+    exec_agent(options_from(config, os.environ))
 
 
 @cli.command()
