@@ -176,7 +176,15 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
     config, snapshot = _read_swarm(ctx)
     groups = plan_colocation(snapshot, colocation_settings(config), snapshot.taken_at).groups
-    click.echo(render_status(snapshot, groups, as_json=as_json))
+    click.echo(render_status(snapshot, groups, as_json=as_json, agents=_agent_rows(config, snapshot)))
+
+
+def _agent_rows(config: Config, snapshot: Snapshot) -> list[tuple[Any, Any]]:
+    """The agent's task on each node (from the Swarm), with the running controller's last report of it when
+    its API answers (only the running controller polls the agents)."""
+    from orcastra.runtime.agents import agent_rows
+
+    return agent_rows(snapshot, config.api.listen)
 
 
 @cli.command(name="do", context_settings={"ignore_unknown_options": True})

@@ -10,6 +10,8 @@ from orcastra.domain.actions import Action, SetNodeAvailability, UpdateNodeLabel
 from orcastra.domain.labels import OWNED_LABELS_KEY
 from orcastra.domain.plan import Plan
 from orcastra.domain.snapshot import Snapshot
+from orcastra.features.agents.report import AgentEntry
+from orcastra.features.agents.view import AgentTarget
 from orcastra.features.colocation.status import GroupStatus
 from orcastra.features.rebalance import PlannedMove, RebalancePlan
 from orcastra.features.static_labels.plan import owned_keys
@@ -196,12 +198,58 @@ def render_groups(groups: Sequence[GroupStatus], now: float) -> str:
     return table(["ANCHOR", "SERVICE", "NODES", "STATE", "WHY"], rows)
 
 
-def render_status(snapshot: Snapshot, groups: Sequence[GroupStatus], *, as_json: bool) -> str:
+AgentRow = tuple[AgentTarget, AgentEntry | None]
+
+
+def printable(text: str, limit: int = 80) -> str:
+    """Text read from the network (a report, a task error) made safe for a terminal: no control characters."""
+    clean = "".join(c if c.isprintable() else "?" for c in text)
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+
+
+def _agent_report_cell(entry: AgentEntry | None, now: float) -> str:
+    if entry is None:
+        return "(no report: the controller's API did not answer, or has not polled yet)"
+    r = entry.report
+    seen = "" if entry.last_ok_at is None else f"; last ok {max(0.0, now - entry.last_ok_at):.0f}s ago"
+    if not entry.up:
+        return printable(f"DOWN: {entry.error}{seen}", 120)
+    if r is None:
+        return "up"
+    engine = "engine ok" if r.engine.reachable else f"ENGINE UNREACHABLE: {r.engine.error}"
+    rss = f"{r.process.rss_bytes / 2**20:.1f} MiB"
+    return printable(f"up {r.uptime_seconds:.0f}s, v{r.version}, {rss}, {engine}", 120)
+
+
+def render_agents(rows: Sequence[AgentRow], now: float) -> str:
+    table_rows = [
+        [
+            t.hostname,
+            t.task_state or "no task",
+            t.address or "-",
+            _agent_report_cell(e, now) if t.task_state else printable(t.task_error) or "-",
+        ]
+        for t, e in rows
+    ]
+    return table(["AGENT ON NODE", "TASK", "ADDRESS", "REPORT"], table_rows)
+
+
+def agent_json(t: AgentTarget, e: AgentEntry | None) -> dict[str, object]:
+    from msgspec import to_builtins
+
+    out: dict[str, object] = {"node_id": t.node_id, "node": t.hostname, "task_state": t.task_state}
+    return out | {"address": t.address, "entry": to_builtins(e) if e is not None else None}
+
+
+def render_status(
+    snapshot: Snapshot, groups: Sequence[GroupStatus], *, as_json: bool, agents: Sequence[AgentRow] = ()
+) -> str:
     nodes = sorted(snapshot.nodes, key=lambda n: n.hostname)
     now = snapshot.taken_at
     if as_json:
         return json.dumps(
             {
+                "agents": [agent_json(t, e) for t, e in agents],
                 "groups": [group_json(g, now) for g in groups],
                 "nodes": [
                     {
@@ -233,5 +281,6 @@ def render_status(snapshot: Snapshot, groups: Sequence[GroupStatus], *, as_json:
             table(["NODE", "STATE", "AVAILABILITY", "ROLE", "ADDR", "LABELS (* = set by Orcastra)"], rows),
             "",
             render_groups(groups, now),
+            *(["", render_agents(agents, now)] if agents else []),
         ]
     )

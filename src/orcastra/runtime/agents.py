@@ -17,17 +17,20 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from orcastra.adapters.agent_client import fetch_report
+from orcastra.adapters.agent_client import fetch_report, fetch_table
 from orcastra.adapters.http import Request, Response, Route
+from orcastra.domain.snapshot import Snapshot
 from orcastra.errors import OrcastraError
 from orcastra.features.agents.report import AGENTS_PATH, AgentEntry, AgentReport, AgentTable, encode
-from orcastra.features.agents.view import AgentTarget
+from orcastra.features.agents.view import AgentTarget, agent_targets
 from orcastra.runtime.triggers import Trigger
 from orcastra.runtime.watchers import Watcher
 
 log = logging.getLogger(__name__)
 
 MAX_PARALLEL_FETCHES = 8
+# ``orcastra status`` asks the local controller for its table this long at most.
+STATUS_FETCH_TIMEOUT_SECONDS = 2.0
 # Before the first cycle has named the agent's tasks, look again this often.
 WAIT_FOR_TARGETS_SECONDS = 1.0
 
@@ -133,3 +136,21 @@ def agents_routes(state: AgentTableState) -> dict[tuple[str, str], Route]:
         return Response(200, encode(state.table()))
 
     return {("GET", AGENTS_PATH): agents}
+
+
+def agent_rows(snapshot: Snapshot, api_listen: str) -> list[tuple[AgentTarget, AgentEntry | None]]:
+    """For ``orcastra status``: each node's agent task, with the local controller's entry for it (None when
+    its API does not answer); empty when there is no agent service."""
+    from orcastra.adapters.http import parse_listen_address
+
+    targets = agent_targets(snapshot)
+    if not targets:
+        return []
+    entries: dict[str, AgentEntry] = {}
+    try:
+        host, port, _ = parse_listen_address(api_listen)
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        entries = {e.node_id: e for e in fetch_table(host, port, STATUS_FETCH_TIMEOUT_SECONDS).agents}
+    except (OrcastraError, ValueError) as e:
+        log.debug("no agent table from the controller's API on %s: %s", api_listen, e)
+    return [(t, entries.get(t.node_id)) for t in targets]
