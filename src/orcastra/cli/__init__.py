@@ -1,4 +1,4 @@
-"""The ``orcastra`` command line: run, plan, status, validate, do, and the command groups of plugins
+"""The ``orcastra`` command line: run, agent, plan, status, validate, do, and the command groups of plugins
 (``lab`` from the ``orcastra_lab`` package)."""
 
 from __future__ import annotations
@@ -132,6 +132,18 @@ def run(ctx: click.Context, once: bool | None, dry_run: bool | None) -> None:
 
 @cli.command()
 @_config_option
+@click.pass_context
+def agent(ctx: click.Context) -> None:
+    """Run the node agent (one task per node, its node's Docker socket; docs/agent.md): reports its node to
+    the controller on agent.listen. Validates the configuration, then runs as a small process of its own."""
+    from orcastra.runtime.agent import exec_agent, options_from
+
+    config, _ = _load(ctx)
+    exec_agent(options_from(config, os.environ))
+
+
+@cli.command()
+@_config_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.pass_context
 def plan(ctx: click.Context, as_json: bool) -> None:
@@ -167,7 +179,16 @@ def status(ctx: click.Context, as_json: bool) -> None:
     groups = plan_colocation(snapshot, colocation_settings(config), snapshot.taken_at).groups
     election = config.leader_election
     leader = leader_json(snapshot, election.lease_name, election.ttl_seconds) if election.enabled else None
-    click.echo(render_status(snapshot, groups, as_json=as_json, leader=leader))
+    agents = _agent_rows(config, snapshot)
+    click.echo(render_status(snapshot, groups, as_json=as_json, leader=leader, agents=agents))
+
+
+def _agent_rows(config: Config, snapshot: Snapshot) -> list[tuple[Any, Any]]:
+    """The agent's task on each node (from the Swarm), with the running controller's last report of it when
+    its API answers (only the running controller polls the agents)."""
+    from orcastra.runtime.agents import agent_rows
+
+    return agent_rows(snapshot, config.api.listen)
 
 
 @cli.command(name="do", context_settings={"ignore_unknown_options": True})

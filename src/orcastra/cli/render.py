@@ -11,6 +11,8 @@ from orcastra.domain.labels import LEASE_HOLDER_LABEL, LEASE_MARKER_LABEL, LEASE
 from orcastra.domain.plan import Plan
 from orcastra.domain.snapshot import Snapshot
 from orcastra.domain.wording import printable
+from orcastra.features.agents.report import AgentEntry
+from orcastra.features.agents.view import AgentTarget
 from orcastra.features.colocation.status import GroupStatus
 from orcastra.features.rebalance import PlannedMove, RebalancePlan
 from orcastra.features.static_labels.plan import owned_keys
@@ -226,8 +228,56 @@ def render_leader(leader: dict[str, object]) -> str:
     return f"Leader: none ({holder if state == 'expired' else 'the last holder'} {state} the lease{when})"
 
 
+AgentRow = tuple[AgentTarget, AgentEntry | None]
+
+
+def _safe(text: str, limit: int = 80) -> str:
+    """Text read from the network (a report, a task error) made safe for a terminal: no control characters."""
+    clean = "".join(c if c.isprintable() else "?" for c in text)
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
+
+
+def _agent_report_cell(entry: AgentEntry | None, now: float) -> str:
+    if entry is None:
+        return "(no report: the controller's API did not answer, or has not polled yet)"
+    r = entry.report
+    seen = "" if entry.last_ok_at is None else f"; last ok {max(0.0, now - entry.last_ok_at):.0f}s ago"
+    if not entry.up:
+        return _safe(f"DOWN: {entry.error}{seen}", 120)
+    if r is None:
+        return "up"
+    engine = "engine ok" if r.engine.reachable else f"ENGINE UNREACHABLE: {r.engine.error}"
+    rss = f"{r.process.rss_bytes / 2**20:.1f} MiB"
+    return _safe(f"up {r.uptime_seconds:.0f}s, v{r.version}, {rss}, {engine}", 120)
+
+
+def render_agents(rows: Sequence[AgentRow], now: float) -> str:
+    table_rows = [
+        [
+            t.hostname,
+            t.task_state or "no task",
+            t.address or "-",
+            _agent_report_cell(e, now) if t.task_state else _safe(t.task_error) or "-",
+        ]
+        for t, e in rows
+    ]
+    return table(["AGENT ON NODE", "TASK", "ADDRESS", "REPORT"], table_rows)
+
+
+def agent_json(t: AgentTarget, e: AgentEntry | None) -> dict[str, object]:
+    from msgspec import to_builtins
+
+    out: dict[str, object] = {"node_id": t.node_id, "node": t.hostname, "task_state": t.task_state}
+    return out | {"address": t.address, "entry": to_builtins(e) if e is not None else None}
+
+
 def render_status(
-    snapshot: Snapshot, groups: Sequence[GroupStatus], *, as_json: bool, leader: dict[str, object] | None = None
+    snapshot: Snapshot,
+    groups: Sequence[GroupStatus],
+    *,
+    as_json: bool,
+    leader: dict[str, object] | None = None,
+    agents: Sequence[AgentRow] = (),
 ) -> str:
     nodes = sorted(snapshot.nodes, key=lambda n: n.hostname)
     now = snapshot.taken_at
@@ -235,6 +285,7 @@ def render_status(
         return json.dumps(
             {
                 "leader": leader,
+                "agents": [agent_json(t, e) for t, e in agents],
                 "groups": [group_json(g, now) for g in groups],
                 "nodes": [
                     {
@@ -267,5 +318,6 @@ def render_status(
             table(["NODE", "STATE", "AVAILABILITY", "ROLE", "ADDR", "LABELS (* = set by Orcastra)"], rows),
             "",
             render_groups(groups, now),
+            *(["", render_agents(agents, now)] if agents else []),
         ]
     )

@@ -33,6 +33,7 @@ from orcastra.domain.fields import (
     fail,
     service_name,
 )
+from orcastra.features.agents.settings import AgentSettings
 from orcastra.features.bootstrap.settings import BootstrapSettings
 from orcastra.features.colocation.settings import MISPLACED_GRACE_SECONDS, PENDING_GRACE_SECONDS, AnchorSettings
 from orcastra.features.inventory import NodeSettings
@@ -183,6 +184,7 @@ class Config(Section):
     leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
     reboot: RebootSettings = Field(default_factory=RebootSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
     run: RunSettings = Field(default_factory=RunSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)

@@ -10,7 +10,8 @@ Where each key lives and who writes it:
   through by any leader), ``orcastra.lease.*`` (the
   leader lease's placeholder service);
 - service labels written by users in stack files: ``orcastra.follow``, ``orcastra.restart-dependents``,
-  ``orcastra.retry-intervals``, ``orcastra.rebalance``, ``orcastra.rebalance.preferred-node``;
+  ``orcastra.retry-intervals``, ``orcastra.rebalance``, ``orcastra.rebalance.preferred-node``, ``orcastra.role``
+  (``agent`` marks the node agent's global service, whose tasks the controller asks for their reports);
 - Swarm labels (``docker info``): ``orcastra.paused``, ``orcastra.reboot.lock``;
 - Swarm config labels: ``orcastra.command`` and ``orcastra.command.*`` (a command request kept in the Swarm:
   its state, holder, result and finish time; see ``orcastra.commands.swarm_queue``).
@@ -53,6 +54,8 @@ RESTART_DEPENDENTS_LABEL = "orcastra.restart-dependents"  # on an anchor: restar
 RETRY_INTERVALS_LABEL = "orcastra.retry-intervals"  # on an anchor: restart backoff, e.g. 2,10,60
 REBALANCE_LABEL = "orcastra.rebalance"  # false: never moved by rebalancing
 PREFERRED_NODE_LABEL = "orcastra.rebalance.preferred-node"
+ROLE_LABEL = "orcastra.role"  # on Orcastra's own services, in the stack file: which part of Orcastra it is
+AGENT_ROLE = "agent"  # orcastra.role=agent: the node agent's global service (docs/agent.md)
 
 # --- service labels, written by Orcastra --------------------------------------------------------------------
 # On a dependent: the anchor whose placement constraint Orcastra added to it (so Orcastra, and only Orcastra,

@@ -88,6 +88,9 @@ class Task(msgspec.Struct, frozen=True, gc=False):
     container_id: str = ""
     updated_at: float = 0.0  # Status.Timestamp as epoch seconds: when the task last changed state
     created_at: float = 0.0  # CreatedAt as epoch seconds
+    # The task's IP addresses on its networks (NetworksAttachments[].Addresses without the prefix length; the
+    # ingress network left out), in the Engine's order: where the controller reaches an agent's task.
+    addresses: tuple[str, ...] = ()
 
     @property
     def active(self) -> bool:

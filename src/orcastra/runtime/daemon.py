@@ -32,6 +32,7 @@ from orcastra.adapters.http import ApiServer
 from orcastra.commands import CommandRunner, command_routes, load_token
 from orcastra.config import Config
 from orcastra.errors import OrcastraError
+from orcastra.runtime.agents import AgentPoller, AgentTableState, agents_routes
 from orcastra.runtime.command_queue import SwarmCommandWatcher, engine_factory, forwarding_submit
 from orcastra.runtime.controllers import Controller, registry
 from orcastra.runtime.executor import AuditLog, Outcome
@@ -113,6 +114,9 @@ class Daemon:
             leadership=(lambda: keeper.lease.is_leader) if keeper is not None else (lambda: True),
         )
         self.loop.after_cycle.append(self._watch_anchor_tasks)
+        self.agents = AgentTableState(config.agent.report_poll_interval_seconds)
+        self.loop.after_cycle.append(self._watch_agent_tasks)
+        self._agent_poller: AgentPoller | None = None
         self.command_runner = CommandRunner.from_settings(config.commands, CommandHandlers(self.loop))
         self.dry_run = dry_run
         self.holder = keeper.lease.holder if keeper is not None else new_holder_id()
@@ -149,6 +153,12 @@ class Daemon:
             self._poller.watch_services(
                 tuple(sorted(s.id for g in groups if (s := snapshot.service(g.anchor)) is not None))
             )
+
+    def _watch_agent_tasks(self, result: CycleResult) -> None:
+        if self._agent_poller is not None:
+            from orcastra.features.agents.view import agent_targets
+
+            self._agent_poller.watch(agent_targets(result.snapshot))
 
     # --- start-up ---------------------------------------------------------------------------------------
 
@@ -187,6 +197,8 @@ class Daemon:
         self._watchers.append(RebootScheduler(self.loop))
         if config.bootstrap.mode == "loop":
             self._watchers.append(BootstrapTicker(self.loop))
+        self._agent_poller = self._make_agent_poller()
+        self._watchers.append(self._agent_poller)
         if self.lease_keeper is not None:
             self.lease_keeper.check()  # know our role before the first cycle
             self.lease_keeper.start()
@@ -207,15 +219,24 @@ class Daemon:
             w.on_crash = self.metrics.observe_thread_restart
             w.start()
 
+    def _make_agent_poller(self) -> AgentPoller:
+        from orcastra.adapters.http import parse_listen_address
+
+        a = self.config.agent
+        poller = AgentPoller(self.trigger, self.agents, parse_listen_address(a.listen)[1], a.report_timeout_seconds)
+        poller.on_round = lambda state: self.metrics.set_agent_up(state.up_by_node())
+        return poller
+
     def _start_api(self) -> None:
         listen = self.config.api.listen
         runner = self.command_runner
         # A follower forwards a command into the Swarm's command requests and waits for the leader's result.
         submit = forwarding_submit(lambda: self.loop.is_leader, runner.submit, engine_factory(self.loop))
         routes = command_routes(submit, load_token(self.config.api), results=runner.results)
-        self._api = ApiServer(listen, routes, builtin=status_routes(self.metrics, self.health))
+        builtin = status_routes(self.metrics, self.health) | agents_routes(self.agents)
+        self._api = ApiServer(listen, routes, builtin=builtin)
         self._api.start()
-        log.info("HTTP listener on %s (/healthz, /metrics, /v1/commands)", listen)
+        log.info("HTTP listener on %s (/healthz, /metrics, /v1/agents, /v1/commands)", listen)
 
     def _bootstrap_at_start(self) -> None:
         # Before anything else: without a Swarm there is nothing to watch (and no lease to hold).

@@ -51,6 +51,13 @@ class Metrics:
         self._anchor_lock = threading.Lock()
         self._anchors: set[str] = set()
         self._nodes: set[str] = set()
+        self._agent_up = Gauge(
+            "orcastra_agent_up",
+            "1 when the node's agent answered the controller's last request for its report, else 0.",
+            ["node"],
+            registry=self.registry,
+        )
+        self._agent_nodes: set[str] = set()
 
     def _define_cycle_metrics(self, r: CollectorRegistry) -> None:
         # prometheus_client appends "_total" to counter names itself.
@@ -167,6 +174,15 @@ class Metrics:
             for gone in self._nodes - used_ratio.keys():
                 self._node_memory.remove(gone)
             self._nodes = set(used_ratio)
+
+    def set_agent_up(self, up: Mapping[str, bool]) -> None:
+        """Export each node's agent (up or not); nodes no longer listed lose their series."""
+        with self._anchor_lock:
+            for node, ok in up.items():
+                self._agent_up.labels(node=node).set(1 if ok else 0)
+            for gone in self._agent_nodes - up.keys():
+                self._agent_up.remove(gone)
+            self._agent_nodes = set(up)
 
     def observe_thread_restart(self, thread: str) -> None:
         self._thread_restarts.labels(thread=thread).inc()

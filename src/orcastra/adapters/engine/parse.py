@@ -4,7 +4,8 @@ Field names follow the Engine API reference (v1.41 .. v1.5x, unchanged for these
 Node{ID, Version.Index, Spec{Name, Labels, Role, Availability}, Description{Hostname, Engine, Resources},
 Status{State, Addr}, ManagerStatus{Leader, Reachability}}, Service{ID, Version.Index, Spec{Name, Labels,
 Mode, TaskTemplate{ContainerSpec, Placement, Resources, ForceUpdate}}}, Task{ID, ServiceID, NodeID, Slot,
-DesiredState, Status{State, Message, Err, Timestamp, ContainerStatus{ContainerID}}}.
+DesiredState, Status{State, Message, Err, Timestamp, ContainerStatus{ContainerID}},
+NetworksAttachments[]{Network{Spec{Ingress}}, Addresses[]}}.
 
 They are declared once, as msgspec structs naming only the fields Orcastra reads. List responses are decoded
 from the raw bytes straight into them: msgspec skips every other field (a task's whole spec, networks, the
@@ -151,6 +152,19 @@ class _TaskStatus(_Struct):
     ContainerStatus: _ContainerStatus | None = None
 
 
+class _NetworkSpec(_Struct):
+    Ingress: bool | None = None
+
+
+class _Network(_Struct):
+    Spec: _NetworkSpec | None = None
+
+
+class _NetworkAttachment(_Struct):
+    Network: _Network | None = None
+    Addresses: list[str] | None = None
+
+
 class RawTask(_Struct):
     ID: str | None = None
     ServiceID: str | None = None
@@ -159,6 +173,7 @@ class RawTask(_Struct):
     DesiredState: str | None = None
     CreatedAt: datetime | None = None
     Status: _TaskStatus | None = None
+    NetworksAttachments: list[_NetworkAttachment] | None = None
 
 
 class RawTaskState(_Struct):
@@ -280,6 +295,20 @@ def service_from(raw: RawService) -> Service:
     )
 
 
+def _addresses(attachments: list[_NetworkAttachment] | None) -> tuple[str, ...]:
+    """The task's IPs ("10.0.1.5/24" -> "10.0.1.5"), the ingress network's left out (the routing mesh's, not
+    reachable as the task's own address); an address without a prefix length is kept as it is."""
+    if not attachments:
+        return ()
+    out: list[str] = []
+    for a in attachments:
+        spec = a.Network.Spec if a.Network is not None else None
+        if spec is not None and spec.Ingress:
+            continue
+        out += [address.partition("/")[0] for address in a.Addresses or () if address]
+    return tuple(out)
+
+
 def task_from(raw: RawTask) -> Task:
     status = raw.Status or _EMPTY_TASK_STATUS
     container = status.ContainerStatus
@@ -295,6 +324,7 @@ def task_from(raw: RawTask) -> Task:
         container_id=(container.ContainerID if container is not None else None) or "",
         updated_at=_epoch(status.Timestamp),
         created_at=_epoch(raw.CreatedAt),
+        addresses=_addresses(raw.NetworksAttachments),
     )
 
 

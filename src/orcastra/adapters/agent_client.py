@@ -1,0 +1,67 @@
+"""The controller's side of the agents' reports: ``GET http://<task address>:<port>/v1/report`` over the
+stack's overlay network, and ``GET /v1/agents`` of the local controller for ``orcastra status``.
+
+Both answers are input from the network: the connection has a short timeout, the body is read up to a cap and
+decoded into bounded structs (``orcastra.features.agents.report``); anything else is an ``AgentReportError``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+
+from orcastra.errors import TemporaryError, cut
+from orcastra.features.agents.report import (
+    AGENTS_PATH,
+    MAX_AGENTS_BYTES,
+    MAX_REPORT_BYTES,
+    REPORT_PATH,
+    AgentReport,
+    AgentTable,
+    decode_report,
+    decode_table,
+)
+
+
+class AgentReportError(TemporaryError):
+    """An agent (or the controller's table of them) did not answer, or not with what it should."""
+
+    retry_after_seconds = 30.0
+
+
+def get_body(host: str, port: int, path: str, timeout_seconds: float, max_bytes: int) -> bytes:
+    """The body of a 200 answer to ``GET path``, read up to ``max_bytes + 1`` bytes (so an oversized one shows)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout_seconds)
+    try:
+        conn.request("GET", path, headers={"Accept": "application/json"})
+        response = conn.getresponse()
+        body = response.read(max_bytes + 1)
+    except (OSError, http.client.HTTPException) as e:
+        raise AgentReportError(f"no answer from {host}:{port}: {type(e).__name__}: {cut(str(e), 120)}") from e
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise AgentReportError(f"{host}:{port}{path}: HTTP {response.status}")
+    return body
+
+
+def fetch_report(address: str, port: int, timeout_seconds: float) -> AgentReport:
+    """One agent's report, from its task's IP address."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise AgentReportError(f"not an IP address: {cut(address, 60)!r}") from None
+    body = get_body(str(ip), port, REPORT_PATH, timeout_seconds, MAX_REPORT_BYTES)
+    try:
+        return decode_report(body)
+    except ValueError as e:
+        raise AgentReportError(f"{ip}:{port}{REPORT_PATH}: {cut(str(e), 200)}") from e
+
+
+def fetch_table(host: str, port: int, timeout_seconds: float) -> AgentTable:
+    """The local controller's ``/v1/agents``."""
+    body = get_body(host, port, AGENTS_PATH, timeout_seconds, MAX_AGENTS_BYTES)
+    try:
+        return decode_table(body)
+    except ValueError as e:
+        raise AgentReportError(f"{host}:{port}{AGENTS_PATH}: {cut(str(e), 200)}") from e
