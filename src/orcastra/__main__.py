@@ -1,5 +1,5 @@
 """Allow ``python -m orcastra``."""
 
-from orcastra.cli import main
+from orcastra.entry import main
 
 main()

@@ -239,14 +239,16 @@ def _do_through_swarm(config: Config, words: list[str], timeout: float) -> tuple
 
 @cli.command()
 @_config_option
+@click.option("--agent", is_flag=True, help="Ask the node agent (agent.listen) instead of the controller.")
 @click.pass_context
-def health(ctx: click.Context) -> None:
+def health(ctx: click.Context, agent: bool) -> None:
     """Ask the running Orcastra (its /healthz on api.listen) whether it is healthy: exit 0 if so, else 1.
-    For a container's HEALTHCHECK or any probe."""
+    For a container's HEALTHCHECK or any probe. (The script answers a plain `orcastra health [--agent]
+    [--config F]` itself, without loading the CLI: see orcastra/entry.py; this is the same check.)"""
     from orcastra.commands.api import check_health
 
     config, _ = _load(ctx)
-    code, text = check_health(config.api.listen)
+    code, text = check_health(config.agent.listen if agent else config.api.listen)
     click.echo(text, err=code != 0)
     sys.exit(code)
 
