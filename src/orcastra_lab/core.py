@@ -288,10 +288,7 @@ class Lab:
             built = orcastra_image.build_and_push(self.layout, self.layout.node(1), self._say)
             state.orcastra_image = built.ref
             self._save(state)
-        self._say(
-            f"{built.ref}: {built.size_bytes / 1e6:.0f} MB, base {built.base_seconds:.1f} s, "
-            f"build and push {built.build_seconds:.1f} s"
-        )
+        self._say(built.summary())
         return built
 
     def down(self) -> None:

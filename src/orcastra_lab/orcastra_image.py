@@ -26,8 +26,10 @@ import tempfile
 import time
 import tomllib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from orcastra_lab.errors import LabError
 from orcastra_lab.host import run
@@ -83,6 +85,7 @@ BUILD_LOG_TAIL_LINES = 15
 MMDEBSTRAP_HINT = "apt-get install mmdebstrap (or run scripts/setup.sh)"
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,16 @@ class OrcastraImage:
     ref: str
     version: str
     size_bytes: int
-    base_seconds: float  # mmdebstrap + import of the base; ~0 when both were already there
-    build_seconds: float  # wheels + docker build + push
+    base_seconds: float  # mmdebstrap and import of the base; ~0 when both were already there
+    wheels_seconds: float  # the build context: pip wheel of Orcastra (and of its dependencies, once)
+    build_seconds: float  # docker build and push
+    total_seconds: float  # base and wheels run side by side, so less than the sum
+
+    def summary(self) -> str:
+        return (
+            f"{self.ref}: {self.size_bytes / 1e6:.1f} MB in {self.total_seconds:.1f} s (base {self.base_seconds:.1f} s "
+            f"and wheels {self.wheels_seconds:.1f} s side by side, build and push {self.build_seconds:.1f} s)"
+        )
 
 
 def cache_dir() -> Path:
@@ -233,30 +244,41 @@ def image_size(layout: LabLayout, node: NodeLayout, ref: str) -> int:
 
 
 def build_and_push(layout: LabLayout, node: NodeLayout, progress: Progress) -> OrcastraImage:
-    """Base, wheels, ``docker build`` on ``node`` and ``docker push`` to the lab registry."""
+    """Base and wheels (side by side: one waits on Debian's mirror, the other on pip), then ``docker build``
+    on ``node`` and ``docker push`` to the lab registry."""
     root = repo_root()
     version = project_version(root)
     ref = f"{layout.registry}/{IMAGE_REPOSITORY}:{version}"
     started = time.monotonic()
-    base = ensure_base_image(layout, node, progress)
-    base_done = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="orcastra-image-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="orcastra-image-") as tmp, ThreadPoolExecutor(max_workers=2) as pool:
         context = Path(tmp) / "context"
-        write_context(root, context, progress)
+        base_future = pool.submit(_timed, ensure_base_image, layout, node, progress)
+        context_future = pool.submit(_timed, write_context, root, context, progress)
+        wheels_seconds = context_future.result()[1]
+        base, base_seconds = base_future.result()
+        build_started = time.monotonic()
         progress(f"{node.name}: docker build of {ref} (BASE={base}, --network none)")
         docker_build(docker_cli_env(layout, node), context, ref, {"BASE": base, "VERSION": version})
     progress(f"pushing {ref}")
     run(["docker", "push", ref], env=docker_cli_env(layout, node), timeout=BUILD_TIMEOUT_SECONDS)
+    now = time.monotonic()
     return OrcastraImage(
         ref=ref,
         version=version,
         size_bytes=image_size(layout, node, ref),
-        base_seconds=base_done - started,
-        build_seconds=time.monotonic() - base_done,
+        base_seconds=base_seconds,
+        wheels_seconds=wheels_seconds,
+        build_seconds=now - build_started,
+        total_seconds=now - started,
     )
 
 
 # --- helpers --------------------------------------------------------------------------------------------------
+
+
+def _timed(func: Callable[..., T], *args: object) -> tuple[T, float]:
+    started = time.monotonic()
+    return func(*args), time.monotonic() - started
 
 
 def _run_logged(
