@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv/bin
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup demo test lint unit integration lab-down bench robustness soak
+.PHONY: setup demo test lint unit integration lab-down bench robustness soak image
 
 setup:
 	@scripts/setup.sh
@@ -44,6 +44,12 @@ robustness: setup
 # An hour of churn (kills, restarts, deploys, commands) on a lab of its own: memory and descriptor slopes.
 soak: setup
 	$(VENV)/python -m bench.soak --minutes 60
+
+# Orcastra's image, built by ./Dockerfile on the local lab (brought up first if needed; `up` is idempotent)
+# and pushed to its registry; prints the ref. Offline: see docs/deploy.md, "The image".
+image: setup
+	$(VENV)/orcastra lab up >/dev/null
+	$(VENV)/orcastra lab image
 
 lab-down: setup
 	$(VENV)/orcastra lab down

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs what Orcastra and its lab need on Debian 12 (run as root): Debian packages for the lab, and a
-# virtualenv (.venv) with Orcastra and its pinned tools. Safe to run again; it skips what is there.
+# Installs what Orcastra and its lab need on Debian 12 (run as root): Debian packages for the lab (mmdebstrap
+# makes the base of Orcastra's image in the lab, see docs/deploy.md), and a virtualenv (.venv) with Orcastra
+# and its pinned tools. Safe to run again; it skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(docker.io docker-registry busybox-static iptables iproute2 util-linux make prometheus prometheus-node-exporter socat openssl openssh-server openssh-client)
+APT_PACKAGES=(docker.io docker-registry busybox-static mmdebstrap iptables iproute2 util-linux make prometheus prometheus-node-exporter socat openssl openssh-server openssh-client)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -102,6 +102,15 @@ def env(name: str) -> None:
 @lab.command()
 @name_option
 @_reports_errors
+def image(name: str) -> None:
+    """Build Orcastra's image by the repository's Dockerfile on node1 (offline) and push it to the lab
+    registry; print its ref. The lab must be up (``orcastra lab up``)."""
+    click.echo(_lab(name).build_orcastra_image().ref)
+
+
+@lab.command()
+@name_option
+@_reports_errors
 def status(name: str) -> None:
     """Each node: address, dockerd pid and liveness, Swarm state/availability/role."""
     rows = [("NODE", "ADDRESS", "DOCKERD", "STATE", "AVAILABILITY", "ROLE")]

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orcastra_lab import daemons, image, memory, network, registry, swarm
+from orcastra_lab import daemons, image, memory, network, orcastra_image, registry, swarm
 from orcastra_lab.errors import LabError
 from orcastra_lab.host import (
     is_alive,
@@ -63,6 +63,8 @@ class LabEnv:
     node_exporters: dict[str, str] = field(default_factory=dict)
     # The Engine socket's path inside every node's containers (a stack's docker.sock mount source).
     container_socket: str = "/var/run/docker.sock"
+    # Orcastra's own image in the lab registry, once ``orcastra lab image`` built it.
+    orcastra_image: str | None = None
 
     def exports(self) -> str:
         """Shell lines exporting DOCKER_HOST, the registry, the image, each node's endpoint and exporter."""
@@ -72,6 +74,8 @@ class LabEnv:
             ("ORCASTRA_LAB_IMAGE", self.image),
             ("ORCASTRA_DOCKER_SOCKET", self.container_socket),
         ]
+        if self.orcastra_image is not None:
+            pairs.append(("ORCASTRA_LAB_ORCASTRA_IMAGE", self.orcastra_image))
         pairs += [(f"ORCASTRA_LAB_NODE_{name.upper()}_HOST", host) for name, host in self.node_hosts.items()]
         pairs += [(f"ORCASTRA_LAB_NODE_{name.upper()}_EXPORTER", url) for name, url in self.node_exporters.items()]
         return "\n".join(f"export {key}={shlex.quote(value)}" for key, value in pairs)
@@ -272,6 +276,20 @@ class Lab:
             # At once rather than at the writer's next tick: a caller reads the exporter right after this.
             memory.write_meminfo(layout, memory.host_mem_total())
             self._say(f"{node}: memory limit {memory.format_size(limit_bytes)}")
+
+    def build_orcastra_image(self) -> orcastra_image.OrcastraImage:
+        """Build Orcastra's image by the repository's Dockerfile on node1 (offline: a Debian base made by
+        mmdebstrap, wheels made here), push it to the lab registry and record it, so ``env`` exports
+        ORCASTRA_LAB_ORCASTRA_IMAGE. The lab must be up; building again replaces the recorded image."""
+        self._require_host()
+        self.env()  # a clear error when the lab is not up, before the lock (which would create its dir)
+        with locked(self.state_dir):
+            state = self._existing_state()
+            built = orcastra_image.build_and_push(self.layout, self.layout.node(1), self._say)
+            state.orcastra_image = built.ref
+            self._save(state)
+        self._say(built.summary())
+        return built
 
     def down(self) -> None:
         """Remove exactly what this lab created. Safe to run twice and on a partly-up lab."""
@@ -658,6 +676,7 @@ class Lab:
             node_hosts=hosts,
             node_exporters=exporters,
             container_socket=str(self.layout.container_socket_dir / "docker.sock"),
+            orcastra_image=state.orcastra_image,
         )
 
     def _up_command(self) -> str:

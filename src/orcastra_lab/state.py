@@ -61,6 +61,8 @@ class LabState(BaseModel):
     meminfo_writer: ProcessRecord | None = None
     cgroup_root: str | None = None
     image: str | None = None
+    # Orcastra's own image once ``orcastra lab image`` built and pushed it (lab/orcastra_image.py).
+    orcastra_image: str | None = None
     swarm: bool = False
     nodes: dict[str, NodeRecord] = {}
 
