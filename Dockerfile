@@ -33,13 +33,15 @@ LABEL org.opencontainers.image.title="orcastra" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="MIT"
 
-# A user of its own (the base may have no useradd, so /etc/passwd and /etc/group are written directly).
-# To reach the Engine through /var/run/docker.sock the service either adds the socket's group (compose:
-# `group_add: ["<gid of docker.sock>"]`, docker run: `--group-add <gid>`) or runs as root (`user: "0"`).
+# A user of its own (the base may have no useradd, so /etc/passwd and /etc/group are written directly). The
+# container starts as root only to learn the Docker socket's group on its node, then the entrypoint drops to
+# this user with that group added (deploy/entrypoint.sh): `docker stack deploy` has no group_add, and the
+# socket's group number differs between hosts, so a fixed group in a stack file would be fragile.
 RUN echo 'orcastra:x:10001:10001:Orcastra:/nonexistent:/usr/sbin/nologin' >> /etc/passwd \
  && echo 'orcastra:x:10001:' >> /etc/group \
- && mkdir -p /etc/orcastra
-
+ && mkdir -p /etc/orcastra /var/lib/orcastra \
+ && chown 10001:10001 /var/lib/orcastra
+COPY deploy/entrypoint.sh /usr/local/bin/orcastra-entrypoint
 COPY --from=build /opt/orcastra /opt/orcastra
 
 # The configuration is read from /etc/orcastra/orcastra.yml when it exists (Orcastra's default path; mount it
@@ -48,10 +50,10 @@ ENV PATH=/opt/orcastra/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 
-USER 10001:10001
 # `orcastra health` asks the running Orcastra's /healthz on api.listen (127.0.0.1:9180 by default): exit 0 or 1.
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 --start-period=20s CMD ["orcastra", "health"]
 # On SIGTERM Orcastra finishes its cycle and releases its leader lease before it exits.
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["orcastra"]
+# Runs `orcastra ARGS` as uid 10001 (+ the socket's group); ORCASTRA_RUN_AS_ROOT=1 keeps root.
+ENTRYPOINT ["orcastra-entrypoint"]
 CMD ["run"]

@@ -16,7 +16,9 @@ from typing import ParamSpec, TypeVar
 import click
 
 from orcastra.errors import OrcastraError
+from orcastra_lab import stack as lab_stack
 from orcastra_lab.core import DEFAULT_TIMEOUT_SECONDS, Lab
+from orcastra_lab.errors import LabError
 from orcastra_lab.layout import DEFAULT_NAME
 from orcastra_lab.memory import parse_size
 
@@ -74,10 +76,25 @@ def lab() -> None:
     metavar="SIZE",
     help="Memory limit of every node (e.g. 512m, 2g, none); default: keep each node's current limit.",
 )
+@click.option(
+    "--with-orcastra",
+    is_flag=True,
+    help="Then build Orcastra's image, push it to the lab registry and deploy deploy/stack.yml onto the lab "
+    "(controller on the managers, agent on every node), as `docker stack deploy` on a real Swarm.",
+)
 @name_option
 @timeout_option
 @_reports_errors
-def up(*, nodes: int, managers: int, no_swarm: bool, node_memory: str | None, name: str, timeout: float) -> None:  # noqa: PLR0913 - one parameter per click option of 'lab up'
+def up(  # noqa: PLR0913 - one parameter per click option of 'lab up'
+    *,
+    nodes: int,
+    managers: int,
+    no_swarm: bool,
+    node_memory: str | None,
+    with_orcastra: bool,
+    name: str,
+    timeout: float,
+) -> None:
     """Bring the lab up (idempotent): adds missing nodes, restarts dead daemons, forms the Swarm."""
     started = time.monotonic()
     lab_ = _lab(name)
@@ -87,6 +104,13 @@ def up(*, nodes: int, managers: int, no_swarm: bool, node_memory: str | None, na
         # "none" on up means: make every node unlimited (up's own None means: keep what is recorded).
         for node in env.node_hosts:
             lab_.set_node_memory(node, None)
+    if with_orcastra:
+        if no_swarm:
+            raise LabError("--with-orcastra deploys a stack: it needs the Swarm (leave out --no-swarm)")
+        built = lab_.build_orcastra_image()
+        env = lab_.env()
+        lab_stack.deploy(lab_.layout, env.docker_host, built.ref, container_socket=env.container_socket)
+        lab_stack.wait_until_leading(lab_.layout, env.docker_host, say=_progress)
     _progress(f'done in {time.monotonic() - started:.1f} s; to use it: eval "$(orcastra lab env --name {name})"')
     click.echo(env.exports())
 

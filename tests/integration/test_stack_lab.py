@@ -112,7 +112,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     lab = Lab(name=LAB_NAME, progress=lambda m: print(f"lab: {m}", flush=True))
     env = lab.up(nodes=4, managers=3, swarm=True)
     started = time.monotonic()
-    image = lab.build_orcastra_image()
+    image = lab.build_orcastra_image().ref
     print(f"\nFIGURE image build and push: {time.monotonic() - started:.1f} s ({image})", flush=True)
     workdir = tmp_path_factory.mktemp("stack")
     s = Site(lab=lab, env=env, image=image, workdir=workdir)

@@ -38,9 +38,9 @@ def test_default_version_build_arg_is_the_projects_version() -> None:
     [
         'HEALTHCHECK --interval=10s --timeout=3s --retries=3 --start-period=20s CMD ["orcastra", "health"]',
         "STOPSIGNAL SIGTERM",
-        'ENTRYPOINT ["orcastra"]',
+        'ENTRYPOINT ["orcastra-entrypoint"]',
         'CMD ["run"]',
-        "USER 10001:10001",
+        "COPY deploy/entrypoint.sh /usr/local/bin/orcastra-entrypoint",
         "FROM ${BASE}",
     ],
     ids=["healthcheck", "stopsignal", "entrypoint", "cmd", "non-root", "base-arg"],
