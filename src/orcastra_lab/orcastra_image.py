@@ -207,11 +207,12 @@ def dependency_wheels(root: Path, progress: Progress) -> Path:
 
 
 def write_context(root: Path, context: Path, progress: Progress) -> None:
-    """Dockerfile, .dockerignore and dist/wheels/ (Orcastra's wheel, built from a copy of the source, so the
-    checkout gets no build/ or egg-info, plus the cached dependency wheels)."""
+    """Dockerfile, .dockerignore, the entrypoint and dist/wheels/ (Orcastra's wheel, built from a copy of the
+    source, so the checkout gets no build/ or egg-info, plus the cached dependency wheels)."""
     wheels = context / "dist" / "wheels"
     wheels.mkdir(parents=True)
-    for name in ("Dockerfile", ".dockerignore"):
+    for name in ("Dockerfile", ".dockerignore", "deploy/entrypoint.sh"):
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / name, context / name)
     source = context.parent / "source"
     source.mkdir()

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ leader_election:
   ttl_seconds: 15
 reconcile:
   resync_interval_seconds: 10
+agent:
+  report_poll_interval_seconds: 5
 nodes:
   node4:
     labels: {zone: a}
@@ -83,12 +86,13 @@ class Site:
     def api(self, node: str = "node1") -> docker.APIClient:
         return docker.APIClient(base_url=self.host(node), version="auto", timeout=30)
 
-    def docker(self, *argv: str, node: str = "node1", check: bool = True) -> str:
+    def docker(self, *argv: str, node: str = "node1", check: bool = True, stderr: bool = False) -> str:
+        """``docker ARGV`` against ``node``: its stdout (and stderr, where a container's logs go, with ``stderr``)."""
         env = {**os.environ, "DOCKER_HOST": self.host(node), "ORCASTRA_LAB_IMAGE": self.env.image}
         done = subprocess.run(["docker", *argv], env=env, capture_output=True, text=True, timeout=180, check=False)
         if check:
             assert done.returncode == 0, f"docker {' '.join(argv)}: {done.stderr}"
-        return done.stdout
+        return done.stdout + (done.stderr if stderr else "")
 
     def deploy(self, config: str = CONFIG, node: str = "node1") -> None:
         lab_stack.deploy(
@@ -181,7 +185,7 @@ def test_stack_deploys_and_goes_healthy(site: Site) -> None:
             interval=1,
         )
     assert _leader_node(holder) in MANAGERS
-    logs = site.docker("service", "logs", "--raw", "orcastra_controller")
+    logs = site.docker("service", "logs", "--raw", "orcastra_controller", stderr=True)
     records = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
     assert records, logs[-2000:]
     assert {"time", "level", "logger", "message"} <= set(records[0])
@@ -198,7 +202,7 @@ def test_status_names_the_leader(site: Site, tmp_path: Path) -> None:
     config = tmp_path / "client.yml"
     config.write_text("stack: app\n")
     done = subprocess.run(
-        ["orcastra", "--config", str(config), "status"],
+        [sys.executable, "-m", "orcastra", "--config", str(config), "status"],
         env={**os.environ, "DOCKER_HOST": site.host("node2")},
         capture_output=True,
         text=True,
@@ -220,6 +224,72 @@ def test_controller_colocates_the_anchor_group(site: Site) -> None:
         )
     finally:
         api.close()
+
+
+def _exec(site: Site, node: str, service: str, *argv: str) -> str:
+    container = _containers(site, node, service)[0]["Id"]
+    return site.docker("exec", str(container), *argv, node=node)
+
+
+def _agent_reports(site: Site, via: str) -> dict[str, dict[str, object]]:
+    """Node -> the agent's last good report, as the controller replica on ``via`` has it (orcastra status)."""
+    try:
+        status = json.loads(_exec(site, via, "orcastra_controller", "orcastra", "status", "--json"))
+    except AssertionError:
+        return {}
+    found: dict[str, dict[str, object]] = {}
+    for agent in status.get("agents", []):
+        entry = agent.get("entry") or {}
+        if entry.get("up") and entry.get("report"):
+            found[str(agent["node"])] = entry["report"]
+    return found
+
+
+def _proc_figures(site: Site, node: str, service: str, seconds: float) -> tuple[float, float]:
+    """(VmRSS in MiB, % of one core over ``seconds``) of the service's container's main process on ``node``."""
+    api = site.api(node)
+    try:
+        pid = api.inspect_container(_containers(site, node, service)[0]["Id"])["State"]["Pid"]
+    finally:
+        api.close()
+
+    def ticks() -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime
+
+    first = ticks()
+    time.sleep(seconds)
+    used = (ticks() - first) / os.sysconf("SC_CLK_TCK")
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss_kib = int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+    return rss_kib / 1024, 100.0 * used / seconds
+
+
+def test_agent_on_every_node_reports_and_survives_its_dockerd_restart(site: Site) -> None:
+    reports = wait_for(
+        "a report from every node's agent",
+        lambda: (r := _agent_reports(site, "node2")) and sorted(r) == [*MANAGERS, WORKER] and r,
+        timeout=90,
+        interval=2,
+    )
+    agent_rss, agent_cpu = _proc_figures(site, WORKER, "orcastra_agent", 30.0)
+    ctl_rss, ctl_cpu = _proc_figures(site, "node2", "orcastra_controller", 10.0)
+    print(
+        f"\nFIGURE idle footprint: agent {agent_rss:.1f} MiB RSS, {agent_cpu:.3f} % of a core (30 s);"
+        f" controller replica {ctl_rss:.1f} MiB RSS, {ctl_cpu:.2f} % of a core (10 s)",
+        flush=True,
+    )
+    assert agent_rss < 30.0
+    started_before = reports[WORKER]["started_at"]
+    site.lab.restart(WORKER)
+    restarted = time.monotonic()
+    wait_for(
+        f"{WORKER}'s agent back and reporting",
+        lambda: (r := _agent_reports(site, "node2").get(WORKER)) and r["started_at"] != started_before,
+        timeout=120,
+        interval=2,
+    )
+    print(f"\nFIGURE agent reporting again {time.monotonic() - restarted:.1f} s after its dockerd restart", flush=True)
 
 
 def _controller_spec(site: Site, node: str = "node1") -> dict[str, object]:
@@ -260,6 +330,81 @@ def test_config_change_rolls_out_and_a_broken_one_is_refused(site: Site) -> None
         assert node_labels(api)[WORKER].get("zone") == "b"
     finally:
         api.close()
+
+
+def _force_update(site: Site, service: str, node: str) -> int:
+    out = site.docker("service", "inspect", service, "--format", "{{.Spec.TaskTemplate.ForceUpdate}}", node=node)
+    return int(out.strip())
+
+
+def _send_restart(site: Site, config: Path, node: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orcastra",
+            "--config",
+            str(config),
+            "do",
+            "--swarm",
+            "--timeout",
+            "120",
+            "restart",
+            "app_probe",
+        ],
+        env={**os.environ, "DOCKER_HOST": site.host(node)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_rolling_image_update_keeps_one_leader_and_runs_each_command_once(site: Site, tmp_path: Path) -> None:
+    """``docker service update --image`` of the controller (stop-first, one replica at a time) while commands
+    arrive through the Swarm: each runs exactly once, and the lease is never without a holder for long."""
+    import threading
+
+    next_image = site.image + "-next"
+    site.docker("tag", site.image, next_image)
+    site.docker("push", next_image)
+    config = tmp_path / "client.yml"
+    config.write_text("stack: app\n")
+    before = _force_update(site, "app_probe", "node2")
+    holders: list[tuple[float, str | None]] = []
+    done = threading.Event()
+
+    def watch_lease() -> None:
+        while not done.is_set():
+            holders.append((time.monotonic(), site.holder("node2")))
+            time.sleep(0.25)
+
+    watcher = threading.Thread(target=watch_lease, daemon=True)
+    watcher.start()
+    started = time.monotonic()
+    site.docker("service", "update", "--detach", "--image", next_image, "orcastra_controller", node="node2")
+    results: list[subprocess.CompletedProcess[str]] = []
+    senders = []
+    while _update_state(site) != "completed" and time.monotonic() - started < 300:
+        sender = threading.Thread(target=lambda: results.append(_send_restart(site, config, "node3")))
+        sender.start()
+        senders.append(sender)
+        time.sleep(4.0)
+    updated = time.monotonic() - started
+    for sender in senders:
+        sender.join(timeout=200)
+    done.set()
+    watcher.join(timeout=5)
+    assert _update_state(site) == "completed"
+    assert all(r.returncode == 0 for r in results), [r.stdout + r.stderr for r in results if r.returncode]
+    assert _force_update(site, "app_probe", "node2") == before + len(results)
+    distinct = [h for i, (_, h) in enumerate(holders) if h and (i == 0 or holders[i - 1][1] != h)]
+    print(
+        f"\nFIGURE rolling image update of 3 controller replicas: {updated:.0f} s, {len(results)} commands sent"
+        f" during it, each ran once; lease holders in turn: {len(distinct)}",
+        flush=True,
+    )
+    assert site.image + "-next" in json.dumps(_controller_spec(site, "node2"))
 
 
 def _node_state(site: Site, hostname: str, via: str) -> str:

@@ -359,3 +359,18 @@ def test_an_event_stream_that_fails_ends_quietly(raised: BaseException) -> None:
 
     events = EventStream(stream())
     assert [(e.type, e.action, e.actor_id) for e in events] == [("node", "update", "n1")]
+
+
+def test_gets_survive_the_sdk_closing_their_pool(fake: Any) -> None:
+    """The SDK's unix-socket adapter keeps 25 pools keyed by the whole URL and closes the one it evicts; every
+    write has a URL of its own, so the pool the GETs use gets closed under them. They take a new one."""
+    with EngineAdapter(EngineSettings(host=fake.docker_host)) as engine:
+        engine.snapshot()
+        assert engine.reads_through_pool
+        first = engine._pool[1]  # type: ignore[index]
+        client = engine._client
+        # What the SDK's LRU does to the pool it evicts: forgets it, and closes it.
+        client.get_adapter(client._url("/")).poolmanager.clear()
+        first.close()
+        assert engine.snapshot().nodes
+        assert engine._pool[1] is not first  # type: ignore[index]

@@ -54,7 +54,7 @@ Submit = Callable[[Command], CommandResult]
 class CommandQueue:
     """Serves the Swarm's command requests as ``holder`` (the leader lease's holder id)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - collaborators, then keyword-only clock and stop flag injected for tests
         self,
         engine: EngineApi,
         writes: Executor,
@@ -62,12 +62,14 @@ class CommandQueue:
         holder: str,
         *,
         clock: Callable[[], float] = time.time,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.engine = engine
         self.writes = writes
         self.submit = submit
         self.holder = holder
         self._clock = clock
+        self._stopping = stopping
 
     def serve(self, limit: int = 100) -> list[CommandResult]:
         """Run pending requests, oldest first, until none is left (at most ``limit``); their results."""
@@ -85,8 +87,8 @@ class CommandQueue:
         if plan.actions:
             self.writes.apply(plan.actions, _NO_OBJECTS)
         config = plan.claim
-        if config is None:
-            return None
+        if config is None or self._stopping():
+            return None  # a stopping instance takes nothing: the request waits for the next leader
         (claimed,) = self.writes.apply([claim_action(config, self.holder)], _NO_OBJECTS)
         if claimed.result != "ok":
             # A conflict: another leader took it (or it changed); a dry run: nothing is claimed, nothing runs.
@@ -135,7 +137,13 @@ class SwarmCommandWatcher(Watcher):
     def body(self) -> None:
         engine = make_engine(self.loop.config, self.loop.env)
         self.closing(engine.close)
-        queue = CommandQueue(engine, LoopWrites(self.loop, "command request"), self._submit, self._holder)
+        queue = CommandQueue(
+            engine,
+            LoopWrites(self.loop, "command request"),
+            self._submit,
+            self._holder,
+            stopping=lambda: self.trigger.stopped,
+        )
         try:
             while self.trigger.sleep(POLL_INTERVAL_SECONDS):
                 if not self.loop.is_leader:

@@ -81,6 +81,7 @@ class Daemon:
         self._poller: TaskPoller | None = None
         self._api: ApiServer | None = None
         self.lease_keeper: LeaseKeeper | None = None
+        self._lease_stop = threading.Event()
         executor = make_executor(
             config,
             engine,
@@ -98,7 +99,7 @@ class Daemon:
                 ttl_seconds=le.ttl_seconds,
             )
             self.lease_keeper = LeaseKeeper(
-                lease, self._on_leadership, self.trigger.sleep, on_crash=self.metrics.observe_thread_restart
+                lease, self._on_leadership, self._lease_sleep, on_crash=self.metrics.observe_thread_restart
             )
         keeper = self.lease_keeper
         self.loop = Loop(
@@ -113,9 +114,8 @@ class Daemon:
             trigger=self.trigger,
             leadership=(lambda: keeper.lease.is_leader) if keeper is not None else (lambda: True),
         )
-        self.loop.after_cycle.append(self._watch_anchor_tasks)
         self.agents = AgentTableState(config.agent.report_poll_interval_seconds)
-        self.loop.after_cycle.append(self._watch_agent_tasks)
+        self.loop.after_cycle += [self._watch_anchor_tasks, self._watch_agent_tasks]
         self._agent_poller: AgentPoller | None = None
         self.command_runner = CommandRunner.from_settings(config.commands, CommandHandlers(self.loop))
         self.dry_run = dry_run
@@ -277,16 +277,21 @@ class Daemon:
         finally:
             self.shutdown()
 
+    def _lease_sleep(self, seconds: float) -> bool:
+        """The lease keeper's sleep. It stops (and releases the lease) only once the loop and the watchers are
+        done (``shutdown``): a follower must not start acting while this instance finishes its last command."""
+        return not self._lease_stop.wait(seconds)
+
     def shutdown(self) -> None:
         self.trigger.stop()
         for w in self._watchers:
             w.stop()
-        threads: list[threading.Thread] = [*self._watchers]
-        if self.lease_keeper is not None and self.lease_keeper.is_alive():
-            threads.append(self.lease_keeper)
-        for t in threads:
+        for t in self._watchers:
             if t.is_alive():
                 t.join(timeout=5)
+        self._lease_stop.set()  # now the lease goes (see __init__)
+        if self.lease_keeper is not None and self.lease_keeper.is_alive():
+            self.lease_keeper.join(timeout=5)
         if self._api is not None:
             self._api.stop()
             self._api = None

@@ -26,6 +26,7 @@ import docker.errors
 import docker.tls
 import msgspec
 import requests.exceptions
+import urllib3.exceptions
 
 from orcastra.adapters.engine.configs import ConfigCalls
 from orcastra.adapters.engine.parse import (
@@ -88,6 +89,11 @@ class EngineEvent:
     actor_id: str
     attributes: Mapping[str, str] = field(default_factory=dict)
     time_nano: int = 0
+
+
+def _is_closed(pool: Any) -> bool:
+    """A urllib3 pool whose ``close()`` ran (it drops its queue of connections)."""
+    return pool is not None and getattr(pool, "pool", True) is None
 
 
 class EngineAdapter(ConfigCalls):
@@ -250,7 +256,15 @@ class EngineAdapter(ConfigCalls):
 
         def get(c: Any) -> bytes:
             pool = self._pool_for(c)
-            body = get_through_requests(c, path, params) if pool is None else get_through_pool(c, pool, path, params)
+            if pool is None:
+                body = get_through_requests(c, path, params)
+            else:
+                try:
+                    body = get_through_pool(c, pool, path, params)
+                except urllib3.exceptions.ClosedPoolError:
+                    # Closed between the check in _pool_for and this call (see there): once more, on a new pool.
+                    self._pool = None
+                    body = get_through_pool(c, self._pool_for(c), path, params)
             self.bytes_read += len(body)
             return body
 
@@ -262,9 +276,15 @@ class EngineAdapter(ConfigCalls):
         return self._pool is not None and self._pool[1] is not None
 
     def _pool_for(self, c: Any) -> Any:
-        """The client's urllib3 pool for GETs (``transport.pool_for``), looked up once per client; None: GETs
-        go through requests."""
-        if self._pool is not None and self._pool[0] is c:
+        """The client's urllib3 pool for GETs (``transport.pool_for``), looked up once per client and again
+        once the SDK closed it; None: GETs go through requests.
+
+        The SDK's transport adapters keep their pools in an LRU of 25 keyed by the whole URL, and close the one
+        they evict. Every write has a URL of its own (``/services/ID/update?version=N``), so after enough writes
+        the pool of ``/`` (which these GETs use without the SDK seeing it used) is evicted and closed under us:
+        every later GET failed with ClosedPoolError until the connection was dropped (seen on the lab: a leader
+        whose commands and cycles failed with "Pool is closed")."""
+        if self._pool is not None and self._pool[0] is c and not _is_closed(self._pool[1]):
             return self._pool[1]
         pool = pool_for(c, self.settings.host)
         self._pool = (c, pool)

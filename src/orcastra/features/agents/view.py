@@ -52,7 +52,9 @@ def agent_targets(snapshot: Snapshot) -> tuple[AgentTarget, ...]:
         if task is None:
             out.append(AgentTarget(node.id, node.hostname, node.state))
             continue
-        running = task.desired_state == "running" and task.state == "running"
+        # "starting": the container runs and waits for its first healthy probe (a minute for the agent), and
+        # its process already answers; asking it then shows an agent back from a restart a minute sooner.
+        running = task.desired_state == "running" and task.state in ("starting", "running")
         out.append(
             AgentTarget(
                 node.id,
