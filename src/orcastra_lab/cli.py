@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import ParamSpec, TypeVar
 
 import click
@@ -82,6 +83,11 @@ def lab() -> None:
     help="Then build Orcastra's image, push it to the lab registry and deploy deploy/stack.yml onto the lab "
     "(controller on the managers, agent on every node), as `docker stack deploy` on a real Swarm.",
 )
+@click.option(
+    "--orcastra-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --with-orcastra: the configuration to deploy (default: a minimal one, see orcastra_lab/stack.py).",
+)
 @name_option
 @timeout_option
 @_reports_errors
@@ -92,6 +98,7 @@ def up(  # noqa: PLR0913 - one parameter per click option of 'lab up'
     no_swarm: bool,
     node_memory: str | None,
     with_orcastra: bool,
+    orcastra_config: Path | None,
     name: str,
     timeout: float,
 ) -> None:
@@ -109,7 +116,8 @@ def up(  # noqa: PLR0913 - one parameter per click option of 'lab up'
             raise LabError("--with-orcastra deploys a stack: it needs the Swarm (leave out --no-swarm)")
         built = lab_.build_orcastra_image()
         env = lab_.env()
-        lab_stack.deploy(lab_.layout, env.docker_host, built.ref, container_socket=env.container_socket)
+        text = orcastra_config.read_text() if orcastra_config is not None else lab_stack.LAB_CONFIG
+        lab_stack.deploy(lab_.layout, env.docker_host, built.ref, text, container_socket=env.container_socket)
         lab_stack.wait_until_leading(lab_.layout, env.docker_host, say=_progress)
     _progress(f'done in {time.monotonic() - started:.1f} s; to use it: eval "$(orcastra lab env --name {name})"')
     click.echo(env.exports())
