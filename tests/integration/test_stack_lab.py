@@ -326,7 +326,12 @@ def test_config_change_rolls_out_and_a_broken_one_is_refused(site: Site) -> None
         wait_for("the update rolled back", lambda: _update_state(site) == "rollback_completed", timeout=300, interval=2)
         assert _config_names(_controller_spec(site)) == good
         assert site.holder() is not None
-        assert sorted(running_nodes(api, "orcastra_controller")) == list(MANAGERS)
+        # The replica the failed update replaced runs again with the last good config (health first: ~10 s).
+        wait_for(
+            "a controller on each manager again",
+            lambda: sorted(running_nodes(api, "orcastra_controller")) == list(MANAGERS),
+            timeout=90,
+        )
         assert node_labels(api)[WORKER].get("zone") == "b"
     finally:
         api.close()
