@@ -30,6 +30,7 @@ from orcastra.adapters.engine import EngineEvent
 from orcastra.adapters.engine.connect import make_engine, node_engine
 from orcastra.adapters.http import ApiServer
 from orcastra.commands import CommandRunner, command_routes, load_token
+from orcastra.commands.legacy_file import legacy_command_file, legacy_command_runner
 from orcastra.config import Config
 from orcastra.errors import OrcastraError
 from orcastra.runtime.agents import AgentPoller, AgentTableState, agents_routes
@@ -118,6 +119,10 @@ class Daemon:
         self.loop.after_cycle += [self._watch_anchor_tasks, self._watch_agent_tasks]
         self._agent_poller: AgentPoller | None = None
         self.command_runner = CommandRunner.from_settings(config.commands, CommandHandlers(self.loop))
+        # The earlier tool's default command file, also watched when its directory exists (docs/migrating.md).
+        self.legacy_command_runner = legacy_command_runner(
+            config.commands, CommandHandlers(self.loop), legacy_command_file(env)
+        )
         self.dry_run = dry_run
         self.holder = keeper.lease.holder if keeper is not None else new_holder_id()
 
@@ -211,6 +216,9 @@ class Daemon:
             self._watchers.append(CommandFileWatcher(self.loop, self.command_runner))
         else:
             log.info("command file %s: its directory does not exist; commands only through the API", path)
+        if self.legacy_command_runner is not None:
+            log.info("also watching the earlier tool's command file %s", self.legacy_command_runner.command_file)
+            self._watchers.append(CommandFileWatcher(self.loop, self.legacy_command_runner, "orcastra-commands-legacy"))
         if not self.dry_run:  # a dry run claims nothing, so it would only leave requests pending
             runner = self.command_runner
             submit = functools.partial(runner.submit, source="swarm")
