@@ -16,11 +16,15 @@ from orcastra.runtime.daemon import Daemon
 from orcastra.runtime.handlers import CommandHandlers
 
 
+def legacy_env(path: Path) -> dict[str, str]:
+    return {"ORCASTRA_LEGACY_COMMAND_FILE": str(path)}
+
+
 def test_not_watched_when_its_directory_is_missing_or_it_is_the_command_file(tmp_path: Path) -> None:
     settings = CommandSettings(file=tmp_path / "commands.yml")
-    assert legacy_command_runner(settings, FakeContext(), tmp_path / "missing" / "legacy.yml") is None
-    assert legacy_command_runner(settings, FakeContext(), tmp_path / "commands.yml") is None
-    runner = legacy_command_runner(settings, FakeContext(), tmp_path / "legacy.yml")
+    assert legacy_command_runner(settings, FakeContext(), legacy_env(tmp_path / "missing" / "legacy.yml")) is None
+    assert legacy_command_runner(settings, FakeContext(), legacy_env(tmp_path / "commands.yml")) is None
+    runner = legacy_command_runner(settings, FakeContext(), legacy_env(tmp_path / "legacy.yml"))
     assert runner is not None
     assert runner.command_file == tmp_path / "legacy.yml"
     assert runner.journal.path == results_path(tmp_path / "legacy.yml")
@@ -33,7 +37,7 @@ def test_the_line_trigger_bootstrap_appends_runs_a_bootstrap(tmp_path: Path) -> 
         f.write("- bootstrap_swarm\n")
     config = Config.model_validate({"nodes": {"n1": {"endpoint": "ssh://root@n1"}}})
     ops = FakeOps(config=config)
-    runner = legacy_command_runner(config.commands, CommandHandlers(ops), path)
+    runner = legacy_command_runner(config.commands, CommandHandlers(ops), legacy_env(path))
     assert runner is not None
     [result] = runner.process_file()
     assert (result.command, result.result, ops.bootstraps) == ("bootstrap", "ok", 1)

@@ -27,10 +27,11 @@ def legacy_command_file(env: Mapping[str, str]) -> Path:
 
 
 def legacy_command_runner(
-    settings: CommandSettings, ctx: CommandContext, path: Path = LEGACY_COMMAND_FILE
+    settings: CommandSettings, ctx: CommandContext, env: Mapping[str, str]
 ) -> CommandRunner | None:
-    """A runner for the earlier tool's command file ``path`` (same rotation as ``commands.file``'s results),
-    or None when its directory does not exist or it is ``commands.file`` itself."""
+    """A runner for the earlier tool's command file (``legacy_command_file``; same rotation as
+    ``commands.file``'s results), or None when its directory does not exist or it is ``commands.file``."""
+    path = legacy_command_file(env)
     if not path.parent.is_dir() or path.absolute() == settings.file.absolute():
         return None
     return CommandRunner.from_settings(settings.model_copy(update={"file": path}), ctx)

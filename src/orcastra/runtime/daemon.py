@@ -30,7 +30,7 @@ from orcastra.adapters.engine import EngineEvent
 from orcastra.adapters.engine.connect import make_engine, node_engine
 from orcastra.adapters.http import ApiServer
 from orcastra.commands import CommandRunner, command_routes, load_token
-from orcastra.commands.legacy_file import legacy_command_file, legacy_command_runner
+from orcastra.commands.legacy_file import legacy_command_runner
 from orcastra.config import Config
 from orcastra.errors import OrcastraError
 from orcastra.runtime.agents import AgentPoller, AgentTableState, agents_routes
@@ -119,16 +119,17 @@ class Daemon:
         self.loop.after_cycle += [self._watch_anchor_tasks, self._watch_agent_tasks]
         self._agent_poller: AgentPoller | None = None
         self.command_runner = CommandRunner.from_settings(config.commands, CommandHandlers(self.loop))
-        # The earlier tool's default command file, also watched when its directory exists (docs/migrating.md).
-        self.legacy_command_runner = legacy_command_runner(
-            config.commands, CommandHandlers(self.loop), legacy_command_file(env)
-        )
         self.dry_run = dry_run
         self.holder = keeper.lease.holder if keeper is not None else new_holder_id()
 
     @property
     def config(self) -> Config:
         return self.loop.config
+
+    @functools.cached_property
+    def legacy_command_runner(self) -> CommandRunner | None:
+        """The earlier tool's command file's runner, when its directory exists (docs/migrating.md)."""
+        return legacy_command_runner(self.config.commands, self.command_runner.ctx, self.env)
 
     # --- hooks (called from other threads) -------------------------------------------------------------
 
