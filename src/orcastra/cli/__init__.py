@@ -299,11 +299,14 @@ def validate(ctx: click.Context, file: Path | None) -> None:
     from orcastra.config import load_config, resolve_config_path
 
     path = file if file is not None else resolve_config_path(ctx.obj["config_path"], os.environ)
+    # As `run`: the default path may be missing (legacy files and the environment alone are a configuration).
+    required = file is not None or ctx.obj["config_path"] is not None or bool(os.environ.get("ORCASTRA_CONFIG"))
     try:
-        config = load_config(path, os.environ)
+        config = load_config(path, os.environ, required=required)
     except OrcastraError as err:
         _fail(err)
-    click.echo(f"{path}: valid ({len(config.nodes)} nodes, {len(config.anchors)} anchors)")
+    where = path if path.exists() else "configuration (no main file; legacy files and environment)"
+    click.echo(f"{where}: valid ({len(config.nodes)} nodes, {len(config.anchors)} anchors)")
 
 
 def _register_plugins() -> None:
