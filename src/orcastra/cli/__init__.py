@@ -240,7 +240,8 @@ def _agent_rows(config: Config, snapshot: Snapshot) -> list[tuple[Any, Any]]:
 @click.pass_context
 def do(ctx: click.Context, swarm: bool, timeout: float, words: tuple[str, ...]) -> None:
     """Run an operator command on the running Orcastra (its HTTP API): sync, restart SERVICE, rebalance,
-    drain NODE, activate NODE, reboot NODE, pause, resume, relabel, bootstrap. Needs api.token (or --swarm)."""
+    drain NODE, activate NODE, reboot NODE, pause, resume, relabel, bootstrap, update_dependents,
+    remove_all_labels [--force]. Needs api.token (or --swarm)."""
     from orcastra.commands import do_command, load_token
 
     config, _ = _load(ctx)
