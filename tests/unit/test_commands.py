@@ -104,6 +104,9 @@ class FakeContext:
     def update_dependents(self) -> str:
         return self._do("update_dependents")
 
+    def remove_all_labels(self, force: bool) -> str:
+        return self._do("remove_all_labels", *(["--force"] if force else []))
+
 
 class Ids:
     """Predictable command ids: c1, c2, ..."""

@@ -156,6 +156,7 @@ def plan(ctx: click.Context, as_json: bool) -> None:
     result = plan_all(snapshot, config, [f() for f in registry().values()])
     rebalance = _plan_rebalance_once(config, snapshot) if config.rebalance.enabled else None
     click.echo(render_plan(result, rebalance, as_json=as_json))
+    _echo_migration_hint(config, snapshot, as_json)
 
 
 def _plan_rebalance_once(config: Config, snapshot: Snapshot) -> RebalancePlan:
@@ -181,6 +182,41 @@ def status(ctx: click.Context, as_json: bool) -> None:
     leader = leader_json(snapshot, election.lease_name, election.ttl_seconds) if election.enabled else None
     agents = _agent_rows(config, snapshot)
     click.echo(render_status(snapshot, groups, as_json=as_json, leader=leader, agents=agents))
+    _echo_migration_hint(config, snapshot, as_json)
+
+
+def _echo_migration_hint(config: Config, snapshot: Snapshot, as_json: bool) -> None:
+    """One line while the earlier tool's anchor labels or constraints remain (on stderr beside JSON)."""
+    from orcastra.runtime.migrate import migration_hint
+
+    hint = migration_hint(snapshot, config)
+    if hint is not None:
+        click.echo(hint, err=as_json)
+
+
+@cli.command()
+@_config_option
+@click.option("--apply", "apply_", is_flag=True, help="Run every step (default: show the next step only).")
+@click.pass_context
+def migrate(ctx: click.Context, apply_: bool) -> None:
+    """Move the earlier tool's anchor labels (<anchor>=true) and node.labels.<anchor>==true constraints to
+    Orcastra's, never leaving a dependent without a node (docs/migrating.md). A dry run unless --apply."""
+    from orcastra.adapters.engine.connect import make_engine
+    from orcastra.runtime.executor import AuditLog
+    from orcastra.runtime.migrate import Migration, old_anchors
+    from orcastra.runtime.wiring import make_executor
+
+    config, _ = _load(ctx)
+    try:
+        with make_engine(config) as engine:
+            executor = make_executor(config, engine, dry_run=not apply_, audit=AuditLog(path=config.audit.path))
+            migration = Migration(engine, executor, old_anchors(config), click.echo)
+            if apply_:
+                migration.apply()
+            else:
+                migration.preview()
+    except OrcastraError as err:
+        _fail(err)
 
 
 def _agent_rows(config: Config, snapshot: Snapshot) -> list[tuple[Any, Any]]:
@@ -204,7 +240,8 @@ def _agent_rows(config: Config, snapshot: Snapshot) -> list[tuple[Any, Any]]:
 @click.pass_context
 def do(ctx: click.Context, swarm: bool, timeout: float, words: tuple[str, ...]) -> None:
     """Run an operator command on the running Orcastra (its HTTP API): sync, restart SERVICE, rebalance,
-    drain NODE, activate NODE, reboot NODE, pause, resume, relabel, bootstrap. Needs api.token (or --swarm)."""
+    drain NODE, activate NODE, reboot NODE, pause, resume, relabel, bootstrap, update_dependents,
+    remove_all_labels [--force]. Needs api.token (or --swarm)."""
     from orcastra.commands import do_command, load_token
 
     config, _ = _load(ctx)
@@ -263,11 +300,14 @@ def validate(ctx: click.Context, file: Path | None) -> None:
     from orcastra.config import load_config, resolve_config_path
 
     path = file if file is not None else resolve_config_path(ctx.obj["config_path"], os.environ)
+    # As `run`: the default path may be missing (legacy files and the environment alone are a configuration).
+    required = file is not None or ctx.obj["config_path"] is not None or bool(os.environ.get("ORCASTRA_CONFIG"))
     try:
-        config = load_config(path, os.environ)
+        config = load_config(path, os.environ, required=required)
     except OrcastraError as err:
         _fail(err)
-    click.echo(f"{path}: valid ({len(config.nodes)} nodes, {len(config.anchors)} anchors)")
+    where = path if path.exists() else "configuration (no main file; legacy files and environment)"
+    click.echo(f"{where}: valid ({len(config.nodes)} nodes, {len(config.anchors)} anchors)")
 
 
 def _register_plugins() -> None:

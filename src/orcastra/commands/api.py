@@ -332,7 +332,7 @@ def do_command(  # noqa: PLR0913 - the command, then keyword-only transport and 
 def _post_retrying_connect(  # noqa: PLR0913 - one request and how to retry it
     url: str,
     *,
-    body: dict[str, str],
+    body: dict[str, str | bool],
     headers: dict[str, str],
     timeout: httpx.Timeout,
     transport: httpx.BaseTransport | None,

@@ -45,6 +45,8 @@ class CommandContext(Protocol):
 
     def update_dependents(self) -> str: ...
 
+    def remove_all_labels(self, force: bool) -> str: ...
+
 
 @dataclass(frozen=True)
 class CommandResult:
@@ -89,6 +91,7 @@ def _call(cmd: Command, ctx: CommandContext) -> Callable[[], str]:
         "relabel": ctx.relabel,
         "bootstrap": ctx.bootstrap,
         "update_dependents": ctx.update_dependents,
+        "remove_all_labels": lambda: ctx.remove_all_labels(cmd.force),
     }
     return calls[cmd.name]
 

@@ -37,6 +37,7 @@ CommandName = Literal[
     "relabel",
     "bootstrap",
     "update_dependents",
+    "remove_all_labels",
 ]
 COMMAND_NAMES: tuple[CommandName, ...] = get_args(CommandName)
 ArgumentKind = Literal["service", "node"]
@@ -54,7 +55,13 @@ ARGUMENTS: Mapping[CommandName, ArgumentKind | None] = {
     "relabel": None,
     "bootstrap": None,
     "update_dependents": None,
+    "remove_all_labels": None,
 }
+
+# Commands that take ``--force`` (words form) / ``force: true`` (mapping form): a command that refuses when it
+# could do harm, unless told to go ahead.
+FORCE_FLAG = "--force"
+FORCEABLE: frozenset[CommandName] = frozenset({"remove_all_labels"})
 
 # A command file holds a few commands; reading a bigger one is not worth its time (YAML in Python is slow).
 MAX_COMMAND_FILE_BYTES = 1024 * 1024
@@ -71,25 +78,32 @@ class Command:
 
     name: CommandName
     target: str | None = None
+    force: bool = False
 
     def __post_init__(self) -> None:
         kind = ARGUMENTS[self.name]
         if (kind is None) != (self.target is None):
             raise ValueError(f"{self.name}: target {self.target!r} does not fit (expects {kind or 'none'})")
+        if self.force and self.name not in FORCEABLE:
+            raise ValueError(f"{self.name} takes no {FORCE_FLAG}")
 
     @property
     def argument(self) -> ArgumentKind | None:
         return ARGUMENTS[self.name]
 
-    def to_entry(self) -> dict[str, str]:
+    def to_entry(self) -> dict[str, str | bool]:
         """The mapping form, e.g. ``{"command": "restart", "service": "app"}`` (what the API accepts)."""
         kind = self.argument
-        return (
-            {"command": self.name} if kind is None or self.target is None else {"command": self.name, kind: self.target}
-        )
+        entry: dict[str, str | bool] = {"command": self.name}
+        if kind is not None and self.target is not None:
+            entry[kind] = self.target
+        if self.force:
+            entry["force"] = True
+        return entry
 
     def __str__(self) -> str:
-        return self.name if self.target is None else f"{self.name} {self.target}"
+        text = self.name if self.target is None else f"{self.name} {self.target}"
+        return f"{text} {FORCE_FLAG}" if self.force else text
 
 
 @dataclass(frozen=True)
@@ -128,10 +142,13 @@ def parse_words(words: Sequence[str]) -> Command | Malformed:
         return Malformed(f"unknown command {head!r}; commands: {', '.join(COMMAND_NAMES)}")
     name: CommandName = head  # type: ignore[assignment]  # checked against ARGUMENTS just above
     kind = ARGUMENTS[name]
+    force = name in FORCEABLE and FORCE_FLAG in rest
+    rest = [w for w in rest if not (force and w == FORCE_FLAG)]
     if kind is None:
         if rest:
-            return Malformed(f"{name} takes no argument, got {' '.join(rest)!r}")
-        return Command(name)
+            hint = f" (besides {FORCE_FLAG})" if name in FORCEABLE else ""
+            return Malformed(f"{name} takes no argument{hint}, got {' '.join(rest)!r}")
+        return Command(name, force=force)
     if len(rest) != 1:
         what = "is missing" if not rest else f"must be one word, got {' '.join(rest)!r}"
         return Malformed(f"{name}: the {kind} {what} (usage: {_usage(name)})")
@@ -157,10 +174,16 @@ def parse_entry(entry: object) -> Command | Malformed:
         return parse_words(words)
     name: CommandName = words[0]  # type: ignore[assignment]  # checked against ARGUMENTS just above
     kind = ARGUMENTS[name]
-    allowed = {"command"} | ({kind} if kind else set())
+    allowed = {"command"} | ({kind} if kind else set()) | ({"force"} if name in FORCEABLE else set())
     extra = sorted(str(k) for k in entry if k not in allowed)
     if extra:
         return Malformed(f"{name}: unexpected key{'s' if len(extra) > 1 else ''} {', '.join(extra)}")
+    if "force" in entry:
+        force = entry["force"]
+        if not isinstance(force, bool):
+            return Malformed(f"{name}: 'force' must be true or false, got {_describe(force)}")
+        parsed = parse_words(words)
+        return parsed if isinstance(parsed, Malformed) or not force else Command(parsed.name, parsed.target, True)
     if kind is not None and kind in entry:
         if len(words) > 1:
             return Malformed(f"{name}: give the {kind} either in 'command' or as '{kind}', not both")

@@ -122,6 +122,18 @@ def read_legacy_files(env: Mapping[str, str], directory: Path | None = None) -> 
     return read
 
 
+def legacy_file_paths(env: Mapping[str, str], directory: Path | None = None) -> tuple[Path, ...]:
+    """Every path ``read_legacy_files`` reads when it exists: what the daemon watches to reload on a change
+    (a file that appears or goes away counts too)."""
+    where = resolve_legacy_dir(env, directory)
+    out = []
+    for var, name in ((NODES_FILE_VAR, NODES_FILE_NAME), (DEPENDENCIES_FILE_VAR, DEPENDENCIES_FILE_NAME)):
+        raw = env.get(var, "").strip()
+        if "\0" not in raw:
+            out.append(Path(raw) if raw else where / name)
+    return (*out, where / COMBINED_FILE_NAME)
+
+
 def _exists(path: Path) -> bool:
     try:
         return path.exists()

@@ -34,6 +34,9 @@ class LegacyDefault:
     shown: str
 
 
+# The earlier tool's default command file (its trigger-bootstrap.sh appends ``- bootstrap_swarm`` to it).
+LEGACY_COMMAND_FILE = Path("/mnt/commands/swarm-orchestration.command.yml")
+
 LEGACY_DEFAULTS: tuple[LegacyDefault, ...] = (
     LegacyDefault("STACK_NAME", ("stack",), "swarm-dev", "stack=swarm-dev"),
     LegacyDefault("DEBUG", ("logging", "debug"), True, "logging.debug=true"),
@@ -41,8 +44,8 @@ LEGACY_DEFAULTS: tuple[LegacyDefault, ...] = (
     LegacyDefault(
         "COMMAND_FILE",
         ("commands", "file"),
-        Path("/mnt/commands/swarm-orchestration.command.yml"),
-        "commands.file=/mnt/commands/swarm-orchestration.command.yml",
+        LEGACY_COMMAND_FILE,
+        f"commands.file={LEGACY_COMMAND_FILE}",
     ),
 )
 

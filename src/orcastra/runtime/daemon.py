@@ -30,6 +30,7 @@ from orcastra.adapters.engine import EngineEvent
 from orcastra.adapters.engine.connect import make_engine, node_engine
 from orcastra.adapters.http import ApiServer
 from orcastra.commands import CommandRunner, command_routes, load_token
+from orcastra.commands.legacy_file import legacy_command_runner
 from orcastra.config import Config
 from orcastra.errors import OrcastraError
 from orcastra.runtime.agents import AgentPoller, AgentTableState, agents_routes
@@ -125,6 +126,11 @@ class Daemon:
     def config(self) -> Config:
         return self.loop.config
 
+    @functools.cached_property
+    def legacy_command_runner(self) -> CommandRunner | None:
+        """The earlier tool's command file's runner, when its directory exists (docs/migrating.md)."""
+        return legacy_command_runner(self.config.commands, self.command_runner.ctx, self.env)
+
     # --- hooks (called from other threads) -------------------------------------------------------------
 
     def _on_outcome(self, outcome: Outcome) -> None:
@@ -211,6 +217,9 @@ class Daemon:
             self._watchers.append(CommandFileWatcher(self.loop, self.command_runner))
         else:
             log.info("command file %s: its directory does not exist; commands only through the API", path)
+        if self.legacy_command_runner is not None:
+            log.info("also watching the earlier tool's command file %s", self.legacy_command_runner.command_file)
+            self._watchers.append(CommandFileWatcher(self.loop, self.legacy_command_runner, "orcastra-commands-legacy"))
         if not self.dry_run:  # a dry run claims nothing, so it would only leave requests pending
             runner = self.command_runner
             submit = functools.partial(runner.submit, source="swarm")

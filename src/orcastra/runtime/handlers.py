@@ -9,7 +9,7 @@ forwards its commands to the leader through the Swarm instead: ``runtime.command
 ``resume`` are kept in a label of the Swarm itself (``orcastra.paused``), so they survive a restart and are
 shared by every instance. While paused, the commands that run the automatic machinery (sync, relabel,
 rebalance, reboot) are refused with a clear error; the single explicit changes (restart, drain, activate,
-bootstrap) still run.
+bootstrap) still run. ``remove_all_labels`` pauses Orcastra itself before it removes the labels.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from collections.abc import Callable, Sequence
 from typing import Literal, Protocol, TypeVar
 
 from orcastra.config import Config
-from orcastra.domain.actions import Action, SetNodeAvailability, UpdateService
+from orcastra.domain.actions import Action, SetNodeAvailability, UpdateNodeLabels, UpdateService
 from orcastra.domain.snapshot import Service, Snapshot
 from orcastra.errors import EngineNotFoundError, OrcastraError, PermanentError
 from orcastra.features.colocation.plan import plan_colocation
+from orcastra.features.label_removal.plan import plan_remove_all_labels
 from orcastra.runtime.controllers import colocation_settings
 from orcastra.runtime.executor import Outcome
 from orcastra.runtime.reconcile import CycleResult
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 MAX_LISTED_ACTIONS = 10  # a sync result names at most this many actions (the audit log has them all)
+# A label update meets a conflict when the node changed since it was read; read again and retry this often.
+REMOVE_LABELS_ATTEMPTS = 3
 
 
 class CommandRefused(PermanentError):
@@ -244,6 +247,39 @@ class CommandHandlers:
             return describe_outcomes(self.ops.apply(actions, snapshot))
 
         return self.ops.call(update, "update_dependents")
+
+    def remove_all_labels(self, force: bool = False) -> str:
+        """The earlier Orcastra's clean-up before an uninstall: remove every node label Orcastra owns (see
+        ``features.label_removal``). Refused while an anchor runs (its label places its dependents) unless
+        ``force``. Pauses Orcastra first: otherwise the next cycle would put the labels back."""
+
+        def remove() -> str:
+            self._leader()
+            done: list[Outcome] = []
+            for _ in range(REMOVE_LABELS_ATTEMPTS):
+                snapshot = self.ops.read_swarm()
+                plan = plan_remove_all_labels(snapshot)
+                if plan.running_anchors and not force:
+                    raise CommandRefused(
+                        f"anchors run ({', '.join(plan.running_anchors)}): their labels place their dependents,"
+                        " which would lose every node; stop them first, or give remove_all_labels --force"
+                    )
+                paused = "already paused" if self.ops.paused else "paused first"
+                self.ops.set_paused(True)
+                if not plan.actions and not done:
+                    return f"{paused}; no node carries a label Orcastra owns"
+                outcomes = self.ops.apply(plan.actions, snapshot)
+                done += [o for o in outcomes if o.result != "conflict"]
+                if any(o.result == "conflict" for o in outcomes):
+                    continue  # a node changed meanwhile: read it again (what was removed is not planned again)
+                labels = sum(len(o.action.remove_labels) for o in done if isinstance(o.action, UpdateNodeLabels))
+                return (
+                    f"{paused} (resume would put the labels back); removed {labels} label(s) from {len(done)}"
+                    f" node(s): {describe_outcomes(done)}"
+                )
+            raise OrcastraError(f"nodes kept changing: tried {REMOVE_LABELS_ATTEMPTS} times; give it again")
+
+        return self.ops.call(remove, "remove_all_labels --force" if force else "remove_all_labels")
 
     def bootstrap(self) -> str:
         self.ops.call(self._leader, "bootstrap")

@@ -28,6 +28,7 @@ from orcastra.adapters.engine.api import EngineApi
 from orcastra.adapters.engine.connect import make_engine
 from orcastra.commands.watch import FileStamp
 from orcastra.config import Config, load_config
+from orcastra.config.legacy import legacy_file_paths
 from orcastra.domain.actions import Action
 from orcastra.domain.labels import PAUSED_LABEL
 from orcastra.domain.snapshot import Snapshot
@@ -45,6 +46,8 @@ from orcastra.runtime.swarm_labels import SwarmLabelWriteError, compare_and_set
 from orcastra.runtime.triggers import Request, Trigger
 
 log = logging.getLogger(__name__)
+
+ConfigStamp = tuple[FileStamp | None, ...]
 
 T = TypeVar("T")
 
@@ -141,7 +144,7 @@ class Loop:
         self.health = health
         self.trigger = trigger
         self._leadership = leadership
-        self._config_stamp = FileStamp.of(config_path) if config_path is not None else None
+        self._config_stamp: ConfigStamp | None = self._stamp()
         self._ident: int | None = None  # the loop's thread, from ``attach`` on
         self.paused = False
         self.cycles = 0
@@ -255,10 +258,14 @@ class Loop:
         if not paused:
             self.trigger.fire("resumed")
 
+    def _stamp(self) -> ConfigStamp:
+        """The stamps of the main config file and of every legacy file the loader would read (each None when
+        absent): a change of any of them, a legacy file appearing or going away included, reloads."""
+        paths = (*([self.config_path] if self.config_path is not None else []), *legacy_file_paths(self.env))
+        return tuple(FileStamp.of(p) for p in paths)
+
     def reload_config_if_changed(self) -> bool:
-        if self.config_path is None:
-            return False
-        stamp = FileStamp.of(self.config_path)
+        stamp = self._stamp()
         if stamp == self._config_stamp:
             return False
         self._config_stamp = stamp
@@ -272,7 +279,7 @@ class Loop:
             return False
         if new.fingerprint() == self.config.fingerprint():
             return False
-        log.info("configuration reloaded from %s", self.config_path)
+        log.info("configuration reloaded from %s", self.config_path or "the legacy files and the environment")
         self.config = new
         return True
 

@@ -248,8 +248,8 @@ class RebootScheduler(Watcher):
 class CommandFileWatcher(Watcher):
     """Polls the command file; the leader takes and runs what it holds (followers leave it alone)."""
 
-    def __init__(self, loop: Loop, runner: CommandRunner) -> None:
-        super().__init__("orcastra-commands", loop.trigger)
+    def __init__(self, loop: Loop, runner: CommandRunner, name: str = "orcastra-commands") -> None:
+        super().__init__(name, loop.trigger)
         self.loop = loop
         self.runner = runner
         self._watch = CommandWatcher(runner.command_file, self._changed)
