@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.unit.test_commands import FakeContext, FakeOps
+from test_commands import FakeContext, FakeOps
 
 from orcastra.commands.journal import results_path
 from orcastra.commands.legacy_file import LEGACY_COMMAND_FILE, legacy_command_file, legacy_command_runner

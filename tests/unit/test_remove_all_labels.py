@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
-from tests.unit.test_commands import FakeContext, FakeOps
+from test_commands import FakeContext, FakeOps
 
 from orcastra.commands.dispatch import run_command
 from orcastra.commands.model import Command, Malformed, parse_entry
