@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from orcastra.domain.snapshot import EMPTY_LABELS
+from orcastra.domain.snapshot import EMPTY_LABELS, Node
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,11 @@ class UpdateNodeLabels:
     reason: str = ""
     controller: str = ""
     kind: Literal["update-node-labels"] = field(default="update-node-labels", init=False)
+
+    @classmethod
+    def removing(cls, node: Node, keys: tuple[str, ...], reason: str, controller: str) -> UpdateNodeLabels:
+        """Remove ``keys`` from ``node`` (at the version it was read at)."""
+        return cls(node.id, node.hostname, node.version, remove_labels=keys, reason=reason, controller=controller)
 
     @property
     def target(self) -> str:

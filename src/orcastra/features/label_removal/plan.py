@@ -46,16 +46,8 @@ def plan_remove_all_labels(snapshot: Snapshot) -> LabelRemovalPlan:
     for node in sorted(snapshot.nodes, key=lambda n: n.hostname):
         keys = owned_node_labels(node)
         if keys:
-            actions.append(
-                UpdateNodeLabels(
-                    node_id=node.id,
-                    hostname=node.hostname,
-                    node_version=node.version,
-                    remove_labels=keys,
-                    reason="operator command: remove_all_labels (every label Orcastra owns)",
-                    controller=CONTROLLER,
-                )
-            )
+            reason = "operator command: remove_all_labels (every label Orcastra owns)"
+            actions.append(UpdateNodeLabels.removing(node, keys, reason, CONTROLLER))
     labelled = {
         k.removeprefix(ANCHOR_LABEL_PREFIX)
         for n in snapshot.nodes

@@ -174,16 +174,8 @@ def _later_steps(
     for node in snapshot.nodes:
         old_keys = tuple(sorted(a.old_key for a, _ in movable if a.old_key in node.labels))
         if old_keys:
-            step3.append(
-                UpdateNodeLabels(
-                    node_id=node.id,
-                    hostname=node.hostname,
-                    node_version=node.version,
-                    remove_labels=old_keys,
-                    reason="migrate step 3: no service names the old labels any more",
-                    controller=CONTROLLER,
-                )
-            )
+            reason = "migrate step 3: no service names the old labels any more"
+            step3.append(UpdateNodeLabels.removing(node, old_keys, reason, CONTROLLER))
     if step3:
         return MigrationPlan(3, tuple(step3), found, notes)
     return MigrationPlan(None, (), found, notes)
