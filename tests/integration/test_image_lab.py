@@ -17,7 +17,7 @@ from pathlib import Path
 import docker
 import pytest
 from tests.integration.conftest import KEEP_ENV
-from tests.integration.util import wait_for
+from .util import wait_for
 
 from orcastra_lab import Lab, LabEnv
 from orcastra_lab.orcastra_image import IMAGE_REPOSITORY, OrcastraImage
