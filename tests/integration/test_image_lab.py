@@ -16,11 +16,12 @@ from pathlib import Path
 
 import docker
 import pytest
-from tests.integration.conftest import KEEP_ENV
-from .util import wait_for
 
 from orcastra_lab import Lab, LabEnv
 from orcastra_lab.orcastra_image import IMAGE_REPOSITORY, OrcastraImage
+
+from .conftest import KEEP_ENV
+from .util import wait_for
 
 pytestmark = pytest.mark.lab
 
