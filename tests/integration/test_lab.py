@@ -147,7 +147,8 @@ def test_separate_lab_up_then_down_leaves_nothing(lab_env: LabEnv) -> None:
     netns = [r.netns for r in state.nodes.values() if r.netns]
     links = [r.veth_host for r in state.nodes.values() if r.veth_host] + [small.layout.bridge]
     assert any(is_alive(p) for p in processes)
-    assert mounts_under(state_dir)
+    # dockerd's mounts (overlays, netns files) live in its node's own mount namespace: none shows here, and
+    # none may be left here after down either (checked below).
 
     small.down()
 
