@@ -22,6 +22,7 @@ import functools
 import logging
 import signal
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
@@ -295,12 +296,12 @@ class Daemon:
         self.trigger.stop()
         for w in self._watchers:
             w.stop()
-        for t in self._watchers:
-            if t.is_alive():
-                t.join(timeout=5)
-        self._lease_stop.set()  # now the lease goes (see __init__)
-        if self.lease_keeper is not None and self.lease_keeper.is_alive():
-            self.lease_keeper.join(timeout=5)
+        threads: list[threading.Thread] = [*self._watchers]
+        for t in threads:
+            _join(t)
+        self._lease_stop.set()  # now the lease goes (see _lease_sleep)
+        if self.lease_keeper is not None:
+            _join(self.lease_keeper)
         if self._api is not None:
             self._api.stop()
             self._api = None
@@ -321,3 +322,18 @@ class Daemon:
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
         signal.signal(signal.SIGHUP, hangup)
+
+
+def _join(thread: threading.Thread, timeout: float = 5.0) -> None:
+    """Wait for a stopping thread; say which one keeps the stop waiting (a stop should take well under 1 s)."""
+    if not thread.is_alive():
+        return
+    started = time.monotonic()
+    thread.join(timeout)
+    if thread.is_alive() or time.monotonic() - started > 1.0:
+        log.warning(
+            "stopping: %s took %.1f s%s",
+            thread.name,
+            time.monotonic() - started,
+            " and is still running" if thread.is_alive() else "",
+        )
