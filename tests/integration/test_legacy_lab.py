@@ -328,7 +328,8 @@ def test_compose_setup_starts_in_legacy_mode_labels_colocates_and_follows_the_an
 
 
 def test_remove_all_labels_is_refused_while_anchors_run_and_forced_pauses(orca: Orca) -> None:
-    """``remove_all_labels`` from the earlier command file: refused while the anchors run (the result names
+    """``bootstrap_swarm`` with the seed's nodes.yml (no endpoints) has an error result that says why (nothing
+    was done). ``remove_all_labels`` from the earlier command file: refused while the anchors run (the result names
     them and says why); ``remove_all_labels --force`` removes every label Orcastra owns (static labels from
     nodes.yml, anchor labels, the ownership record), sets the Swarm label orcastra.paused, and two cycles later
     the labels are still gone; ``resume`` puts them back and the groups are colocated again."""
@@ -336,6 +337,11 @@ def test_remove_all_labels_is_refused_while_anchors_run_and_forced_pauses(orca: 
         orca.start_compose()
     wait_for("both anchor groups colocated", lambda: groups_colocated(orca.api), timeout=WAIT_SECONDS)
     before = node_labels(orca.api)
+
+    # The seed's nodes.yml has no endpoints: trigger-bootstrap.sh's line is answered, with the reason.
+    bootstrap = orca.run_command("bootstrap_swarm")
+    assert (bootstrap["result"], bootstrap["command"]) == ("error", "bootstrap"), bootstrap
+    assert "no node in the configuration has an endpoint" in bootstrap["message"], bootstrap
 
     refused = orca.run_command("remove_all_labels")
     assert refused["result"] == "error", refused
