@@ -387,8 +387,9 @@ def test_combined_swarm_yml_with_watch_and_threshold_60_starts_and_labels(orca: 
     """The combined swarm.yml layout alone in the config dir, BOOTSTRAP_MODE=watch and
     REBALANCE_GLOBAL_MEM_THRESHOLD_PERCENT=60 (both config errors before issue 13): Orcastra starts without a
     config error, says legacy mode and what watch means, derives the rebalance target below 60, applies
-    swarm.yml's labels, and its bootstrap (watch = loop: one cycle at start) brings the managers to the target,
-    min(3, largest odd <= 3 Ready nodes) = 3, as docs/bootstrap.md says (the earlier tool promoted too)."""
+    swarm.yml's labels, and its bootstrap (watch = loop + node events: one cycle at start) brings the managers
+    to the target, min(3, largest odd <= 3 Ready nodes) = 3, as docs/bootstrap.md says (the earlier tool
+    promoted too)."""
     d = orca.dir / "config-swarm"
     d.mkdir(exist_ok=True)
     ip, hosts = orca.addresses(), orca.env.node_hosts
@@ -409,7 +410,7 @@ def test_combined_swarm_yml_with_watch_and_threshold_60_starts_and_labels(orca: 
     )
     log = orca.log()
     assert f"legacy mode: found {d}/swarm.yml" in log, log[-3000:]
-    assert "BOOTSTRAP_MODE=watch is read as bootstrap.mode=loop" in log, log[-3000:]
+    assert "BOOTSTRAP_MODE=watch: heal the Swarm every LOOP_INTERVAL" in log, log[-3000:]
     assert "target" in log, log[-3000:]
     assert "config error" not in log.lower(), log[-3000:]
     wait_for(f"swarm.yml's labels {SWARM_YML_LABELS}", lambda: has_labels(orca.api, SWARM_YML_LABELS), timeout=60)

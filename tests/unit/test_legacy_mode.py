@@ -107,12 +107,10 @@ def test_legacy_mode_applies_the_earlier_defaults(tmp_path: Path) -> None:
     c = got.config
     assert c.stack == "swarm-dev"
     assert c.logging.debug is True
-    assert c.bootstrap.mode == "loop"
+    assert c.bootstrap.mode == "watch"
     assert str(c.commands.file) == "/mnt/commands/swarm-orchestration.command.yml"
     assert got.legacy_summary is not None
-    assert "differs: stack=swarm-dev, logging.debug=true, bootstrap.mode=loop (BOOTSTRAP_MODE=watch), " in (
-        got.legacy_summary
-    )
+    assert "differs: stack=swarm-dev, logging.debug=true, bootstrap.mode=watch, " in (got.legacy_summary)
     assert "\n" not in got.legacy_summary
 
 
@@ -142,7 +140,7 @@ def test_main_file_and_environment_win_over_the_earlier_defaults(tmp_path: Path)
             {"MOD_MANAGER_DEST": "/modcache", "MOD_MANAGER_REFRESH_INTERVAL_MINUTES": "720", "GC_DRY_RUN": "0"},
             ["not yet supported (read, not acted on): GC_DRY_RUN, MOD_MANAGER_DEST, MOD_MANAGER_REFRESH_INTERVAL"],
         ),
-        ({"BOOTSTRAP_MODE": "watch"}, ["found BOOTSTRAP_MODE=watch", "watch means heal the Swarm on a loop"]),
+        ({"BOOTSTRAP_MODE": "watch"}, ["found BOOTSTRAP_MODE=watch", "and soon after each node event"]),
         ({"GC_CRON": "x", "TZ": "Europe/Paris"}, ["TZ=Europe/Paris: log times and reboot windows follow"]),
     ],
     ids=["gc", "mod-manager", "watch", "tz"],
@@ -170,7 +168,7 @@ def test_empty_earlier_variables_count_as_unset(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "check"),
     [
-        ({"BOOTSTRAP_MODE": "watch"}, lambda c: c.bootstrap.mode == "loop"),
+        ({"BOOTSTRAP_MODE": "watch"}, lambda c: c.bootstrap.mode == "watch"),
         ({"BOOTSTRAP_MODE": "WATCH", "LOOP_INTERVAL": "120"}, lambda c: c.bootstrap.loop_interval_seconds == 120),
         (
             {"REBALANCE_GLOBAL_MEM_THRESHOLD_PERCENT": "70"},
@@ -201,7 +199,7 @@ def test_earlier_values_are_accepted(tmp_path: Path, env: dict[str, str], check:
 
 def test_watch_is_noted(tmp_path: Path) -> None:
     got = report(tmp_path, {}, {"BOOTSTRAP_MODE": "watch"})
-    assert any("BOOTSTRAP_MODE=watch is read as bootstrap.mode=loop" in n for n in got.notes)
+    assert any("BOOTSTRAP_MODE=watch: heal the Swarm every LOOP_INTERVAL" in n for n in got.notes)
 
 
 def test_derived_target_is_noted_and_a_given_target_is_kept(tmp_path: Path) -> None:

@@ -58,9 +58,8 @@ def _text(raw: str) -> str:
 
 
 def _bootstrap_mode(raw: str) -> str:
-    # The earlier tool's `watch` healed the Swarm on a loop: it is today's `loop` (the loader notes it).
-    word = raw.strip().lower()
-    return "loop" if word == "watch" else word
+    # Any case, as the earlier tool took it (`watch` is a mode of its own: loop + node events).
+    return raw.strip().lower()
 
 
 def _path(raw: str) -> Path:

@@ -18,8 +18,8 @@ Loc = tuple[str | int, ...]
 EARLIER_ONLY_PREFIXES = ("GC_", "MOD_MANAGER_")
 WATCH_MODE = "watch"
 WATCH_NOTE = (
-    "BOOTSTRAP_MODE=watch is read as bootstrap.mode=loop: watch means heal the Swarm on a loop, every "
-    "LOOP_INTERVAL seconds (default 300)"
+    "BOOTSTRAP_MODE=watch: heal the Swarm every LOOP_INTERVAL seconds (default 300) and soon after each node "
+    "event (a node down, back, joined or left), at most every 10 s"
 )
 TZ_VAR = "TZ"
 
@@ -40,7 +40,7 @@ LEGACY_COMMAND_FILE = Path("/mnt/commands/swarm-orchestration.command.yml")
 LEGACY_DEFAULTS: tuple[LegacyDefault, ...] = (
     LegacyDefault("STACK_NAME", ("stack",), "swarm-dev", "stack=swarm-dev"),
     LegacyDefault("DEBUG", ("logging", "debug"), True, "logging.debug=true"),
-    LegacyDefault("BOOTSTRAP_MODE", ("bootstrap", "mode"), "loop", "bootstrap.mode=loop (BOOTSTRAP_MODE=watch)"),
+    LegacyDefault("BOOTSTRAP_MODE", ("bootstrap", "mode"), "watch", "bootstrap.mode=watch"),
     LegacyDefault(
         "COMMAND_FILE",
         ("commands", "file"),

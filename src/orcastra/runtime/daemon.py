@@ -75,12 +75,12 @@ class Daemon:
         self.trigger = Trigger()
         le = config.leader_election
         self.echo = EchoFilter(frozenset({le.lease_name}))
-        self.metrics = Metrics()
+        self.metrics, self.audit = Metrics(), AuditLog(path=config.audit.path)
         self.health = HealthState(stale_after_seconds=3 * config.reconcile.resync_interval_seconds)
-        self.audit = AuditLog(path=config.audit.path)
         engine = make_engine(config, env)
         self._watchers: list[Watcher] = []
         self._poller: TaskPoller | None = None
+        self._ticker: BootstrapTicker | None = None
         self._api: ApiServer | None = None
         self.lease_keeper: LeaseKeeper | None = None
         self._lease_stop = threading.Event()
@@ -146,6 +146,8 @@ class Daemon:
             log.debug("ignoring the echo of our own change: %s %s", event.type, event.actor_id[:12])
             return
         self.trigger.fire(f"event {event.type} {event.action} {event.actor_id[:12]}")
+        if event.type == "node" and self._ticker is not None and self.config.bootstrap.mode == "watch":
+            self._ticker.poke()
 
     def _on_node_event(self, event: EngineEvent) -> None:
         if self._poller is not None:
@@ -202,8 +204,9 @@ class Daemon:
                     )
         self._watchers.append(MemoryWatcher(self.loop))
         self._watchers.append(RebootScheduler(self.loop))
-        if config.bootstrap.mode == "loop":
-            self._watchers.append(BootstrapTicker(self.loop))
+        if config.bootstrap.mode in ("loop", "watch"):
+            self._ticker = BootstrapTicker(self.loop)
+            self._watchers.append(self._ticker)
         self._agent_poller = self._make_agent_poller()
         self._watchers.append(self._agent_poller)
         if self.lease_keeper is not None:

@@ -27,6 +27,7 @@ from orcastra.adapters.memory import collect_memory
 from orcastra.commands import CommandRunner, CommandWatcher
 from orcastra.domain.snapshot import LIVE_DESIRED_STATES
 from orcastra.errors import OrcastraError
+from orcastra.features.bootstrap.settings import WATCH_MIN_GAP_SECONDS
 from orcastra.runtime.loop import Loop, LoopWrites
 from orcastra.runtime.reboot import run_scheduled_reboot
 from orcastra.runtime.triggers import Trigger
@@ -204,14 +205,38 @@ class MemoryWatcher(Watcher):
 
 
 class BootstrapTicker(Watcher):
-    """BOOTSTRAP_MODE=loop: a bootstrap/heal cycle every loop interval, by the leader, when not paused."""
+    """bootstrap.mode loop: a bootstrap/heal cycle every loop interval, by the leader, when not paused; watch:
+    also soon after a node event (``poke``), at most every ``min_gap`` seconds."""
 
-    def __init__(self, loop: Loop) -> None:
+    def __init__(self, loop: Loop, min_gap: float = WATCH_MIN_GAP_SECONDS) -> None:
         super().__init__("orcastra-bootstrap", loop.trigger)
         self.loop = loop
+        self.min_gap = min_gap
+        self._poked = threading.Event()
+        self._last = 0.0
+        self.closing(self._poked.set)  # stop() wakes the wait
+
+    def poke(self) -> None:
+        """A node event (watch mode): run a cycle soon."""
+        self._poked.set()
+
+    def _wait(self) -> bool:
+        """Until the loop interval has passed or a poke came (not sooner than ``min_gap`` after the last
+        cycle); False once stopping."""
+        deadline = time.monotonic() + self.loop.config.bootstrap.loop_interval_seconds
+        while not self.trigger.stopped:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            if self._poked.wait(remaining) and not self.trigger.stopped:
+                self._poked.clear()
+                gap = self._last + self.min_gap - time.monotonic()
+                return gap <= 0 or self.trigger.sleep(gap)
+        return False
 
     def body(self) -> None:
-        while self.trigger.sleep(self.loop.config.bootstrap.loop_interval_seconds):
+        while self._wait():
+            self._last = time.monotonic()
             config = self.loop.config
             if not self.loop.is_leader or self.loop.paused or not any(n.endpoint for n in config.nodes.values()):
                 continue

@@ -8,6 +8,9 @@ from pydantic import Field, field_validator
 
 from orcastra.domain.fields import MINUTE_SECONDS, YEAR_SECONDS, IntervalSeconds, Section, fail
 
+# In watch mode, node events start a bootstrap/heal cycle no more often than this (a flapping node, or a
+# burst of node updates, is one cycle).
+WATCH_MIN_GAP_SECONDS = 10.0
 # Raft tolerates (n - 1) / 2 failed managers; Docker advises at most 7, and more only slows consensus.
 MAX_MANAGERS = 99
 
@@ -15,7 +18,9 @@ MAX_MANAGERS = 99
 class BootstrapSettings(Section):
     """Swarm bootstrap and healing: init the Swarm, join inventory nodes, keep the manager count."""
 
-    mode: Literal["once", "loop", "off"] = "off"
+    # once: at start; loop: every loop_interval_seconds; watch (the earlier tool's default): loop, and also soon
+    # after a node event (a node went down, came back, joined or left), at most every WATCH_MIN_GAP_SECONDS.
+    mode: Literal["once", "loop", "watch", "off"] = "off"
     loop_interval_seconds: IntervalSeconds = 300.0
     manager_target: Annotated[int, Field(ge=1, le=MAX_MANAGERS)] = 3
     # Remove nodes Down longer than this from the Swarm (None: never remove). Not below a minute: a node
@@ -29,9 +34,7 @@ class BootstrapSettings(Section):
         if value is False:
             return "off"
         if value is True:
-            raise fail("expected 'once', 'loop' or 'off', found the boolean true (a bare on/yes/true)")
-        if value == "watch":
-            raise fail("the mode 'watch' is now called 'loop'; use mode: loop")
+            raise fail("expected 'once', 'loop', 'watch' or 'off', found the boolean true (a bare on/yes/true)")
         return value
 
     @field_validator("manager_target")
