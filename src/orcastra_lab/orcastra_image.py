@@ -46,10 +46,11 @@ MIRRORS = (
     "deb http://deb.debian.org/debian bookworm-updates main",
     "deb http://deb.debian.org/debian-security bookworm-security main",
 )
-# python3 (the interpreter and its standard library) and python3-venv (the build stage makes the venv).
+# python3 (the interpreter and its standard library) and python3-venv (the build stage makes the venv);
+# tzdata, so TZ works as with the earlier tool and with python:3.11-slim (reboot windows, log times).
 # usr-is-merged: init-system-helpers needs "usrmerge | usr-is-merged"; without it apt picks usrmerge,
 # which pulls in all of perl (~50 MB).
-BASE_PACKAGES = ("python3-minimal", "python3", "python3-venv", "usr-is-merged")
+BASE_PACKAGES = ("python3-minimal", "python3", "python3-venv", "tzdata", "usr-is-merged")
 # The essential set is resolved before --include is seen, so usrmerge and perl still come; purged at the end.
 BASE_PURGE = (
     "usrmerge",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import docker
 import pytest
+import yaml
 
 from orcastra_lab import Lab, LabEnv
 from orcastra_lab.orcastra_image import IMAGE_REPOSITORY, OrcastraImage
@@ -144,5 +146,54 @@ def test_container_runs_a_cycle_and_becomes_healthy(
             assert str(socket_gid) in ids["Groups"], status
             container.stop(timeout=10)
             assert "lease orcastra-leader released" in container.logs().decode()
+        finally:
+            container.remove(force=True)
+
+
+def test_the_earlier_tools_compose_service_runs_with_only_the_image_changed(
+    img_lab: tuple[Lab, LabEnv], built: OrcastraImage, client: docker.DockerClient
+) -> None:
+    """Issue 13's one-line switch: examples/legacy/docker-compose.yml's service (its environment, ./config at
+    /etc/swarm-orchestration, the socket) with this image. It says legacy mode, runs as root as the earlier tool
+    did (its users' mounts were made for root), and goes healthy."""
+    _, env = img_lab
+    example = Path(__file__).resolve().parents[2] / "examples" / "legacy"
+    compose = yaml.safe_load((example / "docker-compose.yml").read_text())["services"]["orcastra"]
+    environment = dict(item.split("=", 1) for item in compose["environment"])
+    with tempfile.TemporaryDirectory(prefix="orcastra-legacy-test-") as tmp:
+        config = Path(tmp) / "config"
+        shutil.copytree(example / "config", config)
+        for path in [Path(tmp), config, *config.iterdir()]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        container = client.containers.create(
+            built.ref,
+            environment=environment,
+            healthcheck={"interval": 1_000_000_000},
+            volumes={
+                env.container_socket: {"bind": "/var/run/docker.sock", "mode": "rw"},
+                str(config): {"bind": "/etc/swarm-orchestration", "mode": "ro"},
+            },
+        )
+        try:
+            container.start()
+            wait_for("legacy mode", lambda: "legacy mode: found" in container.logs().decode(), timeout=30)
+
+            def healthy() -> bool:
+                container.reload()
+                return bool(container.attrs["State"]["Health"]["Status"] == "healthy")
+
+            wait_for("healthy", healthy, timeout=45, interval=0.5)
+            status = container.exec_run(["cat", "/proc/1/status"]).output.decode()
+            uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
+            assert uid == "0", status
+            assert "Traceback" not in container.logs().decode()
+            # TZ, which the earlier tool's users set, is the container's time zone (tzdata is in the image).
+            zone = client.containers.run(
+                built.ref,
+                entrypoint=["python3", "-c", "import time; print(time.strftime('%Z'))"],
+                environment={"TZ": "Europe/Paris"},
+                remove=True,
+            )
+            assert zone.decode().strip() in ("CET", "CEST")
         finally:
             container.remove(force=True)
