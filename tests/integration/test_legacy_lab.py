@@ -301,7 +301,7 @@ def test_compose_setup_starts_in_legacy_mode_labels_colocates_and_follows_the_an
     config_dir = orca.dir / "config-compose"
     log = orca.log()
     assert f"legacy mode: found {config_dir}/nodes.yml, {config_dir}/dependencies.yml" in log, log[-3000:]
-    assert "bootstrap.mode=loop" in log, log[-3000:]
+    assert "bootstrap.mode=watch" in log, log[-3000:]
     assert "commands.file=/mnt/commands/swarm-orchestration.command.yml" in log, log[-3000:]
 
     expected = {h: dict.fromkeys(keys, "true") for h, keys in NODES_YML_LABELS.items()}
