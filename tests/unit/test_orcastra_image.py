@@ -80,7 +80,7 @@ def test_base_key_changes_with_the_recipe(monkeypatch: pytest.MonkeyPatch) -> No
 def test_mmdebstrap_argv_writes_a_tarball_and_purges_perl_in_its_hook() -> None:
     argv = oi.mmdebstrap_argv(Path("/cache/base-x.partial-1.tar"))
     assert argv[:3] == ["mmdebstrap", "--variant=essential", "--format=tar"]
-    assert "--include=python3-minimal,python3,python3-venv,usr-is-merged" in argv
+    assert "--include=python3-minimal,python3,python3-venv,tzdata,usr-is-merged" in argv
     hook = next(a for a in argv if a.startswith("--customize-hook="))
     assert "dpkg --purge usrmerge" in hook
     assert '"$1"/var/log/*' in hook

@@ -14,6 +14,7 @@ instance is the leader (followers only sleep), on an Engine connection of its ow
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -133,6 +134,17 @@ class SwarmCommandWatcher(Watcher):
         self.loop = loop
         self._submit = submit
         self._holder = holder
+        # A stop drains first (``drain``): no new claim, and the loop keeps serving until the request in hand
+        # has its result (``idle``). Else a request claimed just before the stop would be left "running" and
+        # the next leader would mark it interrupted: not run at all (seen in a rolling update on the lab).
+        self.draining = threading.Event()
+        self.idle = threading.Event()
+        self.idle.set()
+
+    def drain(self, timeout: float) -> bool:
+        """Take no new request; wait until the one in hand (if any) is finished. True when idle in time."""
+        self.draining.set()
+        return self.idle.wait(timeout)
 
     def body(self) -> None:
         engine = make_engine(self.loop.config, self.loop.env)
@@ -142,19 +154,23 @@ class SwarmCommandWatcher(Watcher):
             LoopWrites(self.loop, "command request"),
             self._submit,
             self._holder,
-            stopping=lambda: self.trigger.stopped,
+            stopping=lambda: self.draining.is_set() or self.trigger.stopped,
         )
         try:
             while self.trigger.sleep(POLL_INTERVAL_SECONDS):
-                if not self.loop.is_leader:
+                if not self.loop.is_leader or self.draining.is_set():
                     continue
+                self.idle.clear()
                 try:
                     for result in queue.serve():
                         log.info("command %s (from the Swarm): %s %s", result.command, result.result, result.message)
                 except OrcastraError as e:
                     log.debug("command requests: %s", e)
                     engine.close()
+                finally:
+                    self.idle.set()
         finally:
+            self.idle.set()
             engine.close()
 
 

@@ -58,9 +58,15 @@ from orcastra.runtime.wiring import make_executor
 
 log = logging.getLogger(__name__)
 
+# On SIGTERM, how long a command request in hand may still run before the stop goes on (the stack gives 30 s).
+DRAIN_TIMEOUT_SECONDS = 20.0
+
 
 class Daemon:
     """Builds the loop, its watchers, the lease keeper and the API listener; starts and stops them."""
+
+    _ticker: BootstrapTicker | None = None  # bootstrap.mode loop/watch
+    _queue: SwarmCommandWatcher | None = None  # the Swarm's command requests (not in a dry run)
 
     def __init__(
         self,
@@ -80,10 +86,9 @@ class Daemon:
         engine = make_engine(config, env)
         self._watchers: list[Watcher] = []
         self._poller: TaskPoller | None = None
-        self._ticker: BootstrapTicker | None = None
-        self._api: ApiServer | None = None
         self.lease_keeper: LeaseKeeper | None = None
         self._lease_stop = threading.Event()
+        self._api: ApiServer | None = None
         executor = make_executor(
             config,
             engine,
@@ -225,12 +230,15 @@ class Daemon:
             log.info("also watching the earlier tool's command file %s", self.legacy_command_runner.command_file)
             self._watchers.append(CommandFileWatcher(self.loop, self.legacy_command_runner, "orcastra-commands-legacy"))
         if not self.dry_run:  # a dry run claims nothing, so it would only leave requests pending
-            runner = self.command_runner
-            submit = functools.partial(runner.submit, source="swarm")
-            self._watchers.append(SwarmCommandWatcher(self.loop, submit, self.holder))
+            self._watchers.append(self._make_queue())
         for w in self._watchers:
             w.on_crash = self.metrics.observe_thread_restart
             w.start()
+
+    def _make_queue(self) -> SwarmCommandWatcher:
+        submit = functools.partial(self.command_runner.submit, source="swarm")
+        self._queue = SwarmCommandWatcher(self.loop, submit, self.holder)
+        return self._queue
 
     def _make_agent_poller(self) -> AgentPoller:
         from orcastra.adapters.http import parse_listen_address
@@ -290,6 +298,13 @@ class Daemon:
         finally:
             self.shutdown()
 
+    def _drain_then_stop(self) -> None:
+        """A stop: the Swarm's command request in hand (if any) is finished first, the loop still serving it."""
+        queue = self._queue
+        if queue is not None and not queue.drain(DRAIN_TIMEOUT_SECONDS):
+            log.warning("stopping: a command request still runs after %.0f s; stopping anyway", DRAIN_TIMEOUT_SECONDS)
+        self.trigger.stop()
+
     def _lease_sleep(self, seconds: float) -> bool:
         """The lease keeper's sleep. It stops (and releases the lease) only once the loop and the watchers are
         done (``shutdown``): a follower must not start acting while this instance finishes its last command."""
@@ -316,7 +331,7 @@ class Daemon:
 
         def handle(signum: int, _frame: FrameType | None) -> None:
             log.info("received %s, stopping", signal.Signals(signum).name)
-            self.trigger.stop()
+            threading.Thread(target=self._drain_then_stop, name="orcastra-stop", daemon=True).start()
 
         def hangup(signum: int, _frame: FrameType | None) -> None:
             # The earlier Orcastra re-ran its bootstrap on SIGHUP; here it also re-reads the config. Never exits.
