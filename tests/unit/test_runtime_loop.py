@@ -379,3 +379,34 @@ def test_a_command_request_kept_in_the_swarm_runs_once_with_its_writes_on_the_lo
     assert running.writes.threads == {running.thread.ident}  # the claim and the result: on the loop's thread
     journal = (running.daemon.config.commands.file.parent / "commands.yml.results.jsonl").read_text()
     assert '"source": "swarm"' in journal
+
+
+def test_a_stop_finishes_the_swarm_request_in_hand_before_the_loop_stops(running: Running) -> None:
+    """SIGTERM while the leader runs a command request kept in the Swarm: no new claim, the loop keeps serving
+    until that request has its result, then stops (a request left "running" would be marked interrupted by the
+    next leader: not run at all)."""
+    from orcastra.adapters.engine import EngineAdapter, EngineSettings
+    from orcastra.commands.model import Command
+    from orcastra.commands.swarm_queue import send_command
+
+    gate = running.gate
+    gate.entered.clear()
+    gate.hold = threading.Event()
+    results = []
+
+    def send() -> None:
+        with EngineAdapter(EngineSettings(host=running.fake.docker_host)) as engine:
+            results.append(send_command(engine, Command("sync"), timeout=WAIT_SECONDS, poll=0.05))
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    assert gate.entered.wait(WAIT_SECONDS)  # the leader runs it: its cycle is held
+    stopper = threading.Thread(target=running.daemon._drain_then_stop)
+    stopper.start()
+    time.sleep(0.3)
+    assert not running.daemon.trigger.stopped, "the loop must go on serving the request in hand"
+    gate.hold.set()
+    stopper.join(WAIT_SECONDS)
+    sender.join(WAIT_SECONDS)
+    assert [(r.command, r.result) for r in results] == [("sync", "ok")]
+    assert running.daemon.trigger.stopped
