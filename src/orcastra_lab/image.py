@@ -83,14 +83,16 @@ def build_rootfs(rootfs: Path) -> None:
     (rootfs / "tmp").chmod(0o1777)
 
 
+def docker_host_env(layout: LabLayout, docker_host: str) -> dict[str, str]:
+    """The environment for ``docker`` CLI calls against ``docker_host``, with a CLI config dir of the lab's own."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_CONTEXT", "DOCKER_TLS_VERIFY")}
+    layout.docker_config_dir.mkdir(parents=True, exist_ok=True)
+    return env | {"DOCKER_HOST": docker_host, "DOCKER_CONFIG": str(layout.docker_config_dir)}
+
+
 def docker_cli_env(layout: LabLayout, node: NodeLayout) -> dict[str, str]:
-    """The environment for ``docker`` CLI calls against one node, with a CLI config dir of the lab's own."""
-    env = dict(os.environ)
-    env["DOCKER_HOST"] = node.docker_host
-    env["DOCKER_CONFIG"] = str(layout.docker_config_dir)
-    env.pop("DOCKER_CONTEXT", None)
-    env.pop("DOCKER_TLS_VERIFY", None)
-    return env
+    """``docker_host_env`` against one node."""
+    return docker_host_env(layout, node.docker_host)
 
 
 def import_image(layout: LabLayout, node: NodeLayout, rootfs: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from orcastra_lab.errors import LabError
 from orcastra_lab.host import run
+from orcastra_lab.image import docker_host_env
 from orcastra_lab.layout import LabLayout
 
 STACK_NAME = "orcastra"
@@ -64,15 +64,8 @@ def config_name(text: str) -> str:
     return CONFIG_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _cli_env(layout: LabLayout, docker_host: str) -> dict[str, str]:
-    """The ``docker`` CLI's environment against ``docker_host``, with the lab's own CLI config dir."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_CONTEXT", "DOCKER_TLS_VERIFY")}
-    layout.docker_config_dir.mkdir(parents=True, exist_ok=True)
-    return env | {"DOCKER_HOST": docker_host, "DOCKER_CONFIG": str(layout.docker_config_dir)}
-
-
 def _docker(layout: LabLayout, docker_host: str, argv: list[str], env: Mapping[str, str] | None = None) -> str:
-    full = _cli_env(layout, docker_host) | dict(env or {})
+    full = docker_host_env(layout, docker_host) | dict(env or {})
     return run(["docker", *argv], env=full, timeout=DEPLOY_TIMEOUT_SECONDS).stdout
 
 
@@ -132,7 +125,7 @@ def lease_holder(layout: LabLayout, docker_host: str, lease: str = "orcastra-lea
     """The leader lease's holder, read from its service's labels (None while there is none)."""
     out = run(
         ["docker", "service", "inspect", lease, "--format", "{{json .Spec.Labels}}"],
-        env=_cli_env(layout, docker_host),
+        env=docker_host_env(layout, docker_host),
         check=False,
     )
     if out.returncode != 0:
