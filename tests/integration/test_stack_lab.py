@@ -26,6 +26,7 @@ import pytest
 from orcastra_lab import Lab, LabEnv
 from orcastra_lab import stack as lab_stack
 
+from . import hygiene_steps as hygiene
 from .util import node_labels, running_nodes, set_node_labels, wait_for
 
 LAB_NAME = "stack"
@@ -51,6 +52,18 @@ reconcile:
   resync_interval_seconds: 10
 agent:
   report_poll_interval_seconds: 5
+hygiene:
+  gc:
+    min_image_age_seconds: 0
+    grace_period_seconds: 20
+    keep_per_repository: 1
+    pace_seconds: 0
+  autoheal:
+    enabled: true
+    max_restarts: 2
+    backoff_initial_seconds: 2
+    backoff_max_seconds: 4
+    resync_interval_seconds: 10
 nodes:
   node4:
     labels: {zone: a}
@@ -324,6 +337,70 @@ def _update_state(site: Site) -> str:
     out = site.docker("service", "inspect", "orcastra_controller", "--format", "{{json .UpdateStatus}}")
     status = json.loads(out) or {}
     return str(status.get("State", ""))
+
+
+def _on(site: Site, node: str) -> hygiene.Docker:
+    return lambda *argv, **kw: site.docker(*argv, node=node, **kw)
+
+
+def test_gc_removes_exactly_what_the_rules_allow_and_a_dry_run_nothing(site: Site) -> None:
+    docker = _on(site, WORKER)
+    scene = hygiene.build_gc_scene(docker, _on(site, "node1"), site.env.image)
+    before = (hygiene.container_ids(docker), hygiene.image_ids(docker), hygiene.volume_names(docker))
+    dry = _exec(site, "node2", "orcastra_controller", "orcastra", "gc", "--node", WORKER, "--dry-run")
+    print(f"\n{dry}", flush=True)
+    assert f"{WORKER}: 5 would remove" in dry, dry
+    after_dry = (hygiene.container_ids(docker), hygiene.image_ids(docker), hygiene.volume_names(docker))
+    assert after_dry == before
+    started = time.monotonic()
+    done = _exec(site, "node2", "orcastra_controller", "orcastra", "gc", "--node", WORKER, "--apply")
+    print(f"\n{done}\nFIGURE gc run on {WORKER}: {time.monotonic() - started:.1f} s", flush=True)
+    containers, images, volumes = before
+    assert containers - hygiene.container_ids(docker) == {scene.old_container}
+    assert images - hygiene.image_ids(docker) == {*scene.repo_ids[:2], scene.dangling_image}
+    assert set(scene.kept_images) <= hygiene.image_ids(docker)
+    assert volumes - hygiene.volume_names(docker) == {scene.anonymous_volume}
+    assert scene.named_volume in hygiene.volume_names(docker)
+    site.docker("service", "rm", "gc-svc0")
+
+
+def _autoheal(site: Site) -> dict[str, object]:
+    report = _agent_reports(site, "node2").get(WORKER) or {}
+    return dict(report.get("autoheal") or {})  # type: ignore[call-overload]
+
+
+def test_autoheal_restarts_an_unhealthy_container_within_its_cap_and_leaves_swarm_tasks_to_swarm(site: Site) -> None:
+    docker, image = _on(site, WORKER), site.env.image
+    healed = hygiene.unhealthy_container(docker, image, "heal-me", {"orcastra.autoheal": "true"})
+    ignored = hygiene.unhealthy_container(docker, image, "heal-not-me", {})
+    first, other = hygiene.started_at(docker, healed), hygiene.started_at(docker, ignored)
+    started = time.monotonic()
+    wait_for("a first restart", lambda: hygiene.started_at(docker, healed) != first, timeout=60, interval=0.5)
+    print(f"\nFIGURE autoheal: restarted {time.monotonic() - started:.1f} s after the container started", flush=True)
+    wait_for("autoheal gives up", lambda: "heal-me" in (_autoheal(site).get("given_up") or ()), timeout=90, interval=1)
+    assert _autoheal(site)["restarts"] == 2
+    last = hygiene.started_at(docker, healed)
+    time.sleep(10)
+    assert hygiene.started_at(docker, healed) == last  # capped: nothing more
+    assert hygiene.started_at(docker, ignored) == other  # not opted in: never touched
+    # A Swarm task that turns unhealthy: Swarm replaces it; autoheal reports it and does not restart it.
+    site.docker(
+        "service", "create", "--detach", "--name", "heal-svc", "--constraint", f"node.hostname=={WORKER}",
+        "--container-label", "orcastra.autoheal=true", "--health-cmd", "test -f /nonexistent",
+        "--health-interval", "1s", "--health-retries", "1", image, "sleep", "3600",
+    )  # fmt: skip
+    try:
+        wait_for(
+            "Swarm replacing the unhealthy task",
+            lambda: "unhealthy" in site.docker("service", "ps", "--no-trunc", "heal-svc"),
+            timeout=90,
+            interval=1,
+        )
+        wait_for("autoheal's report of it", lambda: int(_autoheal(site).get("swarm_left") or 0) >= 1, timeout=60)
+        assert _autoheal(site)["restarts"] == 2
+    finally:
+        site.docker("service", "rm", "heal-svc", check=False)
+        docker("rm", "-f", healed, ignored, check=False)
 
 
 def test_config_change_rolls_out_and_a_broken_one_is_refused(site: Site) -> None:

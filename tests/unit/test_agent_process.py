@@ -106,7 +106,7 @@ def test_the_cli_validates_the_config_then_execs_the_small_process(
     config = tmp_path / "orcastra.yml"
     config.write_text("agent:\n  listen: 0.0.0.0:9999\n  engine_check_interval_seconds: 3\n")
     calls: list[list[str]] = []
-    monkeypatch.setattr(os, "execv", lambda path, argv: calls.append(argv))
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append(argv))
     result = CliRunner().invoke(cli, ["--config", str(config), "agent"], env={"DOCKER_HOST": "unix:///d.sock"})
     assert result.exit_code == 0, result.output
     assert calls[0][1:4] == ["-m", "orcastra.runtime.agent", "--options"]

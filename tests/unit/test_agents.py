@@ -14,6 +14,7 @@ from orcastra.cli.render import render_agents, render_status
 from orcastra.config import Config
 from orcastra.domain.labels import AGENT_ROLE, ROLE_LABEL
 from orcastra.domain.snapshot import Node, Service, Snapshot, Task
+from orcastra.features.agents.facts import SwarmFacts, decode_facts
 from orcastra.features.agents.report import MAX_REPORT_BYTES, AgentReport, decode_report, decode_table, encode
 from orcastra.features.agents.view import agent_targets
 from orcastra.runtime.agents import AgentPoller, AgentTableState
@@ -140,19 +141,23 @@ def test_the_table_keeps_reports_marks_failures_and_refuses_a_report_from_anothe
         "10.0.1.7": _report("n1"),  # an address reused by another node's task
     }
     asked: list[tuple[str, int, float]] = []
+    handed: list[tuple[bytes | None, str]] = []
 
-    def fetch(address: str, port: int, timeout: float) -> AgentReport:
+    def fetch(address: str, port: int, timeout: float, facts: bytes | None, token: str) -> AgentReport:
         asked.append((address, port, timeout))
+        handed.append((facts, token))
         answer = answers[address]
         if isinstance(answer, Exception):
             raise answer
         return answer
 
     state = AgentTableState(30.0)
-    poller = AgentPoller(Trigger(), state, 9181, 0.5, fetch)
-    poller.watch(agent_targets(snap))
+    poller = AgentPoller(Trigger(), state, 9181, 0.5, fetch=fetch, token="s3cret")
+    poller.watch(agent_targets(snap), SwarmFacts(generated_at=5.0, image_refs=("reg/app:1",)))
     poller.poll_once(now=100.0)
     assert sorted(asked) == [("10.0.1.5", 9181, 0.5), ("10.0.1.6", 9181, 0.5), ("10.0.1.7", 9181, 0.5)]
+    # Every agent is handed the Swarm's facts, with the token.
+    assert {(decode_facts(f).image_refs if f else None, t) for f, t in handed} == {(("reg/app:1",), "s3cret")}
     entries = {e.hostname: e for e in state.table().agents}
     assert entries["node1"].up
     assert entries["node1"].report is not None

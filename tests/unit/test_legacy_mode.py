@@ -135,13 +135,13 @@ def test_main_file_and_environment_win_over_the_earlier_defaults(tmp_path: Path)
 @pytest.mark.parametrize(
     ("env", "in_summary"),
     [
-        ({"GC_CRON": "0 */4 * * *"}, ["found GC_CRON", "not yet supported (read, not acted on): GC_CRON"]),
+        ({"GC_CRON": "0 */4 * * *"}, ["found GC_CRON; differs:"]),
         (
             {"MOD_MANAGER_DEST": "/modcache", "MOD_MANAGER_REFRESH_INTERVAL_MINUTES": "720", "GC_DRY_RUN": "0"},
-            ["not yet supported (read, not acted on): GC_DRY_RUN, MOD_MANAGER_DEST, MOD_MANAGER_REFRESH_INTERVAL"],
+            ["found GC_DRY_RUN, MOD_MANAGER_DEST", "not yet supported (read, not acted on): MOD_MANAGER_DEST, MOD_MA"],
         ),
         ({"BOOTSTRAP_MODE": "watch"}, ["found BOOTSTRAP_MODE=watch", "and soon after each node event"]),
-        ({"GC_CRON": "x", "TZ": "Europe/Paris"}, ["TZ=Europe/Paris: log times and reboot windows follow"]),
+        ({"GC_CRON": "0 3 * * *", "TZ": "Europe/Paris"}, ["TZ=Europe/Paris: log times and reboot windows follow"]),
     ],
     ids=["gc", "mod-manager", "watch", "tz"],
 )
@@ -325,3 +325,22 @@ def test_malformed_legacy_files_are_reported_with_file_and_line(
 def test_leader_and_address_that_cannot_be_placed_are_noted(tmp_path: Path, text: str, note: str) -> None:
     got = report(tmp_path, {"swarm.yml": text})
     assert any(note in n for n in got.notes)
+
+
+def test_the_earlier_gc_variables_configure_the_agents_garbage_collection(tmp_path: Path) -> None:
+    env = {
+        "GC_CRON": '"0 */4 * * *"',
+        "GC_FORCE_IMAGE_REMOVAL": "0",
+        "GC_MINIMUM_IMAGES_TO_SAVE": "2",
+        "GC_FORCE_CONTAINER_REMOVAL": "1",
+        "GC_GRACE_PERIOD_SECONDS": "600",
+        "GC_DRY_RUN": "1",
+        "GC_CLEAN_UP_VOLUMES": "0",
+    }
+    got = report(tmp_path, {}, env)
+    assert got.legacy_summary is not None
+    assert "not yet supported" not in got.legacy_summary
+    gc = got.config.hygiene.gc
+    assert (gc.schedule, gc.force_image_removal, gc.keep_per_repository) == ("0 */4 * * *", False, 2)
+    assert (gc.remove_containers, gc.grace_period_seconds, gc.dry_run) == (True, 600.0, True)
+    assert gc.remove_anonymous_volumes is False

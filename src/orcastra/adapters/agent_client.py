@@ -29,11 +29,27 @@ class AgentReportError(TemporaryError):
     retry_after_seconds = 30.0
 
 
-def get_body(host: str, port: int, path: str, timeout_seconds: float, max_bytes: int) -> bytes:
-    """The body of a 200 answer to ``GET path``, read up to ``max_bytes + 1`` bytes (so an oversized one shows)."""
+def get_body(  # noqa: PLR0913 - where, what, how long, how much; the POST body and token keyword-only
+    host: str,
+    port: int,
+    path: str,
+    timeout_seconds: float,
+    max_bytes: int,
+    *,
+    post: bytes | None = None,
+    token: str = "",
+) -> bytes:
+    """The body of a 200 answer to ``GET path`` (``POST`` with a JSON body when ``post`` is given), read up to
+    ``max_bytes + 1`` bytes (so an oversized one shows)."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout_seconds)
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     try:
-        conn.request("GET", path, headers={"Accept": "application/json"})
+        if post is None:
+            conn.request("GET", path, headers=headers)
+        else:
+            conn.request("POST", path, body=post, headers=headers | {"Content-Type": "application/json"})
         response = conn.getresponse()
         body = response.read(max_bytes + 1)
     except (OSError, http.client.HTTPException) as e:
@@ -41,17 +57,21 @@ def get_body(host: str, port: int, path: str, timeout_seconds: float, max_bytes:
     finally:
         conn.close()
     if response.status != 200:
-        raise AgentReportError(f"{host}:{port}{path}: HTTP {response.status}")
+        said = "".join(c if c.isprintable() else "?" for c in body[:300].decode("utf-8", "replace")).strip()
+        raise AgentReportError(f"{host}:{port}{path}: HTTP {response.status}{': ' + said if said else ''}")
     return body
 
 
-def fetch_report(address: str, port: int, timeout_seconds: float) -> AgentReport:
-    """One agent's report, from its task's IP address."""
+def fetch_report(
+    address: str, port: int, timeout_seconds: float, facts: bytes | None = None, token: str = ""
+) -> AgentReport:
+    """One agent's report, from its task's IP address; with ``facts``, a POST that hands it the Swarm's facts
+    (``orcastra.features.agents.facts``) with the API token."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         raise AgentReportError(f"not an IP address: {cut(address, 60)!r}") from None
-    body = get_body(str(ip), port, REPORT_PATH, timeout_seconds, MAX_REPORT_BYTES)
+    body = get_body(str(ip), port, REPORT_PATH, timeout_seconds, MAX_REPORT_BYTES, post=facts, token=token)
     try:
         return decode_report(body)
     except ValueError as e:
@@ -65,3 +85,27 @@ def fetch_table(host: str, port: int, timeout_seconds: float) -> AgentTable:
         return decode_table(body)
     except ValueError as e:
         raise AgentReportError(f"{host}:{port}{AGENTS_PATH}: {cut(str(e), 200)}") from e
+
+
+# A GC run on a node answers when it is done: a paced cleanup of thousands of images takes minutes.
+GC_TIMEOUT_SECONDS = 1800.0
+MAX_GC_ANSWER_BYTES = 1024 * 1024
+
+
+def request_gc(address: str, port: int, dry_run: bool | None, token: str = "") -> dict[str, object]:
+    """``POST /v1/gc`` to one agent: its run's result (``orcastra.runtime.node_gc.GcResult`` as JSON)."""
+    import json
+
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise AgentReportError(f"not an IP address: {cut(address, 60)!r}") from None
+    body = json.dumps({"dry_run": dry_run}).encode()
+    try:
+        answer = get_body(str(ip), port, "/v1/gc", GC_TIMEOUT_SECONDS, MAX_GC_ANSWER_BYTES, post=body, token=token)
+        result = json.loads(answer)
+    except ValueError as e:
+        raise AgentReportError(f"{ip}:{port}/v1/gc: not a GC result: {cut(str(e), 200)}") from e
+    if not isinstance(result, dict):
+        raise AgentReportError(f"{ip}:{port}/v1/gc: not a GC result")
+    return result

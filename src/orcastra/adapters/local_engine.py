@@ -3,7 +3,7 @@ with the standard library's ``http.client`` and msgspec only.
 
 Why not ``orcastra.adapters.engine``: the agent runs on every node and must idle in a few tens of MB, and the
 docker SDK with requests, urllib3 and paramiko costs about 20 MB of RSS on its own (measured: docs/agent.md).
-The agent needs three reads, so it has this small client instead. Like the SDK's ``version="auto"`` it asks
+The agent needs a few reads and removals, so it has this small client instead. Like the SDK's ``version="auto"`` it asks
 ``GET /version`` first and then speaks the server's API version (``/v1.NN/...``), never a newer one than
 ``MAX_API_VERSION``. Each call has its own connection (the agent calls rarely; nothing is left open between
 calls, so a dockerd restart leaves no stale connection behind).
@@ -19,13 +19,15 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from orcastra.errors import EngineError, EngineUnreachableError, cut
+from orcastra.errors import EngineConflictError, EngineError, EngineNotFoundError, EngineUnreachableError, cut
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 # The newest API version this client asks for: the same as the docker SDK's default (docker 7.1: 1.45); a newer
 # Engine answers older versions, an older one (20.10: 1.41) is spoken to in its own.
 MAX_API_VERSION = (1, 45)
 MAX_ANSWER_BYTES = 1024 * 1024
+# A list of every image or container on a busy node (10,000 images: ~8 MB of JSON).
+MAX_LIST_BYTES = 128 * 1024 * 1024
 
 _S = TypeVar("_S", bound=msgspec.Struct)
 
@@ -90,22 +92,57 @@ class LocalEngine:
             return _UnixConnection(self._unix_path, self._timeout)
         return http.client.HTTPConnection(*self._address, timeout=self._timeout)
 
-    def _get(self, path: str) -> bytes:
+    def request(self, method: str, path: str, limit: int = MAX_ANSWER_BYTES, timeout: float | None = None) -> bytes:
+        """``method path`` as given (``call`` adds the API version): the body of a 2xx answer, read up to
+        ``limit``. A 404 raises ``EngineNotFoundError``, a 409 ``EngineConflictError``."""
         conn = self._connection()
+        if timeout is not None:
+            conn.timeout = timeout
         try:
-            conn.request("GET", path, headers={"Accept": "application/json"})
+            conn.request(method, path, headers={"Accept": "application/json"})
             response = conn.getresponse()
-            body = response.read(MAX_ANSWER_BYTES + 1)
+            body = response.read(limit + 1)
         except (OSError, http.client.HTTPException) as e:
             raise EngineUnreachableError(f"{self.host}: {type(e).__name__}: {cut(str(e))}", endpoint=self.host) from e
         finally:
             conn.close()
-        if response.status != 200:
+        if not 200 <= response.status < 300:
             text = cut(body.decode("utf-8", "replace"))
-            raise EngineError(f"{self.host}: GET {path}: HTTP {response.status}: {text}", endpoint=self.host)
-        if len(body) > MAX_ANSWER_BYTES:
-            raise EngineError(f"{self.host}: GET {path}: answer larger than {MAX_ANSWER_BYTES} bytes")
+            kind = {404: EngineNotFoundError, 409: EngineConflictError}.get(response.status, EngineError)
+            raise kind(f"{self.host}: {method} {path}: HTTP {response.status}: {text}", endpoint=self.host)
+        if len(body) > limit:
+            raise EngineError(f"{self.host}: {method} {path}: answer larger than {limit} bytes", endpoint=self.host)
         return body
+
+    def _get(self, path: str) -> bytes:
+        return self.request("GET", path)
+
+    def call(self, method: str, path: str, limit: int = MAX_ANSWER_BYTES, timeout: float | None = None) -> bytes:
+        """``method /v1.NN{path}``: negotiates first when needed."""
+        if not self._prefix:
+            self.negotiate()
+        return self.request(method, f"{self._prefix}{path}", limit, timeout)
+
+    def open_stream(
+        self, path: str, read_timeout: float
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """``GET /v1.NN{path}`` left open (the events stream): the connection and its response, whose lines the
+        caller reads until the socket's ``read_timeout``; the caller closes the connection."""
+        if not self._prefix:
+            self.negotiate()
+        conn = self._connection()
+        conn.timeout = read_timeout
+        try:
+            conn.request("GET", f"{self._prefix}{path}", headers={"Accept": "application/json"})
+            response = conn.getresponse()
+        except (OSError, http.client.HTTPException) as e:
+            conn.close()
+            raise EngineUnreachableError(f"{self.host}: {type(e).__name__}: {cut(str(e))}", endpoint=self.host) from e
+        if response.status != 200:
+            text = cut(response.read(4096).decode("utf-8", "replace"))
+            conn.close()
+            raise EngineError(f"{self.host}: GET {path}: HTTP {response.status}: {text}", endpoint=self.host)
+        return conn, response
 
     def _decode(self, body: bytes, kind: type[_S], path: str) -> _S:
         try:

@@ -136,10 +136,15 @@ def run(ctx: click.Context, once: bool | None, dry_run: bool | None) -> None:
 def agent(ctx: click.Context) -> None:
     """Run the node agent (one task per node, its node's Docker socket; docs/agent.md): reports its node to
     the controller on agent.listen. Validates the configuration, then runs as a small process of its own."""
+    from orcastra.commands.api import load_token
     from orcastra.runtime.agent import exec_agent, options_from
 
     config, _ = _load(ctx)
-    exec_agent(options_from(config, os.environ))
+    try:
+        token = load_token(config.api)
+    except OrcastraError as err:
+        _fail(err)
+    exec_agent(options_from(config, os.environ), token)
 
 
 @cli.command()
@@ -192,6 +197,46 @@ def _echo_migration_hint(config: Config, snapshot: Snapshot, as_json: bool) -> N
     hint = migration_hint(snapshot, config)
     if hint is not None:
         click.echo(hint, err=as_json)
+
+
+@cli.command()
+@_config_option
+@click.option("--node", "nodes", multiple=True, help="Only this node (hostname); repeat for several. Default: all.")
+@click.option("--dry-run/--apply", "dry_run", default=None, help="List only / remove (default: hygiene.gc.dry_run).")
+@click.pass_context
+def gc(ctx: click.Context, nodes: tuple[str, ...], dry_run: bool | None) -> None:
+    """Run the garbage collection now on every node's agent (or --node ones) and show what each removed or
+    would remove (docs/hygiene.md). Run where the agents are reachable: in a controller's container."""
+    from orcastra.adapters.agent_client import request_gc
+    from orcastra.adapters.http import parse_listen_address
+    from orcastra.cli.render import render_gc
+    from orcastra.commands.api import load_token
+    from orcastra.features.agents.view import agent_targets
+
+    config, snapshot = _read_swarm(ctx)
+    targets = agent_targets(snapshot)
+    unknown = sorted(set(nodes) - {t.hostname for t in targets})
+    if not targets or unknown:
+        what = f"no node named {', '.join(map(repr, unknown))}" if unknown and targets else "no agent service"
+        _fail(OrcastraError(f"orcastra gc: {what} (agents run on: {', '.join(t.hostname for t in targets) or '-'})"))
+    try:
+        token = load_token(config.api) or ""
+    except OrcastraError as err:
+        _fail(err)
+    port = parse_listen_address(config.agent.listen)[1]
+    failed = False
+    for t in targets:
+        if nodes and t.hostname not in nodes:
+            continue
+        try:
+            if not t.address:
+                raise OrcastraError(f"its agent task is {t.task_state or 'missing'}")
+            click.echo(render_gc(t.hostname, request_gc(t.address, port, dry_run, token)))
+        except OrcastraError as err:
+            failed = True
+            click.echo(f"{t.hostname}: {err}", err=True)
+    if failed:
+        sys.exit(1)
 
 
 @cli.command()

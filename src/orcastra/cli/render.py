@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from orcastra.domain.actions import Action, SetNodeAvailability, UpdateNodeLabels, UpdateService
 from orcastra.domain.labels import LEASE_HOLDER_LABEL, LEASE_MARKER_LABEL, LEASE_RENEWED_LABEL, OWNED_LABELS_KEY
@@ -251,6 +252,30 @@ def _agent_report_cell(entry: AgentEntry | None, now: float) -> str:
     return _safe(f"up {r.uptime_seconds:.0f}s, v{r.version}, {rss}, {engine}", 120)
 
 
+def _hygiene_cell(entry: AgentEntry | None, now: float) -> str:
+    """The node's hygiene in a few words: the last GC run and what autoheal did."""
+    r = entry.report if entry is not None else None
+    if r is None:
+        return "-"
+    parts = []
+    if r.gc is not None:
+        ago = f"{max(0.0, now - r.gc.finished_at):.0f}s ago"
+        verb = "would free" if r.gc.dry_run else "freed"
+        failed = f", {r.gc.failed} failed" if r.gc.failed else ""
+        outcome = (
+            f"ERROR {r.gc.error}"
+            if r.gc.error
+            else f"{r.gc.removed} removed{failed}, {verb} {r.gc.freed_bytes / 1e6:.0f} MB"
+        )
+        parts.append(f"gc ({r.gc.trigger}) {ago}: {outcome}")
+    if r.autoheal is not None:
+        gave_up = f", GAVE UP on {', '.join(r.autoheal.given_up)}" if r.autoheal.given_up else ""
+        parts.append(f"autoheal: {r.autoheal.restarts} restart(s), {r.autoheal.swarm_left} left to Swarm{gave_up}")
+    if "gc" in r.features and r.facts_age_seconds is None:
+        parts.append("no Swarm facts yet: images and volumes kept")
+    return _safe("; ".join(parts), 160) or "-"
+
+
 def render_agents(rows: Sequence[AgentRow], now: float) -> str:
     table_rows = [
         [
@@ -258,10 +283,11 @@ def render_agents(rows: Sequence[AgentRow], now: float) -> str:
             t.task_state or "no task",
             t.address or "-",
             _agent_report_cell(e, now) if t.task_state else _safe(t.task_error) or "-",
+            _hygiene_cell(e, now) if t.task_state else "-",
         ]
         for t, e in rows
     ]
-    return table(["AGENT ON NODE", "TASK", "ADDRESS", "REPORT"], table_rows)
+    return table(["AGENT ON NODE", "TASK", "ADDRESS", "REPORT", "HYGIENE"], table_rows)
 
 
 def agent_json(t: AgentTarget, e: AgentEntry | None) -> dict[str, object]:
@@ -321,3 +347,30 @@ def render_status(
             *(["", render_agents(agents, now)] if agents else []),
         ]
     )
+
+
+def render_gc(node: str, result: dict[str, Any]) -> str:
+    """One agent's GC run (``POST /v1/gc``'s answer), as lines: the totals, then each removal."""
+    dry = bool(result.get("dry_run"))
+    verb, freed = ("would remove", "would free") if dry else ("removed", "freed")
+    head = (
+        f"{_safe(node)}: {result.get('removed_count', 0)} {verb}, {freed} {int(result.get('freed_bytes', 0)):,} bytes"
+    )
+    if result.get("failed_count"):
+        head += f", {result['failed_count']} failed"
+    if result.get("error"):
+        head += f"; ERROR {_safe(str(result['error']), 200)}"
+    lines = [head]
+    for item in result.get("removed", []) or []:
+        lines.append(
+            _safe(
+                f"  {item.get('kind')} {item.get('name')} ({int(item.get('bytes', 0)):,} B): {item.get('reason')}", 300
+            )
+        )
+    for item in result.get("failed", []) or []:
+        lines.append(_safe(f"  FAILED {item.get('kind')} {item.get('name')}: {item.get('error')}", 300))
+    lines += [_safe(f"  note: {n}", 300) for n in result.get("notes", []) or []]
+    shown = len(result.get("removed", []) or [])
+    if shown < int(result.get("removed_count", 0)):
+        lines.append(f"  ... and {int(result['removed_count']) - shown} more (the agent's audit lines list them all)")
+    return "\n".join(lines)

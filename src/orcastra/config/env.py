@@ -80,6 +80,18 @@ def _log_file(raw: str) -> Path | None:
     raise _Unparsable(f"expected true (log to {DEFAULT_LOG_FILE}), false (no log file) or an absolute file path")
 
 
+def _cron(raw: str) -> str:
+    # A cron line is often quoted in compose files: "0 */4 * * *" arrives with its quotes when written so.
+    return raw.strip().strip("'\"").strip()
+
+
+def _int(raw: str) -> int:
+    value = _number(raw)
+    if value != int(value):
+        raise _Unparsable("expected a whole number")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class EnvVar:
     """One overriding variable: where its value goes and how its text is read."""
@@ -122,6 +134,13 @@ ENV_VARS: tuple[EnvVar, ...] = (
         _number,
         "memory use that starts a rebalance",
     ),
+    EnvVar("GC_CRON", ("hygiene", "gc", "schedule"), _cron, "garbage collection schedule (cron)"),
+    EnvVar("GC_FORCE_IMAGE_REMOVAL", ("hygiene", "gc", "force_image_removal"), parse_bool, "remove multi-tag images"),
+    EnvVar("GC_MINIMUM_IMAGES_TO_SAVE", ("hygiene", "gc", "keep_per_repository"), _int, "images kept per repository"),
+    EnvVar("GC_FORCE_CONTAINER_REMOVAL", ("hygiene", "gc", "remove_containers"), parse_bool, "remove exited ones"),
+    EnvVar("GC_GRACE_PERIOD_SECONDS", ("hygiene", "gc", "grace_period_seconds"), _number, "exited containers kept"),
+    EnvVar("GC_DRY_RUN", ("hygiene", "gc", "dry_run"), parse_bool, "garbage collection lists, removes nothing"),
+    EnvVar("GC_CLEAN_UP_VOLUMES", ("hygiene", "gc", "remove_anonymous_volumes"), parse_bool, "remove orphan volumes"),
 )
 
 

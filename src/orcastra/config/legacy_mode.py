@@ -16,6 +16,8 @@ from pathlib import Path
 Loc = tuple[str | int, ...]
 
 EARLIER_ONLY_PREFIXES = ("GC_", "MOD_MANAGER_")
+# Of those, the ones Orcastra does not act on yet (GC_* configure the agents' garbage collection).
+UNSUPPORTED_PREFIXES = ("MOD_MANAGER_",)
 WATCH_MODE = "watch"
 WATCH_NOTE = (
     "BOOTSTRAP_MODE=watch: heal the Swarm every LOOP_INTERVAL seconds (default 300) and soon after each node "
@@ -55,9 +57,14 @@ def is_set(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip() != ""
 
 
+def earlier_only_vars(env: Mapping[str, str]) -> list[str]:
+    """The set variables only the earlier tool knew (they turn legacy mode on), in name order."""
+    return sorted(name for name in env if name.startswith(EARLIER_ONLY_PREFIXES) and is_set(env, name))
+
+
 def unsupported_vars(env: Mapping[str, str]) -> list[str]:
     """The earlier tool's variables for features Orcastra does not have yet, in name order."""
-    return sorted(name for name in env if name.startswith(EARLIER_ONLY_PREFIXES) and is_set(env, name))
+    return [name for name in earlier_only_vars(env) if name.startswith(UNSUPPORTED_PREFIXES)]
 
 
 def watch_requested(env: Mapping[str, str]) -> bool:
@@ -88,7 +95,7 @@ def detect_legacy_mode(
     """The summary so far when legacy mode is on (defaults not applied yet), else None."""
     found = [str(p) for p in discovered]
     unsupported = unsupported_vars(env)
-    found.extend(unsupported)
+    found.extend(earlier_only_vars(env))
     if watch_requested(env):
         found.append("BOOTSTRAP_MODE=watch")
     if not found:

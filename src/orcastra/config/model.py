@@ -36,6 +36,7 @@ from orcastra.domain.fields import (
 from orcastra.features.agents.settings import AgentSettings
 from orcastra.features.bootstrap.settings import BootstrapSettings
 from orcastra.features.colocation.settings import MISPLACED_GRACE_SECONDS, PENDING_GRACE_SECONDS, AnchorSettings
+from orcastra.features.hygiene.settings import HygieneSettings
 from orcastra.features.inventory import NodeSettings
 from orcastra.features.rebalance.settings import RebalanceSettings
 from orcastra.features.reboot.settings import RebootSettings
@@ -185,6 +186,7 @@ class Config(Section):
     reboot: RebootSettings = Field(default_factory=RebootSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
+    hygiene: HygieneSettings = Field(default_factory=HygieneSettings)
     run: RunSettings = Field(default_factory=RunSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)

@@ -64,6 +64,8 @@ class Service(msgspec.Struct, frozen=True, gc=False):
     force_update: int = 0
     memory_reservation_bytes: int = 0
     memory_limit_bytes: int = 0
+    previous_image: str = ""  # PreviousSpec's image ("" when none): a rollback would run it again
+    volumes: tuple[str, ...] = ()  # named volumes its containers mount
 
 
 LIVE_DESIRED_STATES = frozenset({"running", "ready"})

@@ -34,19 +34,22 @@ import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, ProcessCollector, generate_latest
 
 from orcastra import __version__
-from orcastra.adapters.http import ApiServer, Request, Response, Route, json_response
+from orcastra.adapters.http import ApiServer, HttpLimits, Request, Response, Route, json_response
 from orcastra.adapters.local_engine import DEFAULT_DOCKER_HOST, LocalEngine, NodeIdentity
 from orcastra.errors import OrcastraError
+from orcastra.features.agents.facts import MAX_FACTS_BYTES
 from orcastra.features.agents.report import REPORT_PATH, AgentReport, EngineContact, ProcessUsage, encode
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from orcastra.config import Config
+    from orcastra.runtime.agent_hygiene import NodeHygiene
 
 log = logging.getLogger("orcastra.agent")
 
 FIRST_RETRY_SECONDS = 1.0
+TOKEN_ENV = "ORCASTRA_AGENT_TOKEN"
 ENGINE_TIMEOUT_SECONDS = 5.0
 
 
@@ -61,6 +64,9 @@ class AgentOptions(msgspec.Struct, frozen=True, kw_only=True):
     debug: bool = False
     log_format: str = "text"
     log_file: str | None = None
+    # The validated ``hygiene:`` section as plain JSON values (``orcastra.runtime.node_gc``/``node_autoheal``
+    # turn it into the planners' policies).
+    hygiene: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 def options_from(config: Config, env: Mapping[str, str]) -> AgentOptions:
@@ -70,16 +76,21 @@ def options_from(config: Config, env: Mapping[str, str]) -> AgentOptions:
         docker_host=a.docker_host or env.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST,
         engine_check_interval_seconds=a.engine_check_interval_seconds,
         engine_unreachable_after_seconds=a.engine_unreachable_after_seconds,
+        hygiene=config.hygiene.model_dump(mode="json"),
         debug=config.logging.debug,
         log_format=config.logging.format,
         log_file=str(config.logging.file) if config.logging.file is not None else None,
     )
 
 
-def exec_agent(options: AgentOptions) -> None:
-    """Replace this process with the small agent process (same PID: a container's init stays the agent)."""
+def exec_agent(options: AgentOptions, token: str | None = None) -> None:
+    """Replace this process with the small agent process (same PID: a container's init stays the agent). The
+    API token goes in the environment (``TOKEN_ENV``), never in the arguments: a host's ``ps`` shows those."""
     argv = [sys.executable, "-m", "orcastra.runtime.agent", "--options", msgspec.json.encode(options).decode()]
-    os.execv(sys.executable, argv)
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    if token:
+        env[TOKEN_ENV] = token
+    os.execve(sys.executable, argv, env)
 
 
 # --- state --------------------------------------------------------------------------------------------------
@@ -197,8 +208,8 @@ class EngineProbe(threading.Thread):
 class AgentMetrics:
     """The agent's own registry: Engine contact, build info, and the process collector (RSS, CPU, fds)."""
 
-    def __init__(self, state: EngineState) -> None:
-        self.registry = CollectorRegistry()
+    def __init__(self, state: EngineState, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
         ProcessCollector(registry=self.registry)
         info = Gauge(
             "orcastra_agent_build_info", "Agent build information; always 1.", ["version"], registry=self.registry
@@ -217,7 +228,9 @@ class AgentMetrics:
         return generate_latest(self.registry)
 
 
-def agent_routes(state: EngineState, metrics: AgentMetrics) -> dict[tuple[str, str], Route]:
+def agent_routes(
+    state: EngineState, metrics: AgentMetrics, hygiene: NodeHygiene | None = None
+) -> dict[tuple[str, str], Route]:
     def healthz(request: Request) -> Response:
         now = time.time()
         ok = state.healthy(now)
@@ -226,12 +239,17 @@ def agent_routes(state: EngineState, metrics: AgentMetrics) -> dict[tuple[str, s
         return json_response(200 if ok else 503, body)
 
     def report(request: Request) -> Response:
-        return Response(200, encode(state.report(time.time())))
+        now = time.time()
+        current = state.report(now)
+        if hygiene is not None:
+            current = msgspec.structs.replace(current, **hygiene.report_fields(now))
+        return Response(200, encode(current))
 
     def render_metrics(request: Request) -> Response:
         return Response(200, metrics.render(), CONTENT_TYPE_LATEST)
 
-    return {("GET", "/healthz"): healthz, ("GET", REPORT_PATH): report, ("GET", "/metrics"): render_metrics}
+    routes = {("GET", "/healthz"): healthz, ("GET", REPORT_PATH): report, ("GET", "/metrics"): render_metrics}
+    return routes | (hygiene.routes(report) if hygiene is not None else {})
 
 
 # --- the process --------------------------------------------------------------------------------------------
@@ -256,15 +274,22 @@ def _setup_logging(options: AgentOptions) -> None:
     logging.basicConfig(level=logging.DEBUG if options.debug else logging.INFO, handlers=handlers, force=True)
 
 
-def run_agent(options: AgentOptions, stop: threading.Event) -> None:
-    """Serve and probe until ``stop`` is set."""
+def run_agent(options: AgentOptions, stop: threading.Event, token: str | None = None) -> None:
+    """Serve, probe and keep the node clean until ``stop`` is set."""
+    from orcastra.runtime.agent_hygiene import NodeHygiene
+
     state = EngineState(time.time(), options.engine_unreachable_after_seconds)
     engine = LocalEngine(options.docker_host, ENGINE_TIMEOUT_SECONDS)
     probe = EngineProbe(engine, state, options.engine_check_interval_seconds, stop)
-    api = ApiServer(options.listen, builtin=agent_routes(state, AgentMetrics(state)))
+    hygiene = NodeHygiene(LocalEngine(options.docker_host, ENGINE_TIMEOUT_SECONDS), options.hygiene, token, stop)
+    metrics = AgentMetrics(state)
+    hygiene.register(metrics.registry)
+    limits = HttpLimits(max_body_bytes=MAX_FACTS_BYTES, request_deadline_seconds=30.0)
+    api = ApiServer(options.listen, builtin=agent_routes(state, metrics, hygiene), limits=limits)
     api.start()
     log.info("agent %s: listening on %s, engine %s", __version__, options.listen, options.docker_host)
     probe.start()
+    hygiene.start()
     try:
         while not stop.wait(3600):  # the main thread only waits for the signal; the wait wakes on it
             pass
@@ -272,6 +297,7 @@ def run_agent(options: AgentOptions, stop: threading.Event) -> None:
         stop.set()
         api.stop()
         probe.join(timeout=ENGINE_TIMEOUT_SECONDS + 1)
+        hygiene.join(timeout=ENGINE_TIMEOUT_SECONDS + 1)
         log.info("agent stopped")
 
 
@@ -294,8 +320,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    token = os.environ.pop(TOKEN_ENV, None) or None
     try:
-        run_agent(options, stop)
+        run_agent(options, stop, token)
     except OrcastraError as e:
         print(f"orcastra agent: {e}", file=sys.stderr)
         return e.exit_code

@@ -2,7 +2,9 @@
 
 Pull, not push: the loop already reads every task each cycle; after a cycle, ``AgentPoller.watch`` takes the
 agent's tasks from the snapshot (``features.agents.view.agent_targets``: one per node, with its task's overlay
-address). The poller thread (owns ``AgentTable``'s writes) then asks each running task ``GET /v1/report`` every
+address) and the Swarm's facts (``features.agents.facts``: what only managers can read, which the agents' garbage
+collection needs). The poller thread (owns ``AgentTable``'s writes) then asks each running task
+``POST /v1/report`` (the facts in, the report out; with the API token) every
 ``agent.report_poll_interval_seconds``, a few at a time, each with a short timeout, outside the loop and its
 Engine budget: a slow or dead agent delays nothing but its own row. The table is read by the API
 (``GET /v1/agents``) and exported as ``orcastra_agent_up{node}``. Every replica polls (not only the leader):
@@ -21,6 +23,7 @@ from orcastra.adapters.agent_client import fetch_report, fetch_table
 from orcastra.adapters.http import Request, Response, Route
 from orcastra.domain.snapshot import Snapshot
 from orcastra.errors import OrcastraError
+from orcastra.features.agents.facts import SwarmFacts, encode_facts
 from orcastra.features.agents.report import AGENTS_PATH, AgentEntry, AgentReport, AgentTable, encode
 from orcastra.features.agents.view import AgentTarget, agent_targets
 from orcastra.runtime.triggers import Trigger
@@ -34,7 +37,7 @@ STATUS_FETCH_TIMEOUT_SECONDS = 2.0
 # Before the first cycle has named the agent's tasks, look again this often.
 WAIT_FOR_TARGETS_SECONDS = 1.0
 
-Fetch = Callable[[str, int, float], AgentReport]
+Fetch = Callable[[str, int, float, bytes | None, str], AgentReport]
 
 
 class AgentTableState:
@@ -84,19 +87,32 @@ def _entry(target: AgentTarget, result: AgentReport | str | None, old: AgentEntr
 class AgentPoller(Watcher):
     """Fetches every agent's report each interval (see the module docstring); owns ``state``'s writes."""
 
-    def __init__(
-        self, trigger: Trigger, state: AgentTableState, port: int, timeout_seconds: float, fetch: Fetch = fetch_report
+    def __init__(  # noqa: PLR0913 - collaborators, injected for tests; fetch and token keyword-only
+        self,
+        trigger: Trigger,
+        state: AgentTableState,
+        port: int,
+        timeout_seconds: float,
+        *,
+        fetch: Fetch = fetch_report,
+        token: str | None = None,
     ) -> None:
         super().__init__("orcastra-agents", trigger)
         self.state, self.port, self.timeout, self._fetch = state, port, timeout_seconds, fetch
+        self._token = token or ""
         self._lock = threading.Lock()
         self._targets: tuple[AgentTarget, ...] | None = None
+        self._facts: bytes | None = None
         self.on_round: Callable[[AgentTableState], None] | None = None
 
-    def watch(self, targets: tuple[AgentTarget, ...]) -> None:
-        """The agent's tasks as the last cycle saw them (called from the loop thread)."""
+    def watch(self, targets: tuple[AgentTarget, ...], facts: SwarmFacts | None = None) -> None:
+        """The agent's tasks as the last cycle saw them, and the Swarm's facts to hand every agent (called
+        from the loop thread)."""
+        body = encode_facts(facts) if facts is not None else None
         with self._lock:
             self._targets = targets
+            if body is not None:
+                self._facts = body
 
     def poll_once(self, now: float | None = None) -> None:
         with self._lock:
@@ -113,7 +129,9 @@ class AgentPoller(Watcher):
 
     def _fetch_one(self, target: AgentTarget) -> AgentReport | str:
         try:
-            return self._fetch(target.address, self.port, self.timeout)
+            with self._lock:
+                facts = self._facts
+            return self._fetch(target.address, self.port, self.timeout, facts, self._token)
         except OrcastraError as e:
             log.debug("agent on %s: %s", target.hostname, e)
             return str(e)

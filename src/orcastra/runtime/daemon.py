@@ -170,9 +170,10 @@ class Daemon:
 
     def _watch_agent_tasks(self, result: CycleResult) -> None:
         if self._agent_poller is not None:
+            from orcastra.features.agents.facts import facts_from
             from orcastra.features.agents.view import agent_targets
 
-            self._agent_poller.watch(agent_targets(result.snapshot))
+            self._agent_poller.watch(agent_targets(result.snapshot), facts_from(result.snapshot, time.time()))
 
     # --- start-up ---------------------------------------------------------------------------------------
 
@@ -244,7 +245,8 @@ class Daemon:
         from orcastra.adapters.http import parse_listen_address
 
         a = self.config.agent
-        poller = AgentPoller(self.trigger, self.agents, parse_listen_address(a.listen)[1], a.report_timeout_seconds)
+        port, token = parse_listen_address(a.listen)[1], load_token(self.config.api)
+        poller = AgentPoller(self.trigger, self.agents, port, a.report_timeout_seconds, token=token)
         poller.on_round = lambda state: self.metrics.set_agent_up(state.up_by_node())
         return poller
 

@@ -100,8 +100,14 @@ class _Mode(_Struct):
     GlobalJob: dict[str, Any] | None = None
 
 
+class _Mount(_Struct):
+    Type: str | None = None
+    Source: str | None = None
+
+
 class _ContainerSpec(_Struct):
     Image: str | None = None
+    Mounts: list[_Mount] | None = None
 
 
 class _Placement(_Struct):
@@ -135,6 +141,8 @@ class RawService(_Struct):
     ID: str | None = None
     Version: _Version | None = None
     Spec: _ServiceSpec | None = None
+    # What ``docker service rollback`` returns to: its image stays in use as far as node GC is concerned.
+    PreviousSpec: _ServiceSpec | None = None
 
 
 # --- tasks ------------------------------------------------------------------------------------------------
@@ -273,6 +281,19 @@ def _memory(resources: _MemoryResources | None) -> int:
     return (resources.MemoryBytes or 0) if resources is not None else 0
 
 
+def _volume_sources(container: _ContainerSpec | None) -> tuple[str, ...]:
+    """Named volumes the service mounts (Type "volume" with a Source; an anonymous one has none)."""
+    if container is None or not container.Mounts:
+        return ()
+    return tuple(sorted({m.Source for m in container.Mounts if m.Type == "volume" and m.Source}))
+
+
+def _previous_image(raw: RawService) -> str:
+    previous = raw.PreviousSpec.TaskTemplate if raw.PreviousSpec is not None else None
+    container = previous.ContainerSpec if previous is not None else None
+    return (container.Image if container is not None else None) or ""
+
+
 def service_from(raw: RawService) -> Service:
     spec = raw.Spec or _EMPTY_SERVICE_SPEC
     template = spec.TaskTemplate or _EMPTY_TEMPLATE
@@ -292,6 +313,8 @@ def service_from(raw: RawService) -> Service:
         force_update=template.ForceUpdate or 0,
         memory_reservation_bytes=_memory(resources.Reservations) if resources is not None else 0,
         memory_limit_bytes=_memory(resources.Limits) if resources is not None else 0,
+        previous_image=_previous_image(raw),
+        volumes=_volume_sources(template.ContainerSpec),
     )
 
 

@@ -42,6 +42,26 @@ class ProcessUsage(msgspec.Struct, frozen=True, kw_only=True):
     cpu_seconds: Seconds = 0.0  # user + system since it started
 
 
+class GcSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """The agent's last garbage collection run."""
+
+    trigger: ShortText = ""  # schedule, threshold, command
+    dry_run: bool = False
+    finished_at: Seconds = 0.0
+    removed: Annotated[int, msgspec.Meta(ge=0, le=10**9)] = 0
+    failed: Annotated[int, msgspec.Meta(ge=0, le=10**9)] = 0
+    freed_bytes: Annotated[int, msgspec.Meta(ge=0, le=2**60)] = 0
+    error: ShortText = ""
+
+
+class AutohealSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """What the agent's autoheal did since it started."""
+
+    restarts: Annotated[int, msgspec.Meta(ge=0, le=10**9)] = 0
+    swarm_left: Annotated[int, msgspec.Meta(ge=0, le=10**9)] = 0  # unhealthy tasks left to Swarm
+    given_up: Annotated[tuple[ShortText, ...], msgspec.Meta(max_length=20)] = ()  # containers, while given up
+
+
 class AgentReport(msgspec.Struct, frozen=True, kw_only=True):
     """``GET /v1/report`` of one agent."""
 
@@ -53,6 +73,9 @@ class AgentReport(msgspec.Struct, frozen=True, kw_only=True):
     engine: EngineContact = msgspec.field(default_factory=EngineContact)
     process: ProcessUsage = msgspec.field(default_factory=ProcessUsage)
     features: Annotated[tuple[Feature, ...], msgspec.Meta(max_length=64)] = ()  # node features enabled
+    gc: GcSummary | None = None  # None before the first run
+    autoheal: AutohealSummary | None = None  # None when autoheal is off
+    facts_age_seconds: Seconds | None = None  # since a controller last handed over the Swarm's facts
 
 
 class AgentEntry(msgspec.Struct, frozen=True, kw_only=True):

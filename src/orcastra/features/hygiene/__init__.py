@@ -1,0 +1,1 @@
+"""Node hygiene planners: garbage collection, autoheal."""

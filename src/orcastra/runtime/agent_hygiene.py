@@ -1,0 +1,163 @@
+"""The agent's node hygiene, wired: garbage collection (``node_gc``), autoheal and the event stream
+(``node_autoheal``), the Swarm's facts the controllers hand over, and the HTTP routes and metrics for them.
+
+Routes (added to the agent's listener):
+- ``POST /v1/report``: a controller hands over the Swarm's facts (``orcastra.features.agents.facts``) and gets
+  the report back. With a token configured (``api.token``/``api.token_file``, the stack's secret), facts
+  without it are refused (401): only a controller may tell an agent which images the Swarm still needs.
+- ``POST /v1/gc`` (token as above; ``{"dry_run": true|false}``, default the configured ``dry_run``): one run
+  now, its result in the answer (``orcastra gc`` sends it).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import msgspec
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from orcastra.adapters.http import Request, Response, Route, json_response
+from orcastra.adapters.local_engine import LocalEngine
+from orcastra.adapters.node_engine import NodeEngine
+from orcastra.features.agents.facts import decode_facts
+from orcastra.features.agents.report import REPORT_PATH, AutohealSummary, GcSummary
+from orcastra.features.hygiene.autoheal import Decision
+from orcastra.runtime.node_autoheal import AutohealRunner, NodeEvents
+from orcastra.runtime.node_gc import FactsBox, GcResult, GcRunner, LastUse
+
+log = logging.getLogger("orcastra.agent")
+
+GC_PATH = "/v1/gc"
+# A GC run's request carries a flag; its answer can be long (a paced cleanup of thousands of images).
+MAX_GC_REQUEST_BYTES = 1024
+
+
+class HygieneMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.removed = Counter(
+            "orcastra_agent_gc_removed", "Objects the GC removed, by kind.", ["kind"], registry=registry
+        )
+        self.freed = Counter("orcastra_agent_gc_freed_bytes", "Bytes the GC freed (estimated).", registry=registry)
+        self.last_run = Gauge(
+            "orcastra_agent_gc_last_run_timestamp_seconds", "When the last GC run ended.", registry=registry
+        )
+        self.heal = Counter(
+            "orcastra_agent_autoheal_actions", "Autoheal actions, by action.", ["action"], registry=registry
+        )
+
+
+class NodeHygiene:
+    """Builds and runs the hygiene threads; answers their routes and their part of the report."""
+
+    def __init__(self, engine: LocalEngine, settings: dict[str, Any], token: str | None, stop: threading.Event):
+        self.node = NodeEngine(engine)
+        self.settings, self.token, self.stop = settings, token, stop
+        self.facts, self.last_use = FactsBox(), LastUse()
+        self.metrics: HygieneMetrics | None = None
+        gc = settings.get("gc") or {}
+        self.gc = GcRunner(self.node, gc, self.facts, self.last_use, stop, on_result=self._gc_done) if gc else None
+        heal = settings.get("autoheal") or {}
+        enabled = bool(heal.get("enabled"))
+        self.autoheal = AutohealRunner(self.node, heal, stop, self._healed) if enabled else None
+        self.events = NodeEvents(self.node, self.autoheal, self.last_use, stop)
+        self._restarts = self._swarm_left = 0
+
+    def features(self) -> tuple[str, ...]:
+        gc = self.settings.get("gc") or {}
+        out = []
+        if gc.get("schedule") or gc.get("disk_threshold"):
+            out.append("gc")
+        if self.autoheal is not None:
+            out.append("autoheal")
+        return tuple(out)
+
+    def register(self, registry: CollectorRegistry) -> None:
+        self.metrics = HygieneMetrics(registry)
+
+    def start(self) -> None:
+        for thread in (self.gc, self.autoheal, self.events):
+            if thread is not None:
+                thread.start()
+        log.info("hygiene: %s", ", ".join(self.features()) or "garbage collection on request only")
+
+    def join(self, timeout: float) -> None:
+        for thread in (self.gc, self.autoheal, self.events):
+            if thread is not None and thread.is_alive():
+                thread.join(timeout)
+
+    def _gc_done(self, result: GcResult) -> None:
+        if self.metrics is None or result.dry_run:
+            return
+        for item in result.removed:
+            self.metrics.removed.labels(kind=item.kind).inc()
+        self.metrics.freed.inc(result.freed_bytes)
+        self.metrics.last_run.set(result.finished_at)
+
+    def _healed(self, decision: Decision) -> None:
+        if decision.action == "restart":
+            self._restarts += 1
+        elif decision.action == "swarm":
+            self._swarm_left += 1
+        if self.metrics is not None:
+            self.metrics.heal.labels(action=decision.action).inc()
+
+    def report_fields(self, now: float) -> dict[str, Any]:
+        fields: dict[str, Any] = {"features": self.features(), "facts_age_seconds": self.facts.age(now)}
+        last = self.gc.last if self.gc is not None else None
+        if last is not None:
+            fields["gc"] = GcSummary(
+                trigger=last.trigger,
+                dry_run=last.dry_run,
+                finished_at=last.finished_at,
+                removed=last.removed_count,
+                failed=last.failed_count,
+                freed_bytes=last.freed_bytes,
+                error=last.error[:256],
+            )
+        if self.autoheal is not None:
+            given_up = tuple(name[:256] for name in list(self.autoheal.given_up.values())[:20])
+            fields["autoheal"] = AutohealSummary(
+                restarts=self._restarts, swarm_left=self._swarm_left, given_up=given_up
+            )
+        return fields
+
+    # --- routes ---
+
+    def _authorised(self, request: Request) -> bool:
+        if not self.token:
+            return True
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
+    def routes(self, report: Route) -> dict[tuple[str, str], Route]:
+        def take_facts(request: Request) -> Response:
+            if not self._authorised(request):
+                return json_response(401, {"error": "Swarm facts need the API token"}, {"WWW-Authenticate": "Bearer"})
+            try:
+                facts = decode_facts(request.body)
+            except ValueError as e:
+                return json_response(400, {"error": str(e)[:300]})
+            self.facts.put(facts.image_refs, facts.volume_names, time.time())
+            return report(request)
+
+        def run_gc(request: Request) -> Response:
+            if not self._authorised(request):
+                return json_response(401, {"error": "a GC run needs the API token"}, {"WWW-Authenticate": "Bearer"})
+            if self.gc is None:
+                return json_response(409, {"error": "garbage collection is not configured on this agent"})
+            try:
+                asked = json.loads(request.body or b"{}")
+                dry_run = asked.get("dry_run") if isinstance(asked, dict) else None
+            except ValueError:
+                return json_response(400, {"error": 'expected {"dry_run": true|false}'})
+            if dry_run is not None and not isinstance(dry_run, bool):
+                return json_response(400, {"error": "dry_run must be true or false"})
+            result = self.gc.run_now("command", dry_run)
+            return Response(200, msgspec.json.encode(result) + b"\n")
+
+        return {("POST", REPORT_PATH): take_facts, ("POST", GC_PATH): run_gc}
