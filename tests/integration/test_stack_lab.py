@@ -29,7 +29,8 @@ from orcastra_lab import stack as lab_stack
 from . import hygiene_steps as hygiene
 from .util import node_labels, running_nodes, set_node_labels, wait_for
 
-LAB_NAME = "stack"
+# Another name runs a second copy beside it (a helper session testing a branch while CI-like runs go on).
+LAB_NAME = os.environ.get("ORCASTRA_TEST_STACK_LAB", "stack")
 MANAGERS = ("node1", "node2", "node3")
 WORKER = "node4"
 LEASE_TTL_SECONDS = 15.0
