@@ -372,7 +372,8 @@ def _autoheal(site: Site) -> dict[str, object]:
 
 def test_autoheal_restarts_an_unhealthy_container_within_its_cap_and_leaves_swarm_tasks_to_swarm(site: Site) -> None:
     docker, image = _on(site, WORKER), site.env.image
-    healed = hygiene.unhealthy_container(docker, image, "heal-me", {"orcastra.autoheal": "true"})
+    labels = {"orcastra.autoheal": "true", "orcastra.autoheal.stop_timeout": "1"}  # `sleep` ignores SIGTERM
+    healed = hygiene.unhealthy_container(docker, image, "heal-me", labels)
     ignored = hygiene.unhealthy_container(docker, image, "heal-not-me", {})
     first, other = hygiene.started_at(docker, healed), hygiene.started_at(docker, ignored)
     started = time.monotonic()

@@ -24,6 +24,10 @@ WATCH_NOTE = (
     "event (a node down, back, joined or left), at most every 10 s"
 )
 TZ_VAR = "TZ"
+GC_NOTE = (
+    "GC_*: garbage collection is done by `orcastra agent` on each node (hygiene.gc, docs/hygiene.md), "
+    "not by this controller: set them on the agent"
+)
 
 
 @dataclass(frozen=True)
@@ -106,4 +110,6 @@ def detect_legacy_mode(
         summary.notes.append(f"TZ={env[TZ_VAR].strip()}: log times and reboot windows follow the container's time zone")
     if watch_requested(env):
         summary.notes.append(WATCH_NOTE)
+    if any(name.startswith("GC_") for name in earlier_only_vars(env)):
+        summary.notes.append(GC_NOTE)
     return summary
