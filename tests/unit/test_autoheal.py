@@ -116,7 +116,21 @@ def test_a_task_not_opted_in_is_told_where_the_label_goes() -> None:
     labels = {"com.docker.swarm.task.id": "t", "com.docker.swarm.service.name": "shop_web"}
     decision = decide(view(labels), None, POLICY, NOW)
     assert decision.action == "none"
-    assert "service-level labels: (container labels), not under deploy.labels" in decision.reason
+    assert "set orcastra.autoheal=true in its deploy.labels or its container labels" in decision.reason
+
+
+def test_a_service_label_from_the_controllers_facts_opts_its_tasks_in_and_a_container_label_wins() -> None:
+    import msgspec
+
+    from orcastra.adapters.node_engine import ContainerDetail
+    from orcastra.runtime.node_autoheal import view_of
+
+    task = {"com.docker.swarm.task.id": "t", "com.docker.swarm.service.name": "shop_web"}
+    detail = msgspec.convert({"Id": "c1", "Name": "/shop_web.1.x", "Config": {"Labels": task}}, ContainerDetail)
+    assert view_of(detail, None, {"shop_web": "true"}).labels["orcastra.autoheal"] == "true"
+    assert "orcastra.autoheal" not in view_of(detail, None, {"other": "true"}).labels
+    own = msgspec.convert({"Id": "c1", "Config": {"Labels": {**task, "autoheal": "false"}}}, ContainerDetail)
+    assert "orcastra.autoheal" not in view_of(own, None, {"shop_web": "true"}).labels
 
 
 @pytest.mark.parametrize(

@@ -64,6 +64,8 @@ class NodeHygiene:
         heal = settings.get("autoheal") or {}
         enabled = bool(heal.get("enabled"))
         self.autoheal = AutohealRunner(self.node, heal, stop, self._healed) if enabled else None
+        if self.autoheal is not None:
+            self.autoheal.service_labels = lambda: self.facts.autoheal
         self.events = NodeEvents(self.node, self.autoheal, self.last_use, stop)
         self._restarts = self._swarm_left = 0
 
@@ -143,6 +145,7 @@ class NodeHygiene:
             except ValueError as e:
                 return json_response(400, {"error": str(e)[:300]})
             self.facts.put(facts.image_refs, facts.volume_names, time.time())
+            self.facts.put_autoheal(facts.autoheal_on, facts.autoheal_off)
             return report(request)
 
         def run_gc(request: Request) -> Response:

@@ -24,6 +24,9 @@ from typing import Any
 from orcastra.adapters.node_engine import ContainerDetail, Event, NodeEngine
 from orcastra.errors import EngineNotFoundError, OrcastraError, cut
 from orcastra.features.hygiene.autoheal import (
+    AUTOHEAL_LABEL,
+    COMPAT_AUTOHEAL_LABEL,
+    SWARM_SERVICE_NAME_LABEL,
     AutohealPolicy,
     Decision,
     HealHistory,
@@ -57,13 +60,22 @@ def autoheal_policy(a: Mapping[str, Any]) -> AutohealPolicy:
     )
 
 
-def view_of(detail: ContainerDetail, unhealthy_since: float | None) -> HealthView:
+def view_of(
+    detail: ContainerDetail, unhealthy_since: float | None, service_labels: Mapping[str, str] | None = None
+) -> HealthView:
+    """The planner's view of a container; a task's container without an autoheal label of its own takes its
+    service's (``service_labels``: service name -> the service's ``orcastra.autoheal`` value)."""
+    labels = detail.labels
+    service = labels.get(SWARM_SERVICE_NAME_LABEL, "")
+    own = AUTOHEAL_LABEL in labels or COMPAT_AUTOHEAL_LABEL in labels
+    if service and not own and service_labels and service in service_labels:
+        labels = {**labels, AUTOHEAL_LABEL: service_labels[service]}
     return HealthView(
         id=detail.Id,
         name=detail.Name.lstrip("/"),
         health=detail.health,
         state=detail.status,
-        labels=detail.labels,
+        labels=labels,
         started_at=detail.started_at,
         start_period_seconds=detail.start_period_seconds,
         unhealthy_since=unhealthy_since,
@@ -129,6 +141,8 @@ class AutohealRunner(threading.Thread):
         self._due: dict[str, float] = {}  # container -> when a "wait" decision asked to look again
         self.recent: list[dict[str, Any]] = []
         self.given_up: dict[str, str] = {}  # container -> name, while given up
+        # Service name -> its orcastra.autoheal service label, from the controllers' facts.
+        self.service_labels: Callable[[], Mapping[str, str]] = dict
 
     # --- fed by the events thread ---
     def notify(self, container_id: str, health: str) -> None:
@@ -162,7 +176,7 @@ class AutohealRunner(threading.Thread):
             self._due[container_id] = now + FIRST_RETRY_SECONDS * 10
             return None
         decision = decide(
-            view_of(detail, self._unhealthy_since.get(container_id)),
+            view_of(detail, self._unhealthy_since.get(container_id), self.service_labels()),
             self._histories.get(container_id),
             self.policy,
             now,

@@ -86,10 +86,14 @@ class FactsBox:
         self._lock = threading.Lock()
         self._facts: tuple[frozenset[str], frozenset[str]] | None = None
         self._at = 0.0
+        self.autoheal: dict[str, str] = {}  # service name -> "true"/"false" (its orcastra.autoheal label)
 
     def put(self, image_refs: tuple[str, ...], volume_names: tuple[str, ...], now: float) -> None:
         with self._lock:
             self._facts, self._at = (frozenset(image_refs), frozenset(volume_names)), now
+
+    def put_autoheal(self, on: tuple[str, ...], off: tuple[str, ...]) -> None:
+        self.autoheal = {**dict.fromkeys(off, "false"), **dict.fromkeys(on, "true")}
 
     def fresh(self, task_ids: frozenset[str], now: float) -> SwarmFacts | None:
         """The facts, if recent; every task container on the node counts as tracked (module docstring of

@@ -3,7 +3,9 @@ read from its own Engine, because only managers list services and tasks.
 
 - ``image_refs``: every image a service spec names, its previous spec (a rollback target) included and
   services scaled to 0 included: an agent's garbage collection never removes one;
-- ``volume_names``: named volumes any service mounts (never collected, even where no task runs now).
+- ``volume_names``: named volumes any service mounts (never collected, even where no task runs now);
+- ``autoheal_on``/``autoheal_off``: services labelled ``orcastra.autoheal`` (a service label, which never
+  reaches the containers): autoheal treats their tasks' containers as if they carried it.
 
 Built from the cycle's snapshot by a pure function; a bounded struct on the wire (the agent decodes input
 from the network). This module imports msgspec only: the agent process imports it.
@@ -22,6 +24,8 @@ import msgspec
 if TYPE_CHECKING:
     from orcastra.domain.snapshot import Snapshot
 
+# The service label that opts a service's tasks in (or out) of the agents' autoheal.
+AUTOHEAL_SERVICE_LABEL = "orcastra.autoheal"
 # 10,000 image references of ~120 characters and as many volume names: a few MB at most.
 MAX_FACTS_BYTES = 8 * 1024 * 1024
 Ref = Annotated[str, msgspec.Meta(max_length=1024)]
@@ -33,18 +37,27 @@ class SwarmFacts(msgspec.Struct, frozen=True, kw_only=True):
     generated_at: Annotated[float, msgspec.Meta(ge=0, le=1e11)]
     image_refs: Annotated[tuple[Ref, ...], msgspec.Meta(max_length=100_000)] = ()
     volume_names: Annotated[tuple[Ref, ...], msgspec.Meta(max_length=100_000)] = ()
+    # Services whose own labels (deploy.labels) opt their tasks in or out of autoheal (orcastra.autoheal).
+    autoheal_on: Annotated[tuple[Ref, ...], msgspec.Meta(max_length=100_000)] = ()
+    autoheal_off: Annotated[tuple[Ref, ...], msgspec.Meta(max_length=100_000)] = ()
 
 
 def facts_from(snapshot: Snapshot, now: float) -> SwarmFacts:
     images: set[str] = set()
     volumes: set[str] = set()
+    heal: dict[str, str] = {}
     for service in snapshot.services:
         images.update(ref for ref in (service.image, service.previous_image) if ref)
         volumes.update(service.volumes)
+        value = service.labels.get(AUTOHEAL_SERVICE_LABEL, "").strip().lower()
+        if value in ("true", "false"):
+            heal[service.name] = value
     return SwarmFacts(
         generated_at=now,
         image_refs=tuple(sorted(images)),
         volume_names=tuple(sorted(volumes)),
+        autoheal_on=tuple(sorted(name for name, v in heal.items() if v == "true")),
+        autoheal_off=tuple(sorted(name for name, v in heal.items() if v == "false")),
     )
 
 

@@ -374,10 +374,7 @@ def _label_hint(view: HealthView) -> str:
     """For a Swarm task that is not opted in: where the label must go (a common mistake)."""
     if not view.swarm_task or AUTOHEAL_LABEL in view.labels or COMPAT_AUTOHEAL_LABEL in view.labels:
         return ""
-    return (
-        "; for a service, the label goes in the stack file's service-level labels: (container labels), not "
-        "under deploy.labels (service labels)"
-    )
+    return f"; for a service, set {AUTOHEAL_LABEL}=true in its deploy.labels or its container labels"
 
 
 # --- wording ---------------------------------------------------------------------------------------------------
