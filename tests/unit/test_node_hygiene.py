@@ -196,3 +196,17 @@ def test_gc_cron_from_the_environment_is_checked_and_named() -> None:
     with pytest.raises(ConfigError) as caught:
         load_config_text("{}\n", env={"GC_CRON": "every four hours"})
     assert "GC_CRON" in str(caught.value)
+
+
+def test_last_use_survives_a_restart_in_its_state_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "state" / "gc-last-use.json")
+    first = LastUse()
+    first.saw("reg/app:1", 10.0)
+    first.save(path)
+    second = LastUse()
+    second.saw("reg/app:2", 30.0)
+    second.load(path)
+    images = (ImageInfo("sha256:a", ("reg/app:1",), (), 0.0, 1), ImageInfo("sha256:b", ("reg/app:2",), (), 0.0, 1))
+    assert second.by_image_id(images) == {"sha256:a": 10.0, "sha256:b": 30.0}
+    Path(path).write_text("[not, a, map")
+    LastUse().load(path)  # a damaged file is reported, not fatal

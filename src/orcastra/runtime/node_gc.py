@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import threading
@@ -110,11 +111,43 @@ class FactsBox:
 
 
 class LastUse:
-    """Image reference -> when the events last showed a container created or started from it."""
+    """Image reference -> when the events last showed a container created or started from it; kept in
+    ``hygiene.gc.state_file`` when set (written after each run, read at start)."""
+
+    MAX_ENTRIES = 100_000
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._refs: dict[str, float] = {}
+
+    def load(self, path: str | None) -> None:
+        if not path:
+            return
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+            refs = {str(k)[:1024]: float(v) for k, v in data.items() if isinstance(v, int | float)}
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, AttributeError) as e:
+            log.warning("gc: cannot read the last-use state %s (starting afresh): %s", path, cut(str(e), 200))
+            return
+        with self._lock:
+            self._refs = {**dict(list(refs.items())[: self.MAX_ENTRIES]), **self._refs}
+
+    def save(self, path: str | None) -> None:
+        if not path:
+            return
+        with self._lock:
+            newest = sorted(self._refs.items(), key=lambda kv: kv[1], reverse=True)[: self.MAX_ENTRIES]
+        tmp = f"{path}.tmp"
+        try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(dict(newest), f)
+            os.replace(tmp, path)
+        except OSError as e:
+            log.warning("gc: cannot write the last-use state %s: %s", path, e.strerror or e)
 
     def saw(self, ref: str, at: float) -> None:
         if ref:
@@ -346,6 +379,7 @@ class GcRunner(threading.Thread):
                     trigger=trigger, dry_run=dry, started_at=started, finished_at=time.time(), error=cut(str(e), 300)
                 )
             self.last = result
+            self.last_use.save(self.gc.get("state_file"))
         verb = "would free" if dry else "freed"
         log.info(
             "gc (%s): %d removed, %d failed, %s %d bytes",
@@ -366,6 +400,7 @@ class GcRunner(threading.Thread):
         return None
 
     def run(self) -> None:
+        self.last_use.load(self.gc.get("state_file"))
         interval = float(self.gc["check_interval_seconds"])
         threshold = bool(self.gc.get("disk_threshold"))
         next_run = next_scheduled(self.gc.get("schedule"), self.gc.get("timezone"), time.time())

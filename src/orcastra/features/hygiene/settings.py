@@ -59,6 +59,9 @@ class GcSettings(Section):
     volume_patterns: list[str] = Field(default_factory=list)
     # List what would go and what it frees, remove nothing (GC_DRY_RUN).
     dry_run: bool = False
+    # Where the agent keeps when it last saw each image used (so least-recently-used order survives a restart);
+    # None: in memory only. The stack gives the agent a volume at /var/lib/orcastra.
+    state_file: AbsolutePath | None = None
     # Pause between two removals, so a large cleanup never stalls the Engine.
     pace_seconds: Annotated[float, Field(ge=0, le=60)] = 0.2
 
