@@ -24,7 +24,7 @@ integration: setup
 	$(VENV)/pytest tests/integration -q
 
 test: lint
-	$(VENV)/pytest tests -q
+	$(VENV)/pytest tests -q --durations=20
 
 bench: setup
 	$(VENV)/python -m bench.colocation --rounds 20 --dependents 3
