@@ -142,7 +142,7 @@ class NodeHygiene:
                 facts = decode_facts(request.body)
             except ValueError as e:
                 return json_response(400, {"error": str(e)[:300]})
-            self.facts.put(facts.image_refs, facts.volume_names, time.time())
+            self.facts.put(facts.image_refs, facts.volume_names, time.time(), facts.mods)
             return report(request)
 
         def run_gc(request: Request) -> Response:

@@ -85,11 +85,21 @@ class FactsBox:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._facts: tuple[frozenset[str], frozenset[str]] | None = None
+        self._mods: dict[str, str] | None = None
         self._at = 0.0
 
-    def put(self, image_refs: tuple[str, ...], volume_names: tuple[str, ...], now: float) -> None:
+    def put(
+        self, image_refs: tuple[str, ...], volume_names: tuple[str, ...], now: float, mods: dict[str, str] | None = None
+    ) -> None:
         with self._lock:
             self._facts, self._at = (frozenset(image_refs), frozenset(volume_names)), now
+            self._mods = dict(mods) if mods is not None else None
+
+    def service_mods(self, now: float) -> dict[str, str] | None:
+        """Service name -> its ``DOCKER_MODS``, if the facts are recent and carried them (else unknown: None)."""
+        with self._lock:
+            mods, at = self._mods, self._at
+        return None if mods is None or now - at > FACTS_MAX_AGE_SECONDS else dict(mods)
 
     def fresh(self, task_ids: frozenset[str], now: float) -> SwarmFacts | None:
         """The facts, if recent; every task container on the node counts as tracked (module docstring of
