@@ -32,6 +32,7 @@ bench: setup
 	$(VENV)/python -m bench.reconcile_cost
 	$(VENV)/python -m bench.footprint --seconds 300 --replicas 1
 	$(VENV)/python -m bench.gc_plan
+	$(VENV)/python -m bench.mods_refresh
 
 # The fault-injection and robustness suite (its short form also runs in `make test`): faults on every Engine
 # call during a failover, manager restarts and a killed leader on 3 managers, a partition, concurrent writers,

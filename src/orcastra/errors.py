@@ -117,3 +117,52 @@ class EngineServerError(EngineError, TemporaryError):
 
 class NotASwarmManagerError(EngineError, PermanentError):
     """The endpoint is not a manager of an active Swarm, so nodes and services cannot be listed."""
+
+
+# --- registries (the mod manager) ------------------------------------------------------------------
+
+
+class RegistryError(OrcastraError):
+    """A call to a container registry (HTTP API v2) failed; ``registry`` is its host[:port]."""
+
+    def __init__(self, message: str, *, registry: str = "", retry_after_seconds: float | None = None) -> None:
+        self.registry = registry
+        if isinstance(self, TemporaryError):
+            TemporaryError.__init__(self, message, retry_after_seconds=retry_after_seconds)
+        else:
+            super().__init__(message)
+
+
+class RegistryUnreachableError(RegistryError, TemporaryError):
+    """The registry did not answer (refused, reset, timed out, TLS failed)."""
+
+    retry_after_seconds = 2.0
+
+
+class RegistryServerError(RegistryError, TemporaryError):
+    """5xx or 429 (``Retry-After`` honoured), or an answer cut short."""
+
+    retry_after_seconds = 2.0
+
+
+class RegistryAuthError(RegistryError, PermanentError):
+    """401/403 with the credentials (or anonymous token) Orcastra has: the configuration must change."""
+
+
+class RegistryNotFoundError(RegistryError, PermanentError):
+    """404: no such repository, tag, manifest or blob."""
+
+
+class ModImageError(RegistryError, PermanentError):
+    """The image is not a mod the consumer can use (not one gzip layer, no image for the node's platform, a
+    digest that does not match what the registry served)."""
+
+
+class ModCacheError(OrcastraError):
+    """The mod cache directory could not be read or written (permissions, a full disk)."""
+
+
+class ModCacheLockedError(ModCacheError, TemporaryError):
+    """A consumer (or another writer) holds the mod's lock file: it is downloading or applying it now."""
+
+    retry_after_seconds = 60.0

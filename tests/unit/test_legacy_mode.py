@@ -138,7 +138,11 @@ def test_main_file_and_environment_win_over_the_earlier_defaults(tmp_path: Path)
         ({"GC_CRON": "0 */4 * * *"}, ["found GC_CRON; differs:"]),
         (
             {"MOD_MANAGER_DEST": "/modcache", "MOD_MANAGER_REFRESH_INTERVAL_MINUTES": "720", "GC_DRY_RUN": "0"},
-            ["found GC_DRY_RUN, MOD_MANAGER_DEST", "not yet supported (read, not acted on): MOD_MANAGER_DEST, MOD_MA"],
+            [
+                "found GC_DRY_RUN, MOD_MANAGER_DEST, MOD_MANAGER_REFRESH_INTERVAL_MINUTES",
+                "mods.enabled=true",
+                "MOD_MANAGER_*: the mod cache is kept by `orcastra agent` on each node",
+            ],
         ),
         ({"BOOTSTRAP_MODE": "watch"}, ["found BOOTSTRAP_MODE=watch", "and soon after each node event"]),
         ({"GC_CRON": "0 3 * * *", "TZ": "Europe/Paris"}, ["TZ=Europe/Paris: log times and reboot windows follow"]),
@@ -150,6 +154,27 @@ def test_earlier_only_variables_turn_legacy_mode_on(tmp_path: Path, env: dict[st
     assert got.legacy_summary is not None
     for fragment in in_summary:
         assert fragment in got.legacy_summary
+
+
+def test_mod_manager_variables_set_the_mods_section_and_turn_it_on(tmp_path: Path) -> None:
+    env = {"MOD_MANAGER_DEST": "/srv/modcache", "MOD_MANAGER_REFRESH_INTERVAL_MINUTES": "90"}
+    got = report(tmp_path, {}, env)
+    mods = got.config.mods
+    assert (mods.enabled, str(mods.cache_dir), mods.refresh_interval_seconds) == (True, "/srv/modcache", 5400.0)
+    assert got.legacy_summary is not None
+    assert "not yet supported" not in got.legacy_summary
+
+
+def test_the_file_can_keep_the_mod_manager_off_despite_the_variables(tmp_path: Path) -> None:
+    got = report(tmp_path, {}, {"MOD_MANAGER_DEST": "/modcache"}, main="mods: {enabled: false}\n")
+    assert got.config.mods.enabled is False
+    assert got.legacy_summary is not None
+    assert "mods.enabled=true" not in got.legacy_summary
+
+
+def test_a_mod_manager_interval_that_is_not_a_number_names_the_variable(tmp_path: Path) -> None:
+    text = problems(tmp_path, {}, {"MOD_MANAGER_REFRESH_INTERVAL_MINUTES": "often"})
+    assert "MOD_MANAGER_REFRESH_INTERVAL_MINUTES: expected a number, found 'often'" in text
 
 
 def test_unsupported_files_of_the_directory_are_named(tmp_path: Path) -> None:

@@ -130,3 +130,12 @@ def test_decode_errors_name_the_call_and_the_place() -> None:
         decode_tasks(b'[{"ID": ')
     with pytest.raises(EngineError, match=r"[Ee]xpected `array`"):
         decode_tasks(b'{"message": "oops"}')
+
+
+def test_a_services_docker_mods_is_read_from_its_env_the_last_one_winning() -> None:
+    spec = {"Image": "lscr.io/linuxserver/swag", "Env": ["PUID=1000", "DOCKER_MODS=a/b:1", "DOCKER_MODS=c/d:2|e/f"]}
+    raw = {"ID": "s2", "Version": {"Index": 1}, "Spec": {"Name": "swag", "TaskTemplate": {"ContainerSpec": spec}}}
+    assert parse_service(raw).mods == "c/d:2|e/f"
+    assert parse_service(SERVICE).mods == ""
+    long = dict(raw, Spec={"Name": "x", "TaskTemplate": {"ContainerSpec": {"Env": ["DOCKER_MODS=" + "a" * 9000]}}})
+    assert len(parse_service(long).mods) == 4097  # cut one past the mod manager's limit, which reports it

@@ -19,6 +19,7 @@ import msgspec
 
 from orcastra.adapters.local_engine import MAX_LIST_BYTES, LocalEngine
 from orcastra.errors import EngineError, EngineUnreachableError, cut
+from orcastra.features.mods.reference import docker_mods_of
 
 _T = TypeVar("_T")
 
@@ -85,6 +86,7 @@ class _Healthcheck(msgspec.Struct):
 class _Config(msgspec.Struct):
     Labels: dict[str, str] | None = None
     Healthcheck: _Healthcheck | None = None
+    Env: list[str] | None = None
 
 
 class _RestartPolicy(msgspec.Struct):
@@ -113,6 +115,11 @@ class ContainerDetail(msgspec.Struct, frozen=True):
     @property
     def labels(self) -> dict[str, str]:
         return dict(self.Config.Labels or {}) if self.Config is not None else {}
+
+    @property
+    def docker_mods(self) -> str:
+        """Its ``DOCKER_MODS`` value (LinuxServer.io mods), "" when none."""
+        return docker_mods_of(self.Config.Env if self.Config is not None else None)
 
     @property
     def started_at(self) -> float | None:

@@ -141,6 +141,13 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("GC_GRACE_PERIOD_SECONDS", ("hygiene", "gc", "grace_period_seconds"), _number, "exited containers kept"),
     EnvVar("GC_DRY_RUN", ("hygiene", "gc", "dry_run"), parse_bool, "garbage collection lists, removes nothing"),
     EnvVar("GC_CLEAN_UP_VOLUMES", ("hygiene", "gc", "remove_anonymous_volumes"), parse_bool, "remove orphan volumes"),
+    EnvVar("MOD_MANAGER_DEST", ("mods", "cache_dir"), _path, "the mod cache directory (in the agent)"),
+    EnvVar(
+        "MOD_MANAGER_REFRESH_INTERVAL_MINUTES",
+        ("mods", "refresh_interval_seconds"),
+        _minutes_as_seconds,
+        "minutes between mod refreshes (stored as seconds)",
+    ),
 )
 
 

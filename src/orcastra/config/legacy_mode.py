@@ -16,8 +16,10 @@ from pathlib import Path
 Loc = tuple[str | int, ...]
 
 EARLIER_ONLY_PREFIXES = ("GC_", "MOD_MANAGER_")
-# Of those, the ones Orcastra does not act on yet (GC_* configure the agents' garbage collection).
-UNSUPPORTED_PREFIXES = ("MOD_MANAGER_",)
+# Of those, the ones Orcastra does not act on yet (none: GC_* configure the agents' garbage collection,
+# MOD_MANAGER_* their mod manager).
+UNSUPPORTED_PREFIXES: tuple[str, ...] = ()
+MODS_PREFIX = "MOD_MANAGER_"
 WATCH_MODE = "watch"
 WATCH_NOTE = (
     "BOOTSTRAP_MODE=watch: heal the Swarm every LOOP_INTERVAL seconds (default 300) and soon after each node "
@@ -26,6 +28,10 @@ WATCH_NOTE = (
 TZ_VAR = "TZ"
 GC_NOTE = (
     "GC_*: garbage collection is done by `orcastra agent` on each node (hygiene.gc, docs/hygiene.md), "
+    "not by this controller: set them on the agent"
+)
+MODS_NOTE = (
+    "MOD_MANAGER_*: the mod cache is kept by `orcastra agent` on each node (mods:, docs/mods.md), "
     "not by this controller: set them on the agent"
 )
 
@@ -54,6 +60,14 @@ LEGACY_DEFAULTS: tuple[LegacyDefault, ...] = (
         f"commands.file={LEGACY_COMMAND_FILE}",
     ),
 )
+
+# Any MOD_MANAGER_* variable meant the earlier tool's mod manager ran: so does Orcastra's (unless the file says).
+MODS_ENABLED = LegacyDefault("MOD_MANAGER_*", ("mods", "enabled"), True, "mods.enabled=true")
+
+
+def implied_defaults(env: Mapping[str, str]) -> tuple[LegacyDefault, ...]:
+    """Defaults the earlier tool's variables imply (below the files, like ``LEGACY_DEFAULTS``)."""
+    return (MODS_ENABLED,) if any(name.startswith(MODS_PREFIX) for name in earlier_only_vars(env)) else ()
 
 
 def is_set(env: Mapping[str, str], name: str) -> bool:
@@ -112,4 +126,6 @@ def detect_legacy_mode(
         summary.notes.append(WATCH_NOTE)
     if any(name.startswith("GC_") for name in earlier_only_vars(env)):
         summary.notes.append(GC_NOTE)
+    if any(name.startswith(MODS_PREFIX) for name in earlier_only_vars(env)):
+        summary.notes.append(MODS_NOTE)
     return summary

@@ -17,7 +17,14 @@ from pydantic import ValidationError
 
 from orcastra.config.env import ENV_SOURCE, EnvOverride, read_env_overrides
 from orcastra.config.legacy import LegacyFile, LegacyRead, read_legacy_files
-from orcastra.config.legacy_mode import LEGACY_DEFAULTS, WATCH_NOTE, detect_legacy_mode, is_set, watch_requested
+from orcastra.config.legacy_mode import (
+    LEGACY_DEFAULTS,
+    WATCH_NOTE,
+    detect_legacy_mode,
+    implied_defaults,
+    is_set,
+    watch_requested,
+)
 from orcastra.config.model import Config
 from orcastra.config.report import error_messages
 from orcastra.config.source import FILE_NOT_FOUND, Document, loc_part, read_yaml
@@ -109,7 +116,7 @@ def _load(path: Path | None, env: Mapping[str, str], *, required: bool, legacy_d
     summary = detect_legacy_mode(env, legacy.discovered, legacy.unsupported_files)
     if summary is not None:
         # The earlier tool's defaults, below the files and the environment.
-        for default in LEGACY_DEFAULTS:
+        for default in (*LEGACY_DEFAULTS, *implied_defaults(env)):
             if (
                 _get_at(merge.data, default.loc) is _ABSENT
                 and not is_set(env, default.var)

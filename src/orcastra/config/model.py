@@ -38,6 +38,7 @@ from orcastra.features.bootstrap.settings import BootstrapSettings
 from orcastra.features.colocation.settings import MISPLACED_GRACE_SECONDS, PENDING_GRACE_SECONDS, AnchorSettings
 from orcastra.features.hygiene.settings import HygieneSettings
 from orcastra.features.inventory import NodeSettings
+from orcastra.features.mods.settings import ModsSettings
 from orcastra.features.rebalance.settings import RebalanceSettings
 from orcastra.features.reboot.settings import RebootSettings
 from orcastra.features.static_labels.settings import LabelSettings
@@ -187,6 +188,7 @@ class Config(Section):
     api: ApiSettings = Field(default_factory=ApiSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     hygiene: HygieneSettings = Field(default_factory=HygieneSettings)
+    mods: ModsSettings = Field(default_factory=ModsSettings)
     run: RunSettings = Field(default_factory=RunSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)

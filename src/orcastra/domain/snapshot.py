@@ -66,6 +66,7 @@ class Service(msgspec.Struct, frozen=True, gc=False):
     memory_limit_bytes: int = 0
     previous_image: str = ""  # PreviousSpec's image ("" when none): a rollback would run it again
     volumes: tuple[str, ...] = ()  # named volumes its containers mount
+    mods: str = ""  # its containers' DOCKER_MODS (LinuxServer.io mods), as written; "" when none
 
 
 LIVE_DESIRED_STATES = frozenset({"running", "ready"})

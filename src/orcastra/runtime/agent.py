@@ -67,6 +67,8 @@ class AgentOptions(msgspec.Struct, frozen=True, kw_only=True):
     # The validated ``hygiene:`` section as plain JSON values (``orcastra.runtime.node_gc``/``node_autoheal``
     # turn it into the planners' policies).
     hygiene: dict[str, Any] = msgspec.field(default_factory=dict)
+    # The validated ``mods:`` section as plain JSON values (``orcastra.runtime.mods.mod_options`` reads it).
+    mods: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 def options_from(config: Config, env: Mapping[str, str]) -> AgentOptions:
@@ -77,6 +79,7 @@ def options_from(config: Config, env: Mapping[str, str]) -> AgentOptions:
         engine_check_interval_seconds=a.engine_check_interval_seconds,
         engine_unreachable_after_seconds=a.engine_unreachable_after_seconds,
         hygiene=config.hygiene.model_dump(mode="json"),
+        mods=config.mods.model_dump(mode="json"),
         debug=config.logging.debug,
         log_format=config.logging.format,
         log_file=str(config.logging.file) if config.logging.file is not None else None,

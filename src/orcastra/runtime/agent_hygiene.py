@@ -144,7 +144,7 @@ class NodeHygiene:
                 facts = decode_facts(request.body)
             except ValueError as e:
                 return json_response(400, {"error": str(e)[:300]})
-            self.facts.put(facts.image_refs, facts.volume_names, time.time())
+            self.facts.put(facts.image_refs, facts.volume_names, time.time(), facts.mods)
             self.facts.put_autoheal(facts.autoheal_on, facts.autoheal_off)
             return report(request)
 

@@ -86,12 +86,22 @@ class FactsBox:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._facts: tuple[frozenset[str], frozenset[str]] | None = None
+        self._mods: dict[str, str] | None = None
         self._at = 0.0
         self.autoheal: dict[str, str] = {}  # service name -> "true"/"false" (its orcastra.autoheal label)
 
-    def put(self, image_refs: tuple[str, ...], volume_names: tuple[str, ...], now: float) -> None:
+    def put(
+        self, image_refs: tuple[str, ...], volume_names: tuple[str, ...], now: float, mods: dict[str, str] | None = None
+    ) -> None:
         with self._lock:
             self._facts, self._at = (frozenset(image_refs), frozenset(volume_names)), now
+            self._mods = dict(mods) if mods is not None else None
+
+    def service_mods(self, now: float) -> dict[str, str] | None:
+        """Service name -> its ``DOCKER_MODS``, if the facts are recent and carried them (else unknown: None)."""
+        with self._lock:
+            mods, at = self._mods, self._at
+        return None if mods is None or now - at > FACTS_MAX_AGE_SECONDS else dict(mods)
 
     def put_autoheal(self, on: tuple[str, ...], off: tuple[str, ...]) -> None:
         self.autoheal = {**dict.fromkeys(off, "false"), **dict.fromkeys(on, "true")}

@@ -25,6 +25,8 @@ import msgspec
 
 from orcastra.domain.snapshot import Node, Service, Task, frozen_labels
 from orcastra.errors import EngineError
+from orcastra.features.mods.reference import MAX_VALUE_CHARS as MAX_MODS_CHARS
+from orcastra.features.mods.reference import docker_mods_of
 
 JSON = dict[str, Any]
 
@@ -108,6 +110,7 @@ class _Mount(_Struct):
 class _ContainerSpec(_Struct):
     Image: str | None = None
     Mounts: list[_Mount] | None = None
+    Env: list[str] | None = None
 
 
 class _Placement(_Struct):
@@ -288,6 +291,12 @@ def _volume_sources(container: _ContainerSpec | None) -> tuple[str, ...]:
     return tuple(sorted({m.Source for m in container.Mounts if m.Type == "volume" and m.Source}))
 
 
+def _docker_mods(container: _ContainerSpec | None) -> str:
+    """The spec's ``DOCKER_MODS=`` value (the last one wins, as Docker applies its Env), "" when none; kept as
+    written up to ``MAX_MODS_CHARS`` + 1 (a longer one is reported as too long by the mod manager)."""
+    return docker_mods_of(container.Env if container is not None else None)[: MAX_MODS_CHARS + 1]
+
+
 def _previous_image(raw: RawService) -> str:
     previous = raw.PreviousSpec.TaskTemplate if raw.PreviousSpec is not None else None
     container = previous.ContainerSpec if previous is not None else None
@@ -315,6 +324,7 @@ def service_from(raw: RawService) -> Service:
         memory_limit_bytes=_memory(resources.Limits) if resources is not None else 0,
         previous_image=_previous_image(raw),
         volumes=_volume_sources(template.ContainerSpec),
+        mods=_docker_mods(template.ContainerSpec),
     )
 
 

@@ -5,10 +5,13 @@ read from its own Engine, because only managers list services and tasks.
   services scaled to 0 included: an agent's garbage collection never removes one;
 - ``volume_names``: named volumes any service mounts (never collected, even where no task runs now);
 - ``autoheal_on``/``autoheal_off``: services labelled ``orcastra.autoheal`` (a service label, which never
-  reaches the containers): autoheal treats their tasks' containers as if they carried it.
+  reaches the containers): autoheal treats their tasks' containers as if they carried it;
+- ``mods``: the ``DOCKER_MODS`` value of every service spec that has one, by service name: the agent's mod
+  manager caches them on every node, since any node may run the service's next task.
 
 Built from the cycle's snapshot by a pure function; a bounded struct on the wire (the agent decodes input
-from the network). This module imports msgspec only: the agent process imports it.
+from the network). This module imports msgspec (and the mod manager's length limit) only: the agent process
+imports it.
 
 A Swarm task's container is never collected by an agent: Swarm removes the containers of the tasks it stops
 beyond its ``TaskHistoryRetentionLimit`` itself, and the controller reads only the live tasks, so it could
@@ -21,6 +24,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 
+from orcastra.features.mods.reference import MAX_VALUE_CHARS as MAX_MODS_CHARS
+
 if TYPE_CHECKING:
     from orcastra.domain.snapshot import Snapshot
 
@@ -29,6 +34,8 @@ AUTOHEAL_SERVICE_LABEL = "orcastra.autoheal"
 # 10,000 image references of ~120 characters and as many volume names: a few MB at most.
 MAX_FACTS_BYTES = 8 * 1024 * 1024
 Ref = Annotated[str, msgspec.Meta(max_length=1024)]
+# One more than the mod manager reads, so a longer value arrives cut and is reported as too long.
+ModsValue = Annotated[str, msgspec.Meta(max_length=MAX_MODS_CHARS + 1)]
 
 
 class SwarmFacts(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,24 +47,30 @@ class SwarmFacts(msgspec.Struct, frozen=True, kw_only=True):
     # Services whose own labels (deploy.labels) opt their tasks in or out of autoheal (orcastra.autoheal).
     autoheal_on: Annotated[tuple[Ref, ...], msgspec.Meta(max_length=100_000)] = ()
     autoheal_off: Annotated[tuple[Ref, ...], msgspec.Meta(max_length=100_000)] = ()
+    # None: a controller of an earlier release, which does not send them (unknown, not "none").
+    mods: Annotated[dict[Ref, ModsValue], msgspec.Meta(max_length=10_000)] | None = None
 
 
 def facts_from(snapshot: Snapshot, now: float) -> SwarmFacts:
     images: set[str] = set()
     volumes: set[str] = set()
     heal: dict[str, str] = {}
+    mods: dict[str, str] = {}
     for service in snapshot.services:
         images.update(ref for ref in (service.image, service.previous_image) if ref)
         volumes.update(service.volumes)
         value = service.labels.get(AUTOHEAL_SERVICE_LABEL, "").strip().lower()
         if value in ("true", "false"):
             heal[service.name] = value
+        if service.mods:
+            mods[service.name[:1024]] = service.mods[: MAX_MODS_CHARS + 1]
     return SwarmFacts(
         generated_at=now,
         image_refs=tuple(sorted(images)),
         volume_names=tuple(sorted(volumes)),
         autoheal_on=tuple(sorted(name for name, v in heal.items() if v == "true")),
         autoheal_off=tuple(sorted(name for name, v in heal.items() if v == "false")),
+        mods=dict(sorted(mods.items())),
     )
 
 
