@@ -39,8 +39,8 @@ LABEL org.opencontainers.image.title="orcastra" \
 # socket's group number differs between hosts, so a fixed group in a stack file would be fragile.
 RUN echo 'orcastra:x:10001:10001:Orcastra:/nonexistent:/usr/sbin/nologin' >> /etc/passwd \
  && echo 'orcastra:x:10001:' >> /etc/group \
- && mkdir -p /etc/orcastra /var/lib/orcastra \
- && chown 10001:10001 /var/lib/orcastra
+ && mkdir -p /etc/orcastra /var/lib/orcastra /modcache \
+ && chown 10001:10001 /var/lib/orcastra /modcache
 COPY deploy/entrypoint.sh /usr/local/bin/orcastra-entrypoint
 COPY --from=build /opt/orcastra /opt/orcastra
 

@@ -107,6 +107,9 @@ class FakeContext:
     def remove_all_labels(self, force: bool) -> str:
         return self._do("remove_all_labels", *(["--force"] if force else []))
 
+    def refresh_mods(self) -> str:
+        return self._do("refresh_mods")
+
 
 class Ids:
     """Predictable command ids: c1, c2, ..."""

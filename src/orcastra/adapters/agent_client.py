@@ -89,23 +89,30 @@ def fetch_table(host: str, port: int, timeout_seconds: float) -> AgentTable:
 
 # A GC run on a node answers when it is done: a paced cleanup of thousands of images takes minutes.
 GC_TIMEOUT_SECONDS = 1800.0
-MAX_GC_ANSWER_BYTES = 1024 * 1024
+MAX_ACTION_ANSWER_BYTES = 1024 * 1024
 
 
-def request_gc(address: str, port: int, dry_run: bool | None, token: str = "") -> dict[str, object]:
-    """``POST /v1/gc`` to one agent: its run's result (``orcastra.runtime.node_gc.GcResult`` as JSON)."""
+def post_json(  # noqa: PLR0913 - where, what, with which token, how long; as get_body
+    address: str, port: int, path: str, payload: dict[str, object], *, token: str, timeout_seconds: float
+) -> dict[str, object]:
+    """``POST path`` to one agent with a JSON body and the token; its JSON object answer."""
     import json
 
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         raise AgentReportError(f"not an IP address: {cut(address, 60)!r}") from None
-    body = json.dumps({"dry_run": dry_run}).encode()
+    body = json.dumps(payload).encode()
+    answer = get_body(str(ip), port, path, timeout_seconds, MAX_ACTION_ANSWER_BYTES, post=body, token=token)
     try:
-        answer = get_body(str(ip), port, "/v1/gc", GC_TIMEOUT_SECONDS, MAX_GC_ANSWER_BYTES, post=body, token=token)
         result = json.loads(answer)
     except ValueError as e:
-        raise AgentReportError(f"{ip}:{port}/v1/gc: not a GC result: {cut(str(e), 200)}") from e
+        raise AgentReportError(f"{ip}:{port}{path}: not a JSON answer: {cut(str(e), 200)}") from e
     if not isinstance(result, dict):
-        raise AgentReportError(f"{ip}:{port}/v1/gc: not a GC result")
+        raise AgentReportError(f"{ip}:{port}{path}: not a JSON object")
     return result
+
+
+def request_gc(address: str, port: int, dry_run: bool | None, token: str = "") -> dict[str, object]:
+    """``POST /v1/gc`` to one agent: its run's result (``orcastra.runtime.node_gc.GcResult`` as JSON)."""
+    return post_json(address, port, "/v1/gc", {"dry_run": dry_run}, token=token, timeout_seconds=GC_TIMEOUT_SECONDS)

@@ -44,6 +44,8 @@ class _Swarm(msgspec.Struct):
 class _Info(msgspec.Struct):
     Name: str = ""
     Swarm: _Swarm | None = None
+    Architecture: str = ""  # uname -m of the node: x86_64, aarch64...
+    OSType: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class NodeIdentity:
     hostname: str
     swarm_state: str
     api_version: str
+    architecture: str = ""
+    os_type: str = ""
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -166,7 +170,9 @@ class LocalEngine:
             self.negotiate()
         info = self._decode(self._get(f"{self._prefix}/info"), _Info, "/info")
         swarm = info.Swarm or _Swarm()
-        return NodeIdentity(swarm.NodeID, info.Name, swarm.LocalNodeState, self._prefix[2:])
+        return NodeIdentity(
+            swarm.NodeID, info.Name, swarm.LocalNodeState, self._prefix[2:], info.Architecture, info.OSType
+        )
 
     def forget_version(self) -> None:
         """Negotiate again at the next call (after a failure: the Engine may have been upgraded meanwhile)."""

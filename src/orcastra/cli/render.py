@@ -271,6 +271,12 @@ def _hygiene_cell(entry: AgentEntry | None, now: float) -> str:
     if r.autoheal is not None:
         gave_up = f", GAVE UP on {', '.join(r.autoheal.given_up)}" if r.autoheal.given_up else ""
         parts.append(f"autoheal: {r.autoheal.restarts} restart(s), {r.autoheal.swarm_left} left to Swarm{gave_up}")
+    if r.mods is not None:
+        m = r.mods
+        ago = f"{max(0.0, now - m.finished_at):.0f}s ago"
+        failed = f", {m.failed} FAILED" if m.failed else ""
+        error = f", ERROR {m.error}" if m.error else ""
+        parts.append(f"mods ({m.trigger}) {ago}: {m.wanted} wanted, {m.fetched} fetched, {m.pruned} pruned{failed}{error}")
     if "gc" in r.features and r.facts_age_seconds is None:
         parts.append("no Swarm facts yet: images and volumes kept")
     return _safe("; ".join(parts), 160) or "-"

@@ -47,6 +47,8 @@ class CommandContext(Protocol):
 
     def remove_all_labels(self, force: bool) -> str: ...
 
+    def refresh_mods(self) -> str: ...
+
 
 @dataclass(frozen=True)
 class CommandResult:
@@ -92,6 +94,7 @@ def _call(cmd: Command, ctx: CommandContext) -> Callable[[], str]:
         "bootstrap": ctx.bootstrap,
         "update_dependents": ctx.update_dependents,
         "remove_all_labels": lambda: ctx.remove_all_labels(cmd.force),
+        "refresh_mods": ctx.refresh_mods,
     }
     return calls[cmd.name]
 

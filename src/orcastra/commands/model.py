@@ -38,6 +38,7 @@ CommandName = Literal[
     "bootstrap",
     "update_dependents",
     "remove_all_labels",
+    "refresh_mods",
 ]
 COMMAND_NAMES: tuple[CommandName, ...] = get_args(CommandName)
 ArgumentKind = Literal["service", "node"]
@@ -56,6 +57,7 @@ ARGUMENTS: Mapping[CommandName, ArgumentKind | None] = {
     "bootstrap": None,
     "update_dependents": None,
     "remove_all_labels": None,
+    "refresh_mods": None,
 }
 
 # Commands that take ``--force`` (words form) / ``force: true`` (mapping form): a command that refuses when it
@@ -129,7 +131,11 @@ def _check_name(name: CommandName, value: object) -> str | Malformed:
 
 # The earlier Orcastra's command names that mean exactly one of today's (its trigger-bootstrap.sh appends
 # ``- bootstrap_swarm``); the result names today's command.
-ALIASES: Mapping[str, CommandName] = {"relabel_all": "relabel", "bootstrap_swarm": "bootstrap"}
+ALIASES: Mapping[str, CommandName] = {
+    "relabel_all": "relabel",
+    "bootstrap_swarm": "bootstrap",
+    "refresh-mods": "refresh_mods",
+}
 
 
 def parse_words(words: Sequence[str]) -> Command | Malformed:

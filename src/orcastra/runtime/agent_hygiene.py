@@ -6,7 +6,9 @@ Routes (added to the agent's listener):
   the report back. With a token configured (``api.token``/``api.token_file``, the stack's secret), facts
   without it are refused (401): only a controller may tell an agent which images the Swarm still needs.
 - ``POST /v1/gc`` (token as above; ``{"dry_run": true|false}``, default the configured ``dry_run``): one run
-  now, its result in the answer (``orcastra gc`` sends it).
+  now, its result in the answer (``orcastra gc`` sends it);
+- ``POST /v1/mods/refresh`` (token as above): a full refresh of the mod cache now (``mods.enabled`` only; the
+  ``refresh_mods`` command sends it to every agent), its result in the answer.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from orcastra.adapters.http import Request, Response, Route, json_response
 from orcastra.adapters.local_engine import LocalEngine
 from orcastra.adapters.node_engine import NodeEngine
 from orcastra.features.agents.facts import decode_facts
-from orcastra.features.agents.report import REPORT_PATH, AutohealSummary, GcSummary
+from orcastra.features.agents.report import REPORT_PATH, AutohealSummary, GcSummary, ModsSummary
 from orcastra.features.hygiene.autoheal import Decision
 from orcastra.runtime.node_autoheal import AutohealRunner, NodeEvents
 from orcastra.runtime.node_gc import FactsBox, GcResult, GcRunner, LastUse
@@ -33,6 +35,7 @@ from orcastra.runtime.node_gc import FactsBox, GcResult, GcRunner, LastUse
 log = logging.getLogger("orcastra.agent")
 
 GC_PATH = "/v1/gc"
+MODS_REFRESH_PATH = "/v1/mods/refresh"
 # A GC run's request carries a flag; its answer can be long (a paced cleanup of thousands of images).
 MAX_GC_REQUEST_BYTES = 1024
 
@@ -54,7 +57,14 @@ class HygieneMetrics:
 class NodeHygiene:
     """Builds and runs the hygiene threads; answers their routes and their part of the report."""
 
-    def __init__(self, engine: LocalEngine, settings: dict[str, Any], token: str | None, stop: threading.Event):
+    def __init__(
+        self,
+        engine: LocalEngine,
+        settings: dict[str, Any],
+        token: str | None,
+        stop: threading.Event,
+        mods: dict[str, Any] | None = None,
+    ) -> None:
         self.node = NodeEngine(engine)
         self.settings, self.token, self.stop = settings, token, stop
         self.facts, self.last_use = FactsBox(), LastUse()
@@ -68,6 +78,13 @@ class NodeHygiene:
             self.autoheal.service_labels = lambda: self.facts.autoheal
         self.events = NodeEvents(self.node, self.autoheal, self.last_use, stop)
         self._restarts = self._swarm_left = 0
+        self.mods: Any = None  # the ModManager (imported only when enabled: the agent stays small otherwise)
+        self._mod_metrics: Any = None
+        if mods and mods.get("enabled"):
+            from orcastra.runtime.agent_mods import ModManager
+
+            self.mods = ModManager(engine, self.node, mods, self.facts.service_mods, stop, on_result=self._mods_done)
+            self.events.on_create = self.mods.container_seen
 
     def features(self) -> tuple[str, ...]:
         gc = self.settings.get("gc") or {}
@@ -76,19 +93,29 @@ class NodeHygiene:
             out.append("gc")
         if self.autoheal is not None:
             out.append("autoheal")
+        if self.mods is not None:
+            out.append("mods")
         return tuple(out)
 
     def register(self, registry: CollectorRegistry) -> None:
         self.metrics = HygieneMetrics(registry)
+        if self.mods is not None:
+            from orcastra.runtime.mods import ModMetrics
+
+            self._mod_metrics = ModMetrics(registry)
+
+    def _mods_done(self, result: Any) -> None:
+        if self._mod_metrics is not None:
+            self._mod_metrics.record(result)
 
     def start(self) -> None:
-        for thread in (self.gc, self.autoheal, self.events):
+        for thread in (self.gc, self.autoheal, self.events, self.mods):
             if thread is not None:
                 thread.start()
         log.info("hygiene: %s", ", ".join(self.features()) or "garbage collection on request only")
 
     def join(self, timeout: float) -> None:
-        for thread in (self.gc, self.autoheal, self.events):
+        for thread in (self.gc, self.autoheal, self.events, self.mods):
             if thread is not None and thread.is_alive():
                 thread.join(timeout)
 
@@ -125,6 +152,19 @@ class NodeHygiene:
             given_up = tuple(name[:256] for name in list(self.autoheal.given_up.values())[:20])
             fields["autoheal"] = AutohealSummary(
                 restarts=self._restarts, swarm_left=self._swarm_left, given_up=given_up
+            )
+        last_mods = self.mods.refresher.last if self.mods is not None else None
+        if last_mods is not None:
+            fields["mods"] = ModsSummary(
+                trigger=last_mods.trigger,
+                finished_at=last_mods.finished_at,
+                wanted=len(self.mods.known),
+                hits=last_mods.hits,
+                fetched=last_mods.fetched,
+                failed=last_mods.failed,
+                pruned=last_mods.pruned,
+                bytes_fetched=last_mods.bytes_fetched,
+                error=last_mods.error[:256],
             )
         return fields
 
@@ -163,4 +203,13 @@ class NodeHygiene:
             result = self.gc.run_now("command", dry_run)
             return Response(200, msgspec.json.encode(result) + b"\n")
 
-        return {("POST", REPORT_PATH): take_facts, ("POST", GC_PATH): run_gc}
+        def refresh_mods(request: Request) -> Response:
+            if not self._authorised(request):
+                return json_response(
+                    401, {"error": "a mod refresh needs the API token"}, {"WWW-Authenticate": "Bearer"}
+                )
+            if self.mods is None:
+                return json_response(409, {"error": "the mod manager is not enabled on this agent (mods.enabled)"})
+            return Response(200, msgspec.json.encode(self.mods.refresh_now()) + b"\n")
+
+        return {("POST", REPORT_PATH): take_facts, ("POST", GC_PATH): run_gc, ("POST", MODS_REFRESH_PATH): refresh_mods}

@@ -291,3 +291,12 @@ class CommandHandlers:
             )
         # The result is shown as "bootstrap: <message>"; the cycle's own summary starts with that too.
         return self.ops.bootstrap().removeprefix("bootstrap: ")
+
+    def refresh_mods(self) -> str:
+        """Every agent refreshes its node's mod cache now (``POST /v1/mods/refresh``, with the API token), at
+        most 8 at a time; the message has each node's figures. Fails naming the nodes whose refresh failed."""
+        from orcastra.runtime.agent_calls import refresh_mods_everywhere
+
+        self._leader()
+        snapshot = self.ops.call(self.ops.read_swarm, "refresh_mods")
+        return refresh_mods_everywhere(self.ops.config, snapshot)

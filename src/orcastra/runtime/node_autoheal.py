@@ -258,6 +258,7 @@ class NodeEvents(threading.Thread):
         super().__init__(name="orcastra-agent-events", daemon=True)
         self.node, self.autoheal, self.last_use, self.stop = node, autoheal, last_use, stop
         self.since = time.time()
+        self.on_create: Callable[[str], None] | None = None  # the mod manager's, when it runs
 
     def dispatch(self, event: Event) -> None:
         at = event.timeNano / 1e9 if event.timeNano else time.time()
@@ -265,6 +266,8 @@ class NodeEvents(threading.Thread):
         action = event.Action
         if action in ("create", "start"):
             self.last_use.saw(event.attributes.get("image", ""), at)
+        if action == "create" and self.on_create is not None:
+            self.on_create(event.object_id)
         if self.autoheal is None:
             return
         if action.startswith("health_status"):

@@ -62,6 +62,20 @@ class AutohealSummary(msgspec.Struct, frozen=True, kw_only=True):
     given_up: Annotated[tuple[ShortText, ...], msgspec.Meta(max_length=20)] = ()  # containers, while given up
 
 
+class ModsSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """The agent's last mod cache refresh."""
+
+    trigger: ShortText = ""  # start, schedule, new-reference, command
+    finished_at: Seconds = 0.0
+    wanted: Annotated[int, msgspec.Meta(ge=0, le=10**6)] = 0
+    hits: Annotated[int, msgspec.Meta(ge=0, le=10**6)] = 0
+    fetched: Annotated[int, msgspec.Meta(ge=0, le=10**6)] = 0
+    failed: Annotated[int, msgspec.Meta(ge=0, le=10**6)] = 0
+    pruned: Annotated[int, msgspec.Meta(ge=0, le=10**6)] = 0
+    bytes_fetched: Annotated[int, msgspec.Meta(ge=0, le=2**60)] = 0
+    error: ShortText = ""
+
+
 class AgentReport(msgspec.Struct, frozen=True, kw_only=True):
     """``GET /v1/report`` of one agent."""
 
@@ -75,6 +89,7 @@ class AgentReport(msgspec.Struct, frozen=True, kw_only=True):
     features: Annotated[tuple[Feature, ...], msgspec.Meta(max_length=64)] = ()  # node features enabled
     gc: GcSummary | None = None  # None before the first run
     autoheal: AutohealSummary | None = None  # None when autoheal is off
+    mods: ModsSummary | None = None  # None when the mod manager is off or before its first refresh
     facts_age_seconds: Seconds | None = None  # since a controller last handed over the Swarm's facts
 
 
