@@ -62,6 +62,17 @@ class AutohealSummary(msgspec.Struct, frozen=True, kw_only=True):
     given_up: Annotated[tuple[ShortText, ...], msgspec.Meta(max_length=20)] = ()  # containers, while given up
 
 
+class LogrotateSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """The agent's last log rotation run, and the containers whose json-file logs have no ``max-size``."""
+
+    trigger: ShortText = ""  # start, schedule
+    finished_at: Seconds = 0.0
+    rotated: Annotated[int, msgspec.Meta(ge=0, le=10**9)] = 0
+    error: ShortText = ""
+    unbounded_logs: Annotated[int, msgspec.Meta(ge=0, le=10**9)] = 0  # running containers, json-file, no max-size
+    unbounded_examples: Annotated[tuple[ShortText, ...], msgspec.Meta(max_length=10)] = ()  # their names
+
+
 class AgentReport(msgspec.Struct, frozen=True, kw_only=True):
     """``GET /v1/report`` of one agent."""
 
@@ -75,6 +86,7 @@ class AgentReport(msgspec.Struct, frozen=True, kw_only=True):
     features: Annotated[tuple[Feature, ...], msgspec.Meta(max_length=64)] = ()  # node features enabled
     gc: GcSummary | None = None  # None before the first run
     autoheal: AutohealSummary | None = None  # None when autoheal is off
+    logrotate: LogrotateSummary | None = None  # None before the first run (and when log rotation is off)
     facts_age_seconds: Seconds | None = None  # since a controller last handed over the Swarm's facts
 
 
