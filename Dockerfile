@@ -37,6 +37,14 @@ LABEL org.opencontainers.image.title="orcastra" \
 # container starts as root only to learn the Docker socket's group on its node, then the entrypoint drops to
 # this user with that group added (deploy/entrypoint.sh): `docker stack deploy` has no group_add, and the
 # socket's group number differs between hosts, so a fixed group in a stack file would be fragile.
+# Debian's logrotate, for the agent's log rotation (docs/hygiene.md). The lab's offline base already has it (and
+# builds with --network none), so apt runs only on a base without it, such as python:3.11-slim. anacron
+# satisfies logrotate's "cron | anacron | ..." dependency with the least (cron brings passwd and adduser);
+# nothing starts it: the agent schedules logrotate itself.
+RUN if [ -x /usr/sbin/logrotate ] || command -v logrotate >/dev/null; then exit 0; fi; \
+    apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends logrotate anacron \
+ && rm -rf /var/lib/apt/lists/*
 RUN echo 'orcastra:x:10001:10001:Orcastra:/nonexistent:/usr/sbin/nologin' >> /etc/passwd \
  && echo 'orcastra:x:10001:' >> /etc/group \
  && mkdir -p /etc/orcastra /var/lib/orcastra /modcache \

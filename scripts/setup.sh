@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(docker.io docker-registry busybox-static mmdebstrap iptables iproute2 util-linux make prometheus prometheus-node-exporter socat openssl openssh-server openssh-client)
+APT_PACKAGES=(docker.io docker-registry busybox-static mmdebstrap iptables iproute2 util-linux make prometheus prometheus-node-exporter socat openssl openssh-server openssh-client logrotate)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -50,7 +50,11 @@ MIRRORS = (
 # tzdata, so TZ works as with the earlier tool and with python:3.11-slim (reboot windows, log times).
 # usr-is-merged: init-system-helpers needs "usrmerge | usr-is-merged"; without it apt picks usrmerge,
 # which pulls in all of perl (~50 MB).
-BASE_PACKAGES = ("python3-minimal", "python3", "python3-venv", "tzdata", "usr-is-merged")
+# logrotate: the agent's log rotation runs Debian's (docs/hygiene.md). It depends on "cron | anacron |
+# cron-daemon | systemd-sysv": apt would pick cron, which brings passwd, adduser and libsemanage (+3.6 MB in
+# the base); anacron is the smallest of them (+0.3 MB with logrotate and libpopt0) and never runs: no init
+# starts it, the agent schedules logrotate itself.
+BASE_PACKAGES = ("python3-minimal", "python3", "python3-venv", "tzdata", "usr-is-merged", "logrotate", "anacron")
 # The essential set is resolved before --include is seen, so usrmerge and perl still come; purged at the end.
 BASE_PURGE = (
     "usrmerge",

@@ -65,6 +65,10 @@ hygiene:
     backoff_initial_seconds: 2
     backoff_max_seconds: 4
     resync_interval_seconds: 10
+  logrotate:
+    enabled: true
+    schedule: "* * * * *"
+    config_dirs: [/etc/orcastra/logrotate.d]
 nodes:
   node4:
     labels: {zone: a}
@@ -403,6 +407,54 @@ def test_autoheal_restarts_an_unhealthy_container_within_its_cap_and_leaves_swar
     finally:
         site.docker("service", "rm", "heal-svc", check=False)
         docker("rm", "-f", healed, ignored, check=False)
+
+
+def _scheduled_logrotate_since(site: Site, node: str, since: float) -> dict[str, object] | None:
+    """The last log rotation in ``node``'s agent report, once an agent started after ``since`` has made a
+    scheduled run (its start run came before)."""
+    report = _agent_reports(site, "node2").get(node) or {}
+    last = report.get("logrotate")
+    if float(str(report.get("started_at", 0))) <= since or not isinstance(last, dict):
+        return None
+    return last if last.get("trigger") == "schedule" else None
+
+
+def test_logrotate_rotates_a_mounted_log_once_per_period_across_an_agent_restart(site: Site, tmp_path: Path) -> None:
+    """A host log directory and a logrotate config mounted into the agents (root kept for them): the worker's
+    log, last rotated 40 days ago by the state in its agent's volume, is rotated once (monthly) by the agent
+    that starts with the mounts; the application writes on; the agent restarts and runs again at start and
+    on its schedule (every minute here): nothing more is rotated, and exactly one audit line says so."""
+    scene = hygiene.build_logrotate_scene(tmp_path / "lr", [*MANAGERS, WORKER], WORKER)
+    hygiene.seed_logrotate_state(_on(site, WORKER), days_ago=40)
+    started = time.monotonic()
+    update = ["service", "update", "--detach", *scene.mount_args(), "--env-add", "ORCASTRA_RUN_AS_ROOT=1"]
+    site.docker(*update, "orcastra_agent")
+    try:
+        wait_for("the mounted log rotated", lambda: scene.rotated() == ["app.log.1.gz"], timeout=120, interval=0.5)
+        print(f"\nFIGURE logrotate: rotated {time.monotonic() - started:.1f} s after the mounts were added", flush=True)
+        scene.write_log()
+        restarted = time.time()
+        site.docker("service", "update", "--detach", "--force", "orcastra_agent")
+        last = wait_for(
+            f"a scheduled run of {WORKER}'s restarted agent in its report",
+            lambda: _scheduled_logrotate_since(site, WORKER, restarted),
+            timeout=150,
+            interval=2,
+        )
+        print(f"\nFIGURE logrotate: restart and a scheduled run {time.time() - restarted:.1f} s", flush=True)
+        assert (last["rotated"], last["error"]) == (0, ""), last
+        assert scene.rotated() == ["app.log.1.gz"]
+        assert (scene.log_dir / "app.log").stat().st_size > 0
+        logs = site.docker("service", "logs", "--raw", "orcastra_agent", stderr=True)
+        assert logs.count(f"logrotate: rotated {hygiene.LOG_DIR_IN_AGENT}/app.log") == 1, logs[-3000:]
+    except AssertionError:
+        print(_agent_diagnostics(site, "node2", WORKER), flush=True)
+        raise
+    finally:
+        # The next test's deploy resets the agent's spec anyway; this keeps a kept lab (ORCASTRA_LAB_KEEP)
+        # from holding mounts of a temporary directory.
+        restore = ["service", "update", "--detach", *scene.unmount_args(), "--env-rm", "ORCASTRA_RUN_AS_ROOT"]
+        site.docker(*restore, "orcastra_agent", check=False)
 
 
 def test_config_change_rolls_out_and_a_broken_one_is_refused(site: Site) -> None:

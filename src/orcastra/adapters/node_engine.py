@@ -1,5 +1,6 @@
 """What the agent reads from and does to its own node's Engine for node hygiene: the lists of containers,
-images and volumes, one container's health, the events stream, and the removals and restarts.
+images and volumes, one container's health and log settings, the events stream, and the removals and
+restarts.
 
 Typed once here (msgspec structs decoded from the Engine's JSON, per the Engine API reference for
 ``/containers/json``, ``/images/json``, ``/volumes``, ``/containers/{id}/json`` and ``/events``); nothing past
@@ -93,8 +94,14 @@ class _RestartPolicy(msgspec.Struct):
     Name: str = ""
 
 
+class _LogConfig(msgspec.Struct):
+    Type: str = ""
+    Config: dict[str, str] | None = None
+
+
 class _HostConfig(msgspec.Struct):
     RestartPolicy: _RestartPolicy | None = None
+    LogConfig: _LogConfig | None = None
 
 
 class ContainerDetail(msgspec.Struct, frozen=True):
@@ -138,6 +145,18 @@ class ContainerDetail(msgspec.Struct, frozen=True):
     def restart_policy(self) -> str:
         policy = self.HostConfig.RestartPolicy if self.HostConfig is not None else None
         return policy.Name if policy is not None else ""
+
+    @property
+    def log_driver(self) -> str:
+        """``HostConfig.LogConfig.Type``: the Engine fills in the daemon's default driver at create."""
+        config = self.HostConfig.LogConfig if self.HostConfig is not None else None
+        return config.Type if config is not None else ""
+
+    @property
+    def log_options(self) -> dict[str, str]:
+        """``HostConfig.LogConfig.Config``, with the daemon's default ``log-opts`` merged in at create."""
+        config = self.HostConfig.LogConfig if self.HostConfig is not None else None
+        return dict(config.Config or {}) if config is not None else {}
 
 
 class _Actor(msgspec.Struct):
@@ -197,6 +216,10 @@ class NodeEngine:
     def containers(self) -> list[ContainerRow]:
         body = self.engine.call("GET", "/containers/json?all=1", MAX_LIST_BYTES)
         return _decode(body, list[ContainerRow], "list containers")
+
+    def running_containers(self) -> list[ContainerRow]:
+        body = self.engine.call("GET", "/containers/json", MAX_LIST_BYTES)  # all=0: running ones only
+        return _decode(body, list[ContainerRow], "list running containers")
 
     def unhealthy_containers(self) -> list[ContainerRow]:
         query = urlencode({"filters": json.dumps({"health": ["unhealthy"]})})

@@ -12,7 +12,7 @@ from orcastra.domain.labels import LEASE_HOLDER_LABEL, LEASE_MARKER_LABEL, LEASE
 from orcastra.domain.plan import Plan
 from orcastra.domain.snapshot import Snapshot
 from orcastra.domain.wording import printable
-from orcastra.features.agents.report import AgentEntry
+from orcastra.features.agents.report import AgentEntry, LogrotateSummary
 from orcastra.features.agents.view import AgentTarget
 from orcastra.features.colocation.status import GroupStatus
 from orcastra.features.rebalance import PlannedMove, RebalancePlan
@@ -253,7 +253,7 @@ def _agent_report_cell(entry: AgentEntry | None, now: float) -> str:
 
 
 def _hygiene_cell(entry: AgentEntry | None, now: float) -> str:
-    """The node's hygiene in a few words: the last GC run and what autoheal did."""
+    """The node's hygiene in a few words: the last GC run, what autoheal did, the last log rotation."""
     r = entry.report if entry is not None else None
     if r is None:
         return "-"
@@ -276,10 +276,25 @@ def _hygiene_cell(entry: AgentEntry | None, now: float) -> str:
         ago = f"{max(0.0, now - m.finished_at):.0f}s ago"
         failed = f", {m.failed} FAILED" if m.failed else ""
         error = f", ERROR {m.error}" if m.error else ""
-        parts.append(f"mods ({m.trigger}) {ago}: {m.wanted} wanted, {m.fetched} fetched, {m.pruned} pruned{failed}{error}")
+        parts.append(
+            f"mods ({m.trigger}) {ago}: {m.wanted} wanted, {m.fetched} fetched, {m.pruned} pruned{failed}{error}"
+        )
     if "gc" in r.features and r.facts_age_seconds is None:
         parts.append("no Swarm facts yet: images and volumes kept")
-    return _safe("; ".join(parts), 160) or "-"
+    if r.logrotate is not None:
+        parts.extend(_logrotate_parts(r.logrotate, now))
+    return _safe("; ".join(parts), 200) or "-"
+
+
+def _logrotate_parts(lr: LogrotateSummary, now: float) -> list[str]:
+    """The last log rotation run, and the containers whose json-file logs have no max-size."""
+    ago = f"{max(0.0, now - lr.finished_at):.0f}s ago"
+    parts = [f"logrotate {ago}: " + (f"ERROR {lr.error}" if lr.error else f"{lr.rotated} rotated")]
+    if lr.unbounded_logs:
+        names = ", ".join(lr.unbounded_examples[:3])
+        more = ", ..." if lr.unbounded_logs > 3 else ""
+        parts.append(f"{lr.unbounded_logs} json-file log(s) without max-size ({names}{more})")
+    return parts
 
 
 def render_agents(rows: Sequence[AgentRow], now: float) -> str:

@@ -64,6 +64,7 @@ class AgentOptions(msgspec.Struct, frozen=True, kw_only=True):
     debug: bool = False
     log_format: str = "text"
     log_file: str | None = None
+    audit_file: str | None = None  # ``audit.path``: with ``log_file``, Orcastra's own files for log rotation
     # The validated ``hygiene:`` section as plain JSON values (``orcastra.runtime.node_gc``/``node_autoheal``
     # turn it into the planners' policies).
     hygiene: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -83,6 +84,7 @@ def options_from(config: Config, env: Mapping[str, str]) -> AgentOptions:
         debug=config.logging.debug,
         log_format=config.logging.format,
         log_file=str(config.logging.file) if config.logging.file is not None else None,
+        audit_file=str(config.audit.path) if config.audit.path is not None else None,
     )
 
 
@@ -284,8 +286,9 @@ def run_agent(options: AgentOptions, stop: threading.Event, token: str | None = 
     state = EngineState(time.time(), options.engine_unreachable_after_seconds)
     engine = LocalEngine(options.docker_host, ENGINE_TIMEOUT_SECONDS)
     probe = EngineProbe(engine, state, options.engine_check_interval_seconds, stop)
+    own_files = tuple(path for path in (options.log_file, options.audit_file) if path)
     hygiene_engine = LocalEngine(options.docker_host, ENGINE_TIMEOUT_SECONDS)
-    hygiene = NodeHygiene(hygiene_engine, options.hygiene, token, stop, options.mods)
+    hygiene = NodeHygiene(hygiene_engine, options.hygiene, token, stop, own_files=own_files, mods=options.mods)
     metrics = AgentMetrics(state)
     hygiene.register(metrics.registry)
     limits = HttpLimits(max_body_bytes=MAX_FACTS_BYTES, request_deadline_seconds=30.0)

@@ -1,5 +1,6 @@
 """The agent's node hygiene, wired: garbage collection (``node_gc``), autoheal and the event stream
-(``node_autoheal``), the Swarm's facts the controllers hand over, and the HTTP routes and metrics for them.
+(``node_autoheal``), log rotation (``node_logrotate``), the Swarm's facts the controllers hand over, and the
+HTTP routes and metrics for them.
 
 Routes (added to the agent's listener):
 - ``POST /v1/report``: a controller hands over the Swarm's facts (``orcastra.features.agents.facts``) and gets
@@ -18,7 +19,7 @@ import json
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -27,10 +28,19 @@ from orcastra.adapters.http import Request, Response, Route, json_response
 from orcastra.adapters.local_engine import LocalEngine
 from orcastra.adapters.node_engine import NodeEngine
 from orcastra.features.agents.facts import decode_facts
-from orcastra.features.agents.report import REPORT_PATH, AutohealSummary, GcSummary, ModsSummary
+from orcastra.features.agents.report import (
+    REPORT_PATH,
+    AutohealSummary,
+    GcSummary,
+    LogrotateSummary,
+    ModsSummary,
+)
 from orcastra.features.hygiene.autoheal import Decision
 from orcastra.runtime.node_autoheal import AutohealRunner, NodeEvents
 from orcastra.runtime.node_gc import FactsBox, GcResult, GcRunner, LastUse
+
+if TYPE_CHECKING:
+    from orcastra.runtime.node_logrotate import LogrotateResult, LogrotateRunner
 
 log = logging.getLogger("orcastra.agent")
 
@@ -52,17 +62,30 @@ class HygieneMetrics:
         self.heal = Counter(
             "orcastra_agent_autoheal_actions", "Autoheal actions, by action.", ["action"], registry=registry
         )
+        self.rotated = Counter("orcastra_agent_logrotate_rotated", "Logs logrotate rotated.", registry=registry)
+        self.logrotate_last_run = Gauge(
+            "orcastra_agent_logrotate_last_run_timestamp_seconds",
+            "When the last logrotate run ended.",
+            registry=registry,
+        )
+        self.unbounded_logs = Gauge(
+            "orcastra_agent_unbounded_json_logs",
+            "Running containers logging to json-file without max-size (at the last logrotate run).",
+            registry=registry,
+        )
 
 
 class NodeHygiene:
     """Builds and runs the hygiene threads; answers their routes and their part of the report."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the Engine, the section, the token, the stop; the rest keyword-only
         self,
         engine: LocalEngine,
         settings: dict[str, Any],
         token: str | None,
         stop: threading.Event,
+        *,
+        own_files: tuple[str, ...] = (),
         mods: dict[str, Any] | None = None,
     ) -> None:
         self.node = NodeEngine(engine)
@@ -85,6 +108,12 @@ class NodeHygiene:
 
             self.mods = ModManager(engine, self.node, mods, self.facts.service_mods, stop, on_result=self._mods_done)
             self.events.on_create = self.mods.container_seen
+        rotate = settings.get("logrotate") or {}
+        self.logrotate: LogrotateRunner | None = None
+        if rotate.get("enabled"):  # imported only then: subprocess and tempfile cost the agent 0.2 MiB
+            from orcastra.runtime.node_logrotate import LogrotateRunner
+
+            self.logrotate = LogrotateRunner(rotate, own_files, stop, node=self.node, on_result=self._rotated)
 
     def features(self) -> tuple[str, ...]:
         gc = self.settings.get("gc") or {}
@@ -95,6 +124,8 @@ class NodeHygiene:
             out.append("autoheal")
         if self.mods is not None:
             out.append("mods")
+        if self.logrotate is not None:
+            out.append("logrotate")
         return tuple(out)
 
     def register(self, registry: CollectorRegistry) -> None:
@@ -108,14 +139,17 @@ class NodeHygiene:
         if self._mod_metrics is not None:
             self._mod_metrics.record(result)
 
+    def _threads(self) -> tuple[threading.Thread | None, ...]:
+        return (self.gc, self.autoheal, self.events, self.logrotate, self.mods)
+
     def start(self) -> None:
-        for thread in (self.gc, self.autoheal, self.events, self.mods):
+        for thread in self._threads():
             if thread is not None:
                 thread.start()
         log.info("hygiene: %s", ", ".join(self.features()) or "garbage collection on request only")
 
     def join(self, timeout: float) -> None:
-        for thread in (self.gc, self.autoheal, self.events, self.mods):
+        for thread in self._threads():
             if thread is not None and thread.is_alive():
                 thread.join(timeout)
 
@@ -126,6 +160,14 @@ class NodeHygiene:
             self.metrics.removed.labels(kind=item.kind).inc()
         self.metrics.freed.inc(result.freed_bytes)
         self.metrics.last_run.set(result.finished_at)
+
+    def _rotated(self, result: LogrotateResult) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.rotated.inc(result.rotated_count)
+        self.metrics.logrotate_last_run.set(result.finished_at)
+        if not result.unbounded_error:
+            self.metrics.unbounded_logs.set(result.unbounded_count)
 
     def _healed(self, decision: Decision) -> None:
         if decision.action == "restart":
@@ -165,6 +207,16 @@ class NodeHygiene:
                 pruned=last_mods.pruned,
                 bytes_fetched=last_mods.bytes_fetched,
                 error=last_mods.error[:256],
+            )
+        rotated = self.logrotate.last if self.logrotate is not None else None
+        if rotated is not None:
+            fields["logrotate"] = LogrotateSummary(
+                trigger=rotated.trigger,
+                finished_at=rotated.finished_at,
+                rotated=rotated.rotated_count,
+                error=(rotated.error or rotated.unbounded_error)[:256],
+                unbounded_logs=rotated.unbounded_count,
+                unbounded_examples=rotated.unbounded,
             )
         return fields
 

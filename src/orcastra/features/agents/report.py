@@ -76,6 +76,17 @@ class ModsSummary(msgspec.Struct, frozen=True, kw_only=True):
     error: ShortText = ""
 
 
+class LogrotateSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """The agent's last log rotation run, and the containers whose json-file logs have no ``max-size``."""
+
+    trigger: ShortText = ""  # start, schedule
+    finished_at: Seconds = 0.0
+    rotated: Annotated[int, msgspec.Meta(ge=0, le=10**9)] = 0
+    error: ShortText = ""
+    unbounded_logs: Annotated[int, msgspec.Meta(ge=0, le=10**9)] = 0  # running containers, json-file, no max-size
+    unbounded_examples: Annotated[tuple[ShortText, ...], msgspec.Meta(max_length=10)] = ()  # their names
+
+
 class AgentReport(msgspec.Struct, frozen=True, kw_only=True):
     """``GET /v1/report`` of one agent."""
 
@@ -90,6 +101,7 @@ class AgentReport(msgspec.Struct, frozen=True, kw_only=True):
     gc: GcSummary | None = None  # None before the first run
     autoheal: AutohealSummary | None = None  # None when autoheal is off
     mods: ModsSummary | None = None  # None when the mod manager is off or before its first refresh
+    logrotate: LogrotateSummary | None = None  # None before the first run (and when log rotation is off)
     facts_age_seconds: Seconds | None = None  # since a controller last handed over the Swarm's facts
 
 

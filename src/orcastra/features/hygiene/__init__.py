@@ -1,1 +1,1 @@
-"""Node hygiene planners: garbage collection, autoheal."""
+"""Node hygiene planners: garbage collection, autoheal, log rotation."""

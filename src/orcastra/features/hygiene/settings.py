@@ -1,9 +1,12 @@
-"""The ``hygiene:`` section: what the node agent keeps clean on its node (garbage collection, autoheal).
+"""The ``hygiene:`` section: what the node agent keeps clean on its node (garbage collection, autoheal, log
+rotation).
 
 Every part is off until configured: GC runs on a schedule (``schedule``, cron), when the disk passes a
 threshold (``disk_threshold``), or when asked (``orcastra gc``); autoheal restarts unhealthy containers that
-opted in by label (or all of them with ``all_containers``). The earlier tool's ``GC_*`` variables set the
-same fields (``orcastra.config.env``). docs/hygiene.md explains each rule and why it is so.
+opted in by label (or all of them with ``all_containers``); log rotation runs Debian's logrotate over the
+operator's configuration directories and Orcastra's own files (``logrotate.enabled``). The earlier tool's
+``GC_*`` variables set the same fields (``orcastra.config.env``). docs/hygiene.md explains each rule and why it
+is so.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ import datetime as dt
 import re
 import zoneinfo
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 import cronsim
 from pydantic import Field, field_validator
 
 from orcastra.domain.fields import DAY_SECONDS, HOUR_SECONDS, WEEK_SECONDS, AbsolutePath, Loc, Section, fail
+from orcastra.features.hygiene.logrotate import SIZE_RE, unsafe_path_reason
 from orcastra.features.hygiene.thresholds import parse_threshold
 
 
@@ -27,6 +32,16 @@ def check_cron(expression: str) -> str:
     except (cronsim.CronSimError, ValueError) as e:
         raise fail(f"not a cron expression ({e}): {expression!r}") from None
     return expression
+
+
+def check_zone(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise fail(f"unknown time zone {value!r} (an IANA name such as Europe/Paris)") from None
+    return value
 
 
 class GcSettings(Section):
@@ -80,13 +95,7 @@ class GcSettings(Section):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise fail(f"unknown time zone {value!r} (an IANA name such as Europe/Paris)") from None
-        return value
+        return check_zone(value)
 
     @field_validator("disk_threshold")
     @classmethod
@@ -126,8 +135,68 @@ class AutohealSettings(Section):
         return value
 
 
+def _default_config_dirs() -> list[Path]:
+    return [Path("/etc/orcastra/logrotate.d"), Path("/etc/swarm-orchestration/logrotate.d")]
+
+
+class LogrotateSettings(Section):
+    """Log rotation on each node: Debian's logrotate over the operator's configs and Orcastra's own files."""
+
+    enabled: bool = False
+    # Cron expression (5 fields) of the runs; logrotate's state file decides what is due (daily, size...).
+    schedule: str = "17 * * * *"
+    timezone: str | None = None  # IANA name; None: the agent's local time (TZ, else UTC)
+    # Directories (or files) of logrotate configs, as mounted in the agent; a missing one is skipped. The
+    # second is where the earlier tool kept its own.
+    config_dirs: Annotated[list[AbsolutePath], Field(max_length=32)] = Field(default_factory=_default_config_dirs)
+    # logrotate's memory of the last rotation of each log: on a volume, so a restart repeats nothing.
+    state_file: AbsolutePath = Path("/var/lib/orcastra/logrotate.status")
+    # Rotate Orcastra's own `logging.file` and `audit.path` (when set): by size, copytruncate, compressed.
+    own_logs: bool = True
+    own_max_size: str = "10M"  # logrotate's size syntax: bytes, or a number with k, M or G
+    own_keep: Annotated[int, Field(ge=1, le=1000)] = 5
+    run_at_start: bool = True  # one run when the agent starts (the state file makes it idempotent)
+    logrotate_binary: str = "logrotate"  # a name looked up in PATH (then /usr/sbin), or an absolute path
+    timeout_seconds: Annotated[float, Field(ge=10, le=DAY_SECONDS)] = 900.0
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return check_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return check_zone(value)
+
+    @field_validator("config_dirs")
+    @classmethod
+    def _dirs(cls, value: list[Path]) -> list[Path]:
+        for path in value:
+            if (reason := unsafe_path_reason(str(path))) is not None:
+                raise fail(reason)
+        if len(set(value)) != len(value):
+            raise fail("a directory is listed twice")
+        return value
+
+    @field_validator("own_max_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if not SIZE_RE.match(value):
+            raise fail(f"expected a size as logrotate writes it (10M, 500k, 1G, or bytes), found {value[:50]!r}")
+        return value
+
+    @field_validator("logrotate_binary")
+    @classmethod
+    def _binary(cls, value: str) -> str:
+        if not value or any(ch.isspace() for ch in value) or ("/" in value and not value.startswith("/")):
+            raise fail(f"expected a program name or an absolute path, found {value[:100]!r}")
+        return value
+
+
 class HygieneSettings(Section):
-    """What the agent does on its node: garbage collection and autoheal."""
+    """What the agent does on its node: garbage collection, autoheal and log rotation."""
 
     gc: GcSettings = Field(default_factory=GcSettings)
     autoheal: AutohealSettings = Field(default_factory=AutohealSettings)
+    logrotate: LogrotateSettings = Field(default_factory=LogrotateSettings)
