@@ -85,7 +85,8 @@ class TokenServer:
     users: dict[str, str] = field(default_factory=dict)
     private: set[str] = field(default_factory=set)
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path?query, user or None)
-    port: int = 0
+    port: int = 0  # 0: a free one
+    address: str = "127.0.0.1"  # the lab's bridge address, for the lab's containers to reach it
 
     def start(self) -> None:
         from cryptography import x509
@@ -104,13 +105,13 @@ class TokenServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer((self.address, self.port), Handler)
         self.port = int(self._httpd.server_address[1])
         threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="token-server", daemon=True).start()
 
     @property
     def realm(self) -> str:
-        return f"http://127.0.0.1:{self.port}/token"
+        return f"http://{self.address}:{self.port}/token"
 
     def stop(self) -> None:
         self._httpd.shutdown()
@@ -168,21 +169,22 @@ class LocalRegistry:
     directory: Path
     token: TokenServer | None = None
     tls: bool = False
-    port: int = 0
+    port: int = 0  # 0: a free one
+    address: str = "127.0.0.1"  # the lab's bridge address, for the lab's containers to reach it
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.address}:{self.port}"
 
     @property
     def base_url(self) -> str:
         return f"{'https' if self.tls else 'http'}://{self.host}"
 
     def start(self) -> None:
-        self.port = free_port()
+        self.port = self.port or free_port()
         http_section: dict[str, object] = {"addr": self.host, "secret": uuid.uuid4().hex}
         if self.tls:
-            self.cert_path, key_path = self_signed(self.directory, "registry")
+            self.cert_path, key_path = self_signed(self.directory, "registry", self.address)
             http_section["tls"] = {"certificate": str(self.cert_path), "key": str(key_path)}
         config: dict[str, object] = {
             "version": 0.1,
@@ -211,10 +213,10 @@ class LocalRegistry:
             import ssl
 
             conn = http.client.HTTPSConnection(
-                "127.0.0.1", self.port, timeout=2, context=ssl._create_unverified_context()
+                self.address, self.port, timeout=2, context=ssl._create_unverified_context()
             )
         else:
-            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+            conn = http.client.HTTPConnection(self.address, self.port, timeout=2)
         try:
             conn.request("GET", "/v2/")
             return conn.getresponse().status in (200, 401)

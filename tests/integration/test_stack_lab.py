@@ -27,6 +27,7 @@ from orcastra_lab import Lab, LabEnv
 from orcastra_lab import stack as lab_stack
 
 from . import hygiene_steps as hygiene
+from . import mods_steps as mods
 from .util import node_labels, running_nodes, set_node_labels, wait_for
 
 # Another name runs a second copy beside it (a helper session testing a branch while CI-like runs go on).
@@ -53,7 +54,7 @@ reconcile:
   resync_interval_seconds: 10
 agent:
   report_poll_interval_seconds: 5
-hygiene:
+{mods}hygiene:
   gc:
     min_image_age_seconds: 0
     grace_period_seconds: 20
@@ -75,7 +76,7 @@ nodes:
 anchors:
   db:
     dependents: [web]
-"""
+""".replace("{mods}", mods.mods_config(LAB_NAME))
 
 APP = """\
 version: "3.8"
@@ -455,6 +456,64 @@ def test_logrotate_rotates_a_mounted_log_once_per_period_across_an_agent_restart
         # from holding mounts of a temporary directory.
         restore = ["service", "update", "--detach", *scene.unmount_args(), "--env-rm", "ORCASTRA_RUN_AS_ROOT"]
         site.docker(*restore, "orcastra_agent", check=False)
+
+
+def test_mod_caches_hold_exactly_the_referenced_mods_and_survive_a_registry_outage(site: Site) -> None:
+    work = site.workdir / "mods"
+    reg = mods.start_registries(work, LAB_NAME)
+    image, node3, node4 = site.env.image, _on(site, "node3"), _on(site, WORKER)
+    try:
+        node4("run", "-d", "--name", "mods-user", "-e", f"DOCKER_MODS={reg.ref(reg.alpha)}", image, "sleep", "3600")
+        service_mods = f"{reg.ref(reg.beta)}|{reg.plain.host}/mods/multi|{reg.ref(reg.gamma, reg.authed)}"
+        site.docker(
+            "service", "create", "--detach", "--name", "mods-svc", "--replicas", "0",
+            "--env", f"DOCKER_MODS={service_mods}", image, "sleep", "3600",
+        )  # fmt: skip
+        caches = {name: mods.cache_dir(d) for name, d in (("node3", node3), (WORKER, node4))}
+        everywhere = {"mods.beta.v1.tar.xz": reg.beta, "mods.multi.latest.tar.xz": reg.multi}
+        everywhere["mods.gamma.v1.tar.xz"] = reg.gamma
+        wanted = {"node3": everywhere, WORKER: {**everywhere, "mods.alpha.v1.tar.xz": reg.alpha}}
+        expected = {n: {f: m.layer_digest for f, m in w.items()} for n, w in wanted.items()}
+        started = time.monotonic()
+
+        def refreshed() -> bool:  # the services' mods reach the agents with the next facts (5 s here)
+            ok, _ = mods.refresh_everywhere(site.host("node1"), work)
+            return ok and all(mods.cache_files(caches[n]) == expected[n] for n in caches)
+
+        wait_for("every node's cache to hold exactly its mods", refreshed, timeout=90, interval=3)
+        print(f"\nFIGURE mod caches filled on 4 nodes in {time.monotonic() - started:.1f} s", flush=True)
+        for node, files in wanted.items():  # byte for byte what the registry serves
+            for name, mod in files.items():
+                assert (caches[node] / name).read_bytes() == mod.layer, (node, name)
+        # The tag moves: the next refresh brings the new digest.
+        new_alpha = mods.push_new_alpha(reg)
+        ok, said = mods.refresh_everywhere(site.host("node1"), work)
+        assert ok, said
+        assert mods.cache_files(caches[WORKER])["mods.alpha.v1.tar.xz"] == new_alpha.layer_digest
+        # Nothing names alpha any more: kept through the grace (5 s), then pruned.
+        node4("rm", "-f", "mods-user")
+        assert mods.refresh_everywhere(site.host("node1"), work)[0]
+        assert "mods.alpha.v1.tar.xz" in mods.cache_files(caches[WORKER])
+        time.sleep(6)
+        assert mods.refresh_everywhere(site.host("node1"), work)[0]
+        assert "mods.alpha.v1.tar.xz" not in mods.cache_files(caches[WORKER])
+        # The registries go away: the refresh says so, and the cache stays as it was, file for file.
+        before = {p.name: mods.stat_of(p) for p in caches[WORKER].iterdir()}
+        reg.stop()
+        ok, said = mods.refresh_everywhere(site.host("node1"), work)
+        print(f"\n{said}", flush=True)
+        assert not ok
+        assert "failed" in said
+        assert {p.name: mods.stat_of(p) for p in caches[WORKER].iterdir()} == before
+        # LinuxServer's consumer, offline, takes the cached mod and applies it.
+        root = work / "root"
+        out = mods.consume_offline(caches[WORKER], root, service_mods)
+        assert "offline-from-modcache" in out, out
+        assert (root / "usr/share/beta/VERSION").read_text() == "1"
+    finally:
+        reg.stop()
+        site.docker("service", "rm", "mods-svc", check=False)
+        node4("rm", "-f", "mods-user", check=False)
 
 
 def test_config_change_rolls_out_and_a_broken_one_is_refused(site: Site) -> None:
