@@ -132,12 +132,21 @@ def env(name: str) -> None:
 
 
 @lab.command()
+@click.option(
+    "--node-exporter",
+    is_flag=True,
+    help="Also build the node_exporter image of deploy/node-exporter.yml (Debian's binary on the same base) and "
+    "print its ref on a second line.",
+)
 @name_option
 @_reports_errors
-def image(name: str) -> None:
+def image(node_exporter: bool, name: str) -> None:
     """Build Orcastra's image by the repository's Dockerfile on node1 (offline) and push it to the lab
     registry; print its ref. The lab must be up (``orcastra lab up``)."""
-    click.echo(_lab(name).build_orcastra_image().ref)
+    lab_ = _lab(name)
+    click.echo(lab_.build_orcastra_image().ref)
+    if node_exporter:
+        click.echo(lab_.build_node_exporter_image().ref)
 
 
 @lab.command()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orcastra_lab import daemons, image, memory, network, orcastra_image, registry, swarm
+from orcastra_lab import daemons, image, memory, network, node_exporter_image, orcastra_image, registry, swarm
 from orcastra_lab.errors import LabError
 from orcastra_lab.host import (
     is_alive,
@@ -65,6 +65,8 @@ class LabEnv:
     container_socket: str = "/var/run/docker.sock"
     # Orcastra's own image in the lab registry, once ``orcastra lab image`` built it.
     orcastra_image: str | None = None
+    # The node_exporter image for deploy/node-exporter.yml, once ``orcastra lab image --node-exporter`` built it.
+    node_exporter_image: str | None = None
 
     def exports(self) -> str:
         """Shell lines exporting DOCKER_HOST, the registry, the image, each node's endpoint and exporter."""
@@ -76,6 +78,8 @@ class LabEnv:
         ]
         if self.orcastra_image is not None:
             pairs.append(("ORCASTRA_LAB_ORCASTRA_IMAGE", self.orcastra_image))
+        if self.node_exporter_image is not None:
+            pairs.append(("ORCASTRA_LAB_NODE_EXPORTER_IMAGE", self.node_exporter_image))
         pairs += [(f"ORCASTRA_LAB_NODE_{name.upper()}_HOST", host) for name, host in self.node_hosts.items()]
         pairs += [(f"ORCASTRA_LAB_NODE_{name.upper()}_EXPORTER", url) for name, url in self.node_exporters.items()]
         return "\n".join(f"export {key}={shlex.quote(value)}" for key, value in pairs)
@@ -287,6 +291,20 @@ class Lab:
             state = self._existing_state()
             built = orcastra_image.build_and_push(self.layout, self.layout.node(1), self._say)
             state.orcastra_image = built.ref
+            self._save(state)
+        self._say(built.summary())
+        return built
+
+    def build_node_exporter_image(self) -> node_exporter_image.NodeExporterImage:
+        """Build the node_exporter image of deploy/node-exporter.yml (Debian's binary on Orcastra's base) on
+        node1, push it to the lab registry and record it, so ``env`` exports ORCASTRA_LAB_NODE_EXPORTER_IMAGE.
+        A tag the registry already holds (same binary, same recipe) is not built again."""
+        self._require_host()
+        self.env()  # a clear error when the lab is not up, before the lock (which would create its dir)
+        with locked(self.state_dir):
+            state = self._existing_state()
+            built = node_exporter_image.build_and_push(self.layout, self.layout.node(1), self._say)
+            state.node_exporter_image = built.ref
             self._save(state)
         self._say(built.summary())
         return built
@@ -677,6 +695,7 @@ class Lab:
             node_exporters=exporters,
             container_socket=str(self.layout.container_socket_dir / "docker.sock"),
             orcastra_image=state.orcastra_image,
+            node_exporter_image=state.node_exporter_image,
         )
 
     def _up_command(self) -> str:

@@ -74,7 +74,10 @@ def dockerd_argv(node: NodeLayout, registry: str) -> list[str]:
     ]
     # A mount namespace of its own (slave: the host's mounts still reach it, its own never leak out), where
     # the lab-wide container socket directory is this node's socket directory: a service that mounts
-    # that one path gets its own node's Engine, as /var/run/docker.sock does on a real Swarm.
+    # that one path gets its own node's Engine, as /var/run/docker.sock does on a real Swarm. Its / is made
+    # shared, as systemd makes a real host's (this namespace's copy only; the host's / is left as it is), so a
+    # service may mount / with rslave propagation as node_exporter does (deploy/node-exporter.yml): Docker
+    # refuses that on a private / ("path / is mounted on / but it is not a shared or slave mount").
     return [
         "nsenter",
         f"--net={node.netns_path}",
@@ -85,7 +88,7 @@ def dockerd_argv(node: NodeLayout, registry: str) -> list[str]:
         "slave",
         "sh",
         "-c",
-        'hostname "$1" && mkdir -p "$2" && mount --bind "$3" "$2" && shift 3 && exec "$@"',
+        'hostname "$1" && mkdir -p "$2" && mount --bind "$3" "$2" && mount --make-shared / && shift 3 && exec "$@"',
         "sh",
         node.name,
         str(node.container_socket.parent),

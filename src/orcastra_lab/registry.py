@@ -70,5 +70,10 @@ def is_ready(layout: LabLayout) -> bool:
 
 def has_image(layout: LabLayout) -> bool:
     """The lab image's manifest is in the registry (so every node can pull it)."""
-    path = f"/v2/{IMAGE_REPOSITORY}/manifests/{IMAGE_TAG}"
+    return has_manifest(layout, IMAGE_REPOSITORY, IMAGE_TAG)
+
+
+def has_manifest(layout: LabLayout, repository: str, tag: str) -> bool:
+    """``repository:tag`` is in the lab registry."""
+    path = f"/v2/{repository}/manifests/{tag}"
     return _status(layout, "HEAD", path, {"Accept": MANIFEST_MEDIA_TYPES}) == 200

@@ -13,7 +13,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,8 +53,9 @@ class Deployed:
     token: str
 
 
-def stack_file() -> Path:
-    path = DEPLOY_DIR / "stack.yml"
+def stack_file(name: str = "stack.yml") -> Path:
+    """A compose file of the repository's deploy/ (``node-exporter.yml``: the optional node_exporter)."""
+    path = DEPLOY_DIR / name
     if not path.is_file():
         raise LabError(f"{path} not found: the lab deploys the stack file of a checkout of the repository")
     return path
@@ -95,27 +96,34 @@ def ensure_token(layout: LabLayout, docker_host: str) -> str:
     return token
 
 
-def deploy(
+def deploy(  # noqa: PLR0913 - the stack's variables, each a parameter
     layout: LabLayout,
     docker_host: str,
     image_ref: str,
     config_text: str = LAB_CONFIG,
     *,
     container_socket: str,
+    extra_files: Sequence[Path] = (),
+    extra_variables: Mapping[str, str] | None = None,
 ) -> Deployed:
-    """``docker stack deploy`` of deploy/stack.yml with the lab's image, socket path, config and token."""
+    """``docker stack deploy`` of deploy/stack.yml with the lab's image, socket path, config and token.
+
+    ``extra_files`` are deployed into the same stack (``-c stack.yml -c FILE ...``, e.g. deploy/node-exporter.yml)
+    with ``extra_variables`` added to the environment (e.g. NODE_EXPORTER_IMAGE, NODE_EXPORTER_PORT)."""
     name = ensure_config(layout, docker_host, config_text)
     token = ensure_token(layout, docker_host)
     variables = {
+        **(extra_variables or {}),
         "ORCASTRA_IMAGE": image_ref,
         "ORCASTRA_DOCKER_SOCKET": container_socket,
         "ORCASTRA_CONFIG_NAME": name,
         "ORCASTRA_TOKEN_NAME": TOKEN_SECRET,
     }
+    files = [arg for path in (stack_file(), *extra_files) for arg in ("-c", str(path))]
     _docker(
         layout,
         docker_host,
-        ["stack", "deploy", "--with-registry-auth=false", "-c", str(stack_file()), STACK_NAME],
+        ["stack", "deploy", "--with-registry-auth=false", *files, STACK_NAME],
         env=variables,
     )
     return Deployed(stack=STACK_NAME, config_name=name, token=token)

@@ -63,6 +63,8 @@ class LabState(BaseModel):
     image: str | None = None
     # Orcastra's own image once ``orcastra lab image`` built and pushed it (lab/orcastra_image.py).
     orcastra_image: str | None = None
+    # The node_exporter image of deploy/node-exporter.yml once built (lab/node_exporter_image.py).
+    node_exporter_image: str | None = None
     swarm: bool = False
     nodes: dict[str, NodeRecord] = {}
 

@@ -28,6 +28,7 @@ from orcastra_lab import stack as lab_stack
 
 from . import hygiene_steps as hygiene
 from . import mods_steps as mods
+from . import node_exporter_steps as node_exporter
 from .util import node_labels, running_nodes, set_node_labels, wait_for
 
 # Another name runs a second copy beside it (a helper session testing a branch while CI-like runs go on).
@@ -514,6 +515,68 @@ def test_mod_caches_hold_exactly_the_referenced_mods_and_survive_a_registry_outa
         reg.stop()
         site.docker("service", "rm", "mods-svc", check=False)
         node4("rm", "-f", "mods-user", check=False)
+
+
+def test_node_exporter_deployed_with_the_stack_feeds_orcastra_plan(site: Site, tmp_path: Path) -> None:
+    """deploy/node-exporter.yml deployed into Orcastra's stack: `orcastra plan` shows every node's memory with no
+    exporter URL configured, from a controller's container (overlay) and from this host alike."""
+    started = time.monotonic()
+    image = site.lab.build_node_exporter_image().ref
+    built = time.monotonic()
+    lab_stack.deploy(
+        site.lab.layout,
+        site.host("node1"),
+        site.image,
+        CONFIG,
+        container_socket=site.env.container_socket,
+        extra_files=[lab_stack.stack_file(node_exporter.FILE)],
+        extra_variables=node_exporter.variables(image),
+    )
+    nodes = [*MANAGERS, WORKER]
+    api = site.api()
+    try:
+        wait_for(
+            "a node-exporter task on each node",
+            lambda: sorted(running_nodes(api, node_exporter.SERVICE)) == nodes,
+            timeout=90,
+            interval=0.5,
+        )
+        deployed = time.monotonic()
+        found = wait_for("node2's controller", lambda: _containers(site, "node2", "orcastra_controller"), timeout=90)
+        controller = str(found[0]["Id"])
+        (tmp_path / "plan.yml").write_text(node_exporter.plan_config(CONFIG))
+        site.docker("cp", str(tmp_path / "plan.yml"), f"{controller}:{node_exporter.CONTAINER_CONFIG}", node="node2")
+        argv = ("orcastra", "--config", node_exporter.CONTAINER_CONFIG, "plan", "--json")
+        inside = site.docker("exec", controller, *argv, node="node2")
+        (tmp_path / "client.yml").write_text(node_exporter.HOST_CONFIG)
+        outside = subprocess.run(
+            [sys.executable, "-m", "orcastra", "--config", str(tmp_path / "client.yml"), "plan", "--json"],
+            env={**os.environ, "DOCKER_HOST": site.host("node1")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert outside.returncode == 0, outside.stderr
+        planned = time.monotonic()
+        for where, plan in (("in the controller's container", inside), ("on the host", outside.stdout)):
+            memory = node_exporter.node_memory(plan)
+            assert sorted(memory) == nodes, (where, memory)
+            assert all(used is not None and 0 < used < 100 for used in memory.values()), (
+                where,
+                memory,
+                node_exporter.memory_findings(plan),
+            )
+        rss, cpu = _proc_figures(site, WORKER, node_exporter.SERVICE, 3.0)
+    finally:
+        api.close()
+        site.docker("service", "rm", node_exporter.SERVICE, check=False)
+    print(
+        f"\nFIGURE node_exporter with the stack: image {built - started:.1f} s, deploy -> a task on each node"
+        f" {deployed - built:.1f} s, two plans {planned - deployed:.1f} s; memory {memory};"
+        f" idle exporter {rss:.1f} MiB RSS, {cpu:.2f} % of a core",
+        flush=True,
+    )
 
 
 def test_config_change_rolls_out_and_a_broken_one_is_refused(site: Site) -> None:

@@ -11,7 +11,7 @@ NODE = {
     "Spec": {"Labels": {"ssd": "true"}, "Role": "manager", "Availability": "active"},
     "Description": {"Hostname": "node1", "Engine": {"EngineVersion": "20.10.24"}, "Resources": {"MemoryBytes": 8}},
     "Status": {"State": "ready", "Addr": "192.168.213.11"},
-    "ManagerStatus": {"Leader": True, "Reachability": "reachable"},
+    "ManagerStatus": {"Leader": True, "Reachability": "reachable", "Addr": "192.168.213.11:2377"},
 }
 DOWN_NODE = {
     "ID": "n2id",
@@ -55,6 +55,8 @@ def task(tid: str, node_id: str, desired: str = "running", state: str = "running
 def test_parse_node_and_service() -> None:
     n = parse_node(NODE)
     assert (n.hostname, n.version, n.role, n.state, n.leader) == ("node1", 42, "manager", "ready", True)
+    assert (n.addr, n.manager_addr) == ("192.168.213.11", "192.168.213.11:2377")
+    assert parse_node(DOWN_NODE).manager_addr == ""
     assert dict(n.labels) == {"ssd": "true"}
     s = parse_service(SERVICE)
     assert (s.name, s.version, s.mode, s.replicas, s.stack) == ("app_db", 9, "replicated", 2, "app")

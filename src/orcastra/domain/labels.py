@@ -11,7 +11,9 @@ Where each key lives and who writes it:
   leader lease's placeholder service);
 - service labels written by users in stack files: ``orcastra.follow``, ``orcastra.restart-dependents``,
   ``orcastra.retry-intervals``, ``orcastra.rebalance``, ``orcastra.rebalance.preferred-node``, ``orcastra.role``
-  (``agent`` marks the node agent's global service, whose tasks the controller asks for their reports);
+  (``agent`` marks the node agent's global service, whose tasks the controller asks for their reports;
+  ``node-exporter`` a node_exporter service whose tasks are scraped as memory sources, on the host port in
+  ``orcastra.node-exporter.port``);
 - Swarm labels (``docker info``): ``orcastra.paused``, ``orcastra.reboot.lock``;
 - Swarm config labels: ``orcastra.command`` and ``orcastra.command.*`` (a command request kept in the Swarm:
   its state, holder, result and finish time; see ``orcastra.commands.swarm_queue``).
@@ -56,6 +58,10 @@ REBALANCE_LABEL = "orcastra.rebalance"  # false: never moved by rebalancing
 PREFERRED_NODE_LABEL = "orcastra.rebalance.preferred-node"
 ROLE_LABEL = "orcastra.role"  # on Orcastra's own services, in the stack file: which part of Orcastra it is
 AGENT_ROLE = "agent"  # orcastra.role=agent: the node agent's global service (docs/agent.md)
+# orcastra.role=node-exporter: a node_exporter service (deploy/node-exporter.yml); each node running one of its
+# tasks is scraped at http://<node address>:<port>/metrics, the port being this label's (default 9100).
+NODE_EXPORTER_ROLE = "node-exporter"
+NODE_EXPORTER_PORT_LABEL = "orcastra.node-exporter.port"
 
 # --- service labels, written by Orcastra --------------------------------------------------------------------
 # On a dependent: the anchor whose placement constraint Orcastra added to it (so Orcastra, and only Orcastra,

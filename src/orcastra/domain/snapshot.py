@@ -39,6 +39,9 @@ class Node(msgspec.Struct, frozen=True, gc=False):
     spec_name: str = ""  # Spec.Name: usually empty; kept so a spec update sends it back unchanged
     leader: bool = False
     manager_reachability: str = ""  # "reachable" | "unreachable" | "" for workers
+    # ManagerStatus.Addr ("ip:port" of the Raft listener, "" for workers). A manager's Status.Addr can read
+    # 0.0.0.0 or 127.0.0.1 (moby/moby#35437, #30119); this one is the address the other managers dial.
+    manager_addr: str = ""
     engine_version: str = ""
     memory_bytes: int = 0
     nano_cpus: int = 0

@@ -2,7 +2,7 @@
 
 Field names follow the Engine API reference (v1.41 .. v1.5x, unchanged for these objects):
 Node{ID, Version.Index, Spec{Name, Labels, Role, Availability}, Description{Hostname, Engine, Resources},
-Status{State, Addr}, ManagerStatus{Leader, Reachability}}, Service{ID, Version.Index, Spec{Name, Labels,
+Status{State, Addr}, ManagerStatus{Leader, Reachability, Addr}}, Service{ID, Version.Index, Spec{Name, Labels,
 Mode, TaskTemplate{ContainerSpec, Placement, Resources, ForceUpdate}}}, Task{ID, ServiceID, NodeID, Slot,
 DesiredState, Status{State, Message, Err, Timestamp, ContainerStatus{ContainerID}},
 NetworksAttachments[]{Network{Spec{Ingress}}, Addresses[]}}.
@@ -76,6 +76,7 @@ class _NodeStatus(_Struct):
 class _ManagerStatus(_Struct):
     Leader: bool | None = None
     Reachability: str | None = None
+    Addr: str | None = None
 
 
 class RawNode(_Struct):
@@ -260,6 +261,7 @@ def node_from(raw: RawNode) -> Node:
         spec_name=spec.Name or "",
         leader=bool(manager is not None and manager.Leader),
         manager_reachability=(manager.Reachability if manager is not None else None) or "",
+        manager_addr=(manager.Addr if manager is not None else None) or "",
         engine_version=(desc.Engine.EngineVersion if desc.Engine is not None else None) or "",
         memory_bytes=(resources.MemoryBytes if resources is not None else None) or 0,
         nano_cpus=(resources.NanoCPUs if resources is not None else None) or 0,

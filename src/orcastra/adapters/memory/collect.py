@@ -1,8 +1,10 @@
 """One pass over every configured memory source, merged into the ``MemoryView`` the rebalancer plans from.
 
 Precedence: node memory from Prometheus first, then node_exporter scrapes for nodes Prometheus did not
-give; task memory from Engine stats first, then Prometheus' ``task_query``. A running task of a replicated
-service that no source measured is estimated from its service's memory reservation (else its limit), and
+give (a node's configured URL, else the one discovered from the snapshot: a task of the service labelled
+``orcastra.role=node-exporter`` on it, see ``features.rebalance.discovery``; no Engine call); task memory
+from Engine stats first, then Prometheus' ``task_query``. A running task of a replicated service that no
+source measured is estimated from its service's memory reservation (else its limit), and
 says so in its ``source``; a task with neither is left out, for the planner to report.
 
 Nothing here raises for a source that fails: every failure (unreachable, HTTP error, bad data, a sample
@@ -12,7 +14,7 @@ node or task it concerns gets no number rather than a guessed one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 import httpx
@@ -22,10 +24,13 @@ from orcastra.adapters.engine.connect import engine_settings
 from orcastra.adapters.memory import engine_stats, node_exporter, prometheus
 from orcastra.adapters.memory.reading import SourceReading
 from orcastra.config import Config
+from orcastra.domain.labels import NODE_EXPORTER_ROLE, ROLE_LABEL
 from orcastra.domain.snapshot import Snapshot
 from orcastra.domain.usage import MemoryProblem, MemoryView, NodeMemory, TaskMemory
+from orcastra.features.rebalance.discovery import discover_node_exporters
 
 REPLICATED = "replicated"
+_ROLE = f"{ROLE_LABEL}={NODE_EXPORTER_ROLE}"
 
 
 def collect_memory(
@@ -42,8 +47,8 @@ def collect_memory(
     the settings (timeout, TLS files) each node endpoint's client starts from (else the config's
     ``docker`` section's, as for the other per-node engines).
     """
-    problems: list[MemoryProblem] = []
-    prom, scraped = _read_http_sources(config, now, http)
+    urls, problems = node_exporter_urls(config, snapshot)
+    prom, scraped = _read_http_sources(config, urls, now, http)
     stats = _read_engine_stats(config, snapshot, now, engine, problems)
     problems += prom.problems + scraped.problems + stats.problems
     stale_before = now - config.rebalance.stale_after_seconds
@@ -51,7 +56,9 @@ def collect_memory(
     nodes = _pick_nodes((*prom.nodes, *scraped.nodes), snapshot, stale_before, now, problems)
     ready = {n.hostname for n in snapshot.nodes if n.ready}
     for hostname in sorted(ready - set(nodes)):
-        problems.append(MemoryProblem(hostname, f"no memory source reports node {hostname}: {_configured(config)}"))
+        problems.append(
+            MemoryProblem(hostname, f"no memory source reports node {hostname}: {_configured(config, len(urls))}")
+        )
     # Engine stats first: measured on the node itself.
     tasks = _pick_tasks((*stats.tasks, *prom.tasks), stale_before, now, problems)
     for t in _estimates(snapshot, set(tasks), now):
@@ -64,7 +71,21 @@ def collect_memory(
     )
 
 
-def _read_http_sources(config: Config, now: float, http: httpx.Client | None) -> tuple[SourceReading, SourceReading]:
+def node_exporter_urls(config: Config, snapshot: Snapshot) -> tuple[dict[str, str], list[MemoryProblem]]:
+    """The node_exporter URL of each node: configured, else discovered (when ``discover_node_exporter``);
+    the discovery's problems, but those of nodes with a configured URL."""
+    sources = config.rebalance.sources
+    configured = {h: str(u) for h, u in sources.node_exporter.items()}
+    if not sources.discover_node_exporter:
+        return configured, []
+    found = discover_node_exporters(snapshot)
+    problems = [p for p in found.problems if p.subject not in configured]
+    return {**found.urls, **configured}, problems
+
+
+def _read_http_sources(
+    config: Config, urls: Mapping[str, str], now: float, http: httpx.Client | None
+) -> tuple[SourceReading, SourceReading]:
     """Prometheus' reading (empty when none is configured) and the node_exporter scrapes' reading."""
     sources = config.rebalance.sources
     client = http if http is not None else httpx.Client(timeout=sources.timeout_seconds)
@@ -72,9 +93,7 @@ def _read_http_sources(config: Config, now: float, http: httpx.Client | None) ->
         prom = SourceReading()
         if sources.prometheus is not None:
             prom = prometheus.read_prometheus(sources.prometheus, client)
-        scraped = node_exporter.read_node_exporters(
-            {h: str(u) for h, u in sources.node_exporter.items()}, client, now, sources.timeout_seconds
-        )
+        scraped = node_exporter.read_node_exporters(urls, client, now, sources.timeout_seconds)
     finally:
         if http is None:
             client.close()
@@ -185,11 +204,16 @@ def _estimates(snapshot: Snapshot, measured: set[tuple[str, str]], now: float) -
             )
 
 
-def _configured(config: Config) -> str:
+def _configured(config: Config, exporter_urls: int) -> str:
     sources = config.rebalance.sources
     named = []
     if sources.prometheus is not None:
         named.append(f"prometheus ({len(sources.prometheus.instances)} instances mapped)")
-    if sources.node_exporter:
-        named.append(f"node_exporter ({len(sources.node_exporter)} URLs)")
-    return "configured: " + ", ".join(named) if named else "no node memory source is configured"
+    if exporter_urls:
+        discovered = exporter_urls - len(sources.node_exporter)
+        named.append(f"node_exporter ({exporter_urls} URLs" + (f", {discovered} discovered)" if discovered else ")"))
+    if named:
+        return "configured: " + ", ".join(named)
+    if sources.discover_node_exporter:
+        return f"no node memory source is configured and none was discovered (a task of a service labelled {_ROLE})"
+    return "no node memory source is configured"

@@ -2,6 +2,8 @@
 ``high`` to a node the planner chose, without flapping. Pure; docs/rebalancing.md explains it.
 
 - ``settings``: the ``rebalance:`` config section (``RebalanceSettings``, per-service ``ServiceRebalance``);
+- ``discovery``: the node_exporter URLs found in the snapshot (``discover_node_exporters``: nodes running a
+  task of a service labelled ``orcastra.role=node-exporter``);
 - ``labels``: the values of its labels (the keys are in ``orcastra.domain.labels``);
 - ``history``: the above-high clocks (``update_history``) and the moves read back from the services'
   labels (``with_recorded_moves``);

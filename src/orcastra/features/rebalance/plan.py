@@ -51,7 +51,9 @@ class _Planner(Explaining):
         self.overrides = inputs.overrides  # by full service name
         self.history = inputs.history
         self.now = inputs.now
-        self.findings: list[Finding] = []
+        # What the memory sources could not read (an unreachable exporter, a bad label...): said where the plan
+        # is read (``orcastra plan``, the daemon's log of new findings), not only kept in the view.
+        self.findings: list[Finding] = [Finding(p.subject, p.message, "warning") for p in inputs.memory.problems]
         self.nodes: list[Node] = []  # nodes with fresh memory data: the optimiser's index space
         self.samples: list[NodeMemory] = []
         self.index: dict[str, int] = {}  # hostname -> index

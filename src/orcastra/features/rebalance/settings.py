@@ -48,12 +48,16 @@ class PrometheusSource(Section):
 
 
 class MemorySources(Section):
-    """Where memory numbers come from. Node memory: prometheus and/or node_exporter URLs. Task memory:
-    Engine container stats through each node's endpoint (``nodes.<host>.endpoint``) and/or prometheus'
-    task_query; service reservations/limits are the fallback estimate."""
+    """Where memory numbers come from. Node memory: prometheus and/or node_exporter URLs, configured or
+    discovered (a service labelled ``orcastra.role=node-exporter``, see ``discovery``). Task memory: Engine
+    container stats through each node's endpoint (``nodes.<host>.endpoint``) and/or prometheus' task_query;
+    service reservations/limits are the fallback estimate."""
 
     prometheus: PrometheusSource | None = None
     node_exporter: dict[Hostname, HttpUrl] = Field(default_factory=dict)
+    # Scrape the node_exporter deployed with Orcastra (deploy/node-exporter.yml) on every node that runs one of
+    # its tasks and has no URL in node_exporter (a configured URL wins).
+    discover_node_exporter: bool = True
     engine_stats: bool = True
     timeout_seconds: SourceTimeoutSeconds = 5.0
 
