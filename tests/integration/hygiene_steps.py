@@ -64,7 +64,12 @@ def build_gc_scene(docker: Docker, manager: Docker, base: str) -> GcScene:
     scene.old_container = docker("run", "-d", "--name", "gc-old-exited", base, "true").strip()
     # Three images of one repository (the newest is kept), an old image left dangling by a newer one of its
     # tag, an image only a service scaled to 0 names, and one a stopped container uses.
-    scene.repo_ids = tuple(_commit(docker, base, f"gc/repo:{n}", f"r{n}") for n in (1, 2, 3))
+    # An image's Created is in whole seconds in the image list: one second apart, "newest" is unambiguous.
+    repo_ids = []
+    for n in (1, 2, 3):
+        repo_ids.append(_commit(docker, base, f"gc/repo:{n}", f"r{n}"))
+        time.sleep(1.1)
+    scene.repo_ids = tuple(repo_ids)
     scene.dangling_image = _commit(docker, base, "gc/old:1", "old")
     newer_old = _commit(docker, base, "gc/old:1", "newer")
     only_service = _commit(docker, base, "gc/svc0:1", "svc0")
