@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ from pathlib import Path
 from orcastra_lab.auth_registry import LocalRegistry, TokenServer
 from orcastra_lab.layout import BRIDGE_HOST_OCTET, subnet_octet
 from orcastra_lab.mod_images import PushedMod, Pusher
+
+from .util import do_through_swarm
 
 PLAIN_PORT, AUTH_PORT, TOKEN_PORT = 5101, 5102, 5103
 CONSUMER = Path(__file__).resolve().parents[1] / "data" / "mods" / "consumer.sh"
@@ -133,26 +134,8 @@ def consume_offline(cache: Path, root: Path, docker_mods: str) -> str:
 
 
 def refresh_everywhere(docker_host: str, workdir: Path) -> tuple[bool, str]:
-    """``orcastra do --swarm refresh_mods`` from the host through a manager: (it succeeded, what it said)."""
+    """``orcastra do --swarm refresh-mods`` from the host through a manager: (it succeeded, what it said)."""
     config = workdir / "client.yml"
     config.write_text("stack: app\n")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "orcastra",
-            "--config",
-            str(config),
-            "do",
-            "--swarm",
-            "--timeout",
-            "120",
-            "refresh-mods",
-        ],
-        env={**os.environ, "DOCKER_HOST": docker_host},
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    done = do_through_swarm(docker_host, config, "refresh-mods")
     return done.returncode == 0, done.stdout + done.stderr

@@ -29,7 +29,7 @@ from orcastra_lab import stack as lab_stack
 from . import hygiene_steps as hygiene
 from . import mods_steps as mods
 from . import node_exporter_steps as node_exporter
-from .util import node_labels, running_nodes, set_node_labels, wait_for
+from .util import do_through_swarm, node_labels, running_nodes, set_node_labels, wait_for
 
 # Another name runs a second copy beside it (a helper session testing a branch while CI-like runs go on).
 LAB_NAME = os.environ.get("ORCASTRA_TEST_STACK_LAB", "stack")
@@ -614,26 +614,7 @@ def _force_update(site: Site, service: str, node: str) -> int:
 
 
 def _send_restart(site: Site, config: Path, node: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "orcastra",
-            "--config",
-            str(config),
-            "do",
-            "--swarm",
-            "--timeout",
-            "120",
-            "restart",
-            "app_probe",
-        ],
-        env={**os.environ, "DOCKER_HOST": site.host(node)},
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    return do_through_swarm(site.host(node), config, "restart", "app_probe")
 
 
 def test_rolling_image_update_keeps_one_leader_and_runs_each_command_once(site: Site, tmp_path: Path) -> None:

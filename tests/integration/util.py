@@ -174,3 +174,16 @@ def group_node(api: docker.APIClient, anchor: str, dependents: Mapping[str, int]
         return None
     key = f"orcastra.anchor.{anchor}"
     return where[0] if [h for h, labels in node_labels(api).items() if key in labels] == where else None
+
+
+def do_through_swarm(docker_host: str, config: Path, *words: str) -> subprocess.CompletedProcess[str]:
+    """``orcastra --config CONFIG do --swarm --timeout 120 WORDS`` against a manager, as an operator runs it."""
+    argv = [sys.executable, "-m", "orcastra", "--config", str(config), "do", "--swarm", "--timeout", "120"]
+    return subprocess.run(
+        [*argv, *words],
+        env={**os.environ, "DOCKER_HOST": docker_host},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
