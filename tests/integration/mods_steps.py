@@ -71,28 +71,37 @@ def _files(name: str, version: str) -> dict[str, bytes]:
 
 
 def start_registries(work: Path, lab_name: str) -> ModSite:
+    """The two registries and their token server on the lab's bridge, the mods pushed; all stopped again if
+    any step fails (they are processes of the test's own)."""
     bridge = bridge_address(lab_name)
     for sub in ("token", "plain", "authed"):
         (work / sub).mkdir(parents=True, exist_ok=True)
-    token = TokenServer(work / "token", port=TOKEN_PORT, address=bridge)
-    token.start()
+    token = TokenServer(work / "token", users={"pusher": "s3cret"}, port=TOKEN_PORT, address=bridge)
     plain = LocalRegistry(work / "plain", port=PLAIN_PORT, address=bridge)
-    plain.start()
     authed = LocalRegistry(work / "authed", token=token, port=AUTH_PORT, address=bridge)
-    authed.start()
-    pusher = Pusher(plain.base_url)
-    multi = pusher.push_multi_platform_mod(
-        "mods/multi", "latest", {"linux/amd64": _files("multi", "amd64"), "linux/arm64": _files("multi", "arm64")}
-    )
-    return ModSite(
-        plain=plain,
-        authed=authed,
-        token=token,
-        alpha=pusher.push_mod("mods/alpha", "v1", _files("alpha", "1")),
-        beta=pusher.push_mod("mods/beta", "v1", _files("beta", "1")),
-        multi=multi["linux/amd64"],
-        gamma=Pusher(authed.base_url, "anyone", "").push_mod("mods/gamma", "v1", _files("gamma", "1")),
-    )
+    started: list[TokenServer | LocalRegistry] = []
+    try:
+        for server in (token, plain, authed):
+            server.start()
+            started.append(server)
+        pusher = Pusher(plain.base_url)
+        by_platform = {"linux/amd64": _files("multi", "amd64"), "linux/arm64": _files("multi", "arm64")}
+        multi = pusher.push_multi_platform_mod("mods/multi", "latest", by_platform)
+        return ModSite(
+            plain=plain,
+            authed=authed,
+            token=token,
+            alpha=pusher.push_mod("mods/alpha", "v1", _files("alpha", "1")),
+            beta=pusher.push_mod("mods/beta", "v1", _files("beta", "1")),
+            multi=multi["linux/amd64"],
+            # Pushed with credentials; pulled anonymously (the token server grants anonymous pulls).
+            gamma=Pusher(authed.base_url, "pusher", "s3cret").push_mod("mods/gamma", "v1", _files("gamma", "1")),
+        )
+    except BaseException:
+        for server in reversed(started):
+            with contextlib.suppress(Exception):
+                server.stop()
+        raise
 
 
 def push_new_alpha(site: ModSite) -> PushedMod:
