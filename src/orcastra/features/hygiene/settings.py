@@ -76,7 +76,7 @@ class GcSettings(Section):
     dry_run: bool = False
     # Where the agent keeps when it last saw each image used (so least-recently-used order survives a restart);
     # None: in memory only. The stack gives the agent a volume at /var/lib/orcastra.
-    state_file: AbsolutePath | None = None
+    state_file: AbsolutePath | None = Path("/var/lib/orcastra/gc-last-use.json")
     # Pause between two removals, so a large cleanup never stalls the Engine.
     pace_seconds: Annotated[float, Field(ge=0, le=60)] = 0.2
 
