@@ -54,7 +54,7 @@ def refresh_mods_everywhere(config: Config, snapshot: Snapshot) -> str:
         results = list(pool.map(one, targets))
     lines = [f"{printable(node)}: {text}" for node, text, _ in results]
     failed = [printable(node) for node, _, ok in results if not ok]
-    message = "refresh_mods: " + "; ".join(lines)
+    message = "; ".join(lines)
     if failed:
         raise OrcastraError(f"{message} (failed on {', '.join(failed)})")
     return message
