@@ -391,7 +391,10 @@ class GcRunner(threading.Thread):
             self.last = result
             self.last_use.save(self.gc.get("state_file"))
         verb = "would free" if dry else "freed"
-        log.info(
+        # A threshold check that found the disk below its threshold is routine: not an info line every 5 min.
+        quiet = trigger == "threshold" and not (result.removed_count or result.failed_count or result.error)
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
             "gc (%s): %d removed, %d failed, %s %d bytes",
             trigger,
             result.removed_count,
