@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import ipaddress
 
+from orcastra.domain.wording import one_line
 from orcastra.errors import TemporaryError, cut
 from orcastra.features.agents.report import (
     AGENTS_PATH,
@@ -57,7 +58,7 @@ def get_body(  # noqa: PLR0913 - where, what, how long, how much; the POST body 
     finally:
         conn.close()
     if response.status != 200:
-        said = "".join(c if c.isprintable() else "?" for c in body[:300].decode("utf-8", "replace")).strip()
+        said = cut(one_line(body[:300].decode("utf-8", "replace").strip()), 300)
         raise AgentReportError(f"{host}:{port}{path}: HTTP {response.status}{': ' + said if said else ''}")
     return body
 

@@ -50,6 +50,11 @@ MODS_REFRESH_PATH = "/v1/mods/refresh"
 MAX_GC_REQUEST_BYTES = 1024
 
 
+def _unauthorised(error: str) -> Response:
+    """The answer to a write without the API token (or with a wrong one)."""
+    return json_response(401, {"error": error}, {"WWW-Authenticate": "Bearer"})
+
+
 class HygieneMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.removed = Counter(
@@ -231,7 +236,7 @@ class NodeHygiene:
     def routes(self, report: Route) -> dict[tuple[str, str], Route]:
         def take_facts(request: Request) -> Response:
             if not self._authorised(request):
-                return json_response(401, {"error": "Swarm facts need the API token"}, {"WWW-Authenticate": "Bearer"})
+                return _unauthorised("Swarm facts need the API token")
             try:
                 facts = decode_facts(request.body)
             except ValueError as e:
@@ -242,7 +247,7 @@ class NodeHygiene:
 
         def run_gc(request: Request) -> Response:
             if not self._authorised(request):
-                return json_response(401, {"error": "a GC run needs the API token"}, {"WWW-Authenticate": "Bearer"})
+                return _unauthorised("a GC run needs the API token")
             if self.gc is None:
                 return json_response(409, {"error": "garbage collection is not configured on this agent"})
             try:
@@ -257,9 +262,7 @@ class NodeHygiene:
 
         def refresh_mods(request: Request) -> Response:
             if not self._authorised(request):
-                return json_response(
-                    401, {"error": "a mod refresh needs the API token"}, {"WWW-Authenticate": "Bearer"}
-                )
+                return _unauthorised("a mod refresh needs the API token")
             if self.mods is None:
                 return json_response(409, {"error": "the mod manager is not enabled on this agent (mods.enabled)"})
             return Response(200, msgspec.json.encode(self.mods.refresh_now()) + b"\n")
